@@ -1,0 +1,25 @@
+"""ddm — Differentiable Decision Makers.
+
+A typed pipeline language (``.ddm`` files) compiled to pure, jitted JAX functions whose gradients
+flow end to end. This module is a lazy facade: importing ``ddm`` imports neither JAX nor Lark.
+
+>>> import ddm
+>>> prog = ddm.loads("input x: f32[3]\\nnode y = 2 * x\\noutput y")
+>>> [float(v) for v in prog.apply({}, x=[1.0, 2.0, 3.0])["y"]]
+[2.0, 4.0, 6.0]
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "loads", "Program", "DdmError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("load", "loads", "Program"):
+        from ddm.compiler import program
+        return getattr(program, name)
+    if name == "DdmError":
+        from ddm.dsl.diagnostics import DdmError
+        return DdmError
+    raise AttributeError(f"module 'ddm' has no attribute {name!r}")

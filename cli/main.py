@@ -1,0 +1,194 @@
+"""``ddmc``: the command line. The only place that catches :class:`DdmError` and prints it.
+
+Exit codes: 0 success; 1 a diagnostic in the user's program, data or config; 2 bad usage.
+``ddmc check`` and ``ddmc fmt`` never import JAX (cold start matters).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ddm.dsl.diagnostics import DdmError, format_message
+
+EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddmc", description="Differentiable Decision Makers: check, "
+                                "compile, run and format .ddm pipelines.")
+    p.add_argument("--version", action="version", version=f"ddmc {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="parse and type-check; print nodes, kinds and shapes",
+                       description="Parse and type-check FILE without running it. On success, "
+                       "print a table of its inputs, params, nodes, loss and metrics with kinds "
+                       "and types; on error, FILE:LINE:COL: error: … and exit 1.")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    k = sub.add_parser("compile", help="compile to JAX; --emit a stage, or --run the program",
+                       description="Compile FILE to a jitted JAX function. --emit shows a stage; "
+                       "--run trains the program's params on its data (run section, --config, "
+                       "--set) and writes metrics.json, timing.json, params.npz and log.jsonl "
+                       "to --out.")
+    k.add_argument("file", metavar="FILE")
+    k.add_argument("--emit", choices=("ir", "jaxpr", "hlo"), help="print this stage and stop")
+    k.add_argument("--run", action="store_true", help="train on the program's data")
+    k.add_argument("--config", metavar="RUN.yaml", help="YAML run config (overrides the run "
+                   "section)")
+    k.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one setting (repeatable): steps=100, optimizer.lr=3e-4")
+    k.add_argument("--out", metavar="DIR", help="where --run writes (default runs/NAME)")
+    k.add_argument("--x64", action="store_true", help="compute in float64")
+    k.add_argument("--dim", metavar="NAME=SIZE", action="append", default=[],
+                   help="size of a symbolic dim for --emit jaxpr|hlo (repeatable)")
+
+    f = sub.add_parser("fmt", help="print the canonical formatting of a file",
+                       description="Print FILE in canonical form (comments kept).")
+    f.add_argument("file", metavar="FILE")
+    f.add_argument("--check", action="store_true", help="exit 1 if FILE is not canonical")
+    f.add_argument("-w", "--write", action="store_true", help="rewrite FILE in place")
+    return p
+
+
+def _version() -> str:
+    from ddm import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    args = _parser().parse_args(argv)
+    try:
+        return {"check": cmd_check, "compile": cmd_compile, "fmt": cmd_fmt}[args.command](args)
+    except DdmError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("ddmc: interrupted", file=sys.stderr)
+        return 130
+
+
+def _warn(graph, sources) -> None:
+    for w in graph.warnings:
+        print(format_message("warning", w.span, w.message, sources.texts.get(w.span.file)),
+              file=sys.stderr)
+
+
+def cmd_check(args) -> int:
+    from ddm.compiler.driver import front_end_file
+    graph, sources = front_end_file(args.file)
+    _warn(graph, sources)
+    if not args.quiet:
+        print(summary_table(graph))
+    return EXIT_OK
+
+
+def summary_table(graph) -> str:
+    rows = [("name", "kind", "type", "where")]
+    for i in graph.inputs:
+        rows.append((i.name, "input", str(i.type), _at(i.span)))
+    for p in graph.params:
+        kind = "param (positive)" if p.positive else "param"
+        rows.append((p.name, kind, str(p.type), _at(p.span)))
+    for name, vid in graph.nodes.items():
+        v = graph.values[vid]
+        rows.append((name, v.kind, str(v.type), _at(v.span)))
+    for f in graph.fns:
+        rows.append((f.name, "fn", f.signature, _at(f.span)))
+    if graph.loss is not None:
+        v = graph.values[graph.loss]
+        rows.append(("loss", "loss", str(v.type), _at(v.span)))
+    for name, vid in graph.metrics:
+        v = graph.values[vid]
+        rows.append((name, "metric", str(v.type), _at(v.span)))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    outs = ", ".join(n for n, _ in graph.outputs) or "none"
+    lines.append(f"\n{os.path.basename(graph.file)}: ok — {len(graph.values)} IR values, outputs: "
+                 f"{outs}")
+    return "\n".join(lines)
+
+
+def _at(span) -> str:
+    return f"{span.line}:{span.column}"
+
+
+def _config(graph, sources, args):
+    from ddm.runtime.config import RunConfig
+    cfg = RunConfig.defaults()
+    cfg.apply_run_section(graph.run, sources.texts.get(graph.file, ""))
+    if args.config:
+        cfg.apply_yaml(args.config)
+    for i, assignment in enumerate(args.set, 1):
+        cfg.apply_set(assignment, i)
+    return cfg
+
+
+def cmd_compile(args) -> int:
+    from ddm.compiler.driver import front_end_file
+    graph, sources = front_end_file(args.file)
+    _warn(graph, sources)
+    if args.emit == "ir":
+        from ddm.compiler.ir import format_ir
+        print(format_ir(graph))
+        return EXIT_OK
+    cfg = _config(graph, sources, args)
+    x64 = args.x64 or bool(cfg.values.get("x64") is True)
+    from ddm.compiler.program import Program
+    prog = Program(graph, sources, x64=x64)
+    if args.emit in ("jaxpr", "hlo"):
+        from ddm.cli.emit import emit
+        print(emit(prog, args.emit, _dims(args.dim), cfg.values.get("batch", 256)))
+        return EXIT_OK
+    if not args.run:
+        print(f"{os.path.basename(graph.file)}: compiled — {len(graph.values)} IR values; use "
+              "--run to train, --emit ir|jaxpr|hlo to inspect")
+        return EXIT_OK
+    from ddm.runtime.data import SOURCES
+    cfg.validate(SOURCES)
+    from rich.console import Console
+    from ddm.cli.report import print_report
+    from ddm.runtime.train import run
+    out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.file))[0])
+    console = Console(stderr=False)
+    result = run(prog, cfg, out, console)
+    print_report(console, result)
+    return EXIT_OK
+
+
+def _dims(pairs) -> dict[str, int]:
+    from ddm.dsl.diagnostics import ConfigDiagnostic
+    out = {}
+    for pair in pairs:
+        name, _, size = pair.partition("=")
+        if not name or not size.isdigit():
+            raise ConfigDiagnostic(None, f"--dim takes NAME=SIZE, got '{pair}'")
+        out[name] = int(size)
+    return out
+
+
+def cmd_fmt(args) -> int:
+    from ddm.dsl.format import format_source
+    from ddm.dsl.parser import read_source
+    text = read_source(args.file)
+    out = format_source(text, args.file)
+    if args.check:
+        if out != text:
+            print(f"{args.file}: not canonically formatted (run ddmc fmt -w)", file=sys.stderr)
+            return EXIT_USER
+        return EXIT_OK
+    if args.write:
+        if out != text:
+            from ddm.runtime.checkpoint import atomic_write
+            atomic_write(args.file, out.encode("utf-8"))
+        return EXIT_OK
+    sys.stdout.write(out)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

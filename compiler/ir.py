@@ -1,0 +1,155 @@
+"""The IR: a typed DAG in SSA form — the one structure lowering, diagnostics and rendering read.
+
+Every sub-expression is a :class:`Value` with an op, a kind (how the article colours it), a stage
+(when it can be computed), its inputs, static attributes, a type and the span it came from.
+Values are stored in topological order and ``values[i].id == i``.
+
+Stages: ``static`` values depend on params and constants only; ``sample`` values on one
+sample's inputs (the program is written per sample, lowering vectorises); ``batch`` values live
+in ``loss``/``metric``, where a per-sample value is *lifted* (op ``lift``) to its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ddm.dsl.span import Span
+from ddm.library.types import Dim, LayerType, TensorType
+
+KINDS = ("input", "param", "const", "imperative", "declarative")
+STAGES = ("static", "sample", "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    id: int
+    op: str
+    kind: str
+    stage: str
+    inputs: tuple[int, ...]
+    attrs: tuple[tuple[str, Any], ...]
+    type: TensorType
+    span: Span
+    name: str | None = None  # set on the value a node/let declaration defines
+    scope: str | None = None  # "fn@line:col" when inlined from a call of a fn
+
+    def attr(self, key: str, default=None):
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class DimSpec:
+    name: str
+    value: int | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    name: str
+    type: TensorType
+    span: Span
+    value: int  # the Value id
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """A trainable leaf. ``init`` is ("value", nested floats) | (initializer name, kwargs)."""
+
+    name: str
+    type: TensorType | LayerType
+    init: tuple[str, Any]
+    positive: bool
+    span: Span
+
+    @property
+    def is_layer(self) -> bool:
+        return isinstance(self.type, LayerType)
+
+
+@dataclass(frozen=True, slots=True)
+class FnInfo:
+    name: str
+    signature: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Graph:
+    file: str
+    values: tuple[Value, ...]
+    dims: tuple[DimSpec, ...]
+    inputs: tuple[InputSpec, ...]
+    params: tuple[ParamSpec, ...]
+    nodes: Mapping[str, int]
+    outputs: tuple[tuple[str, int], ...]
+    loss: int | None
+    metrics: tuple[tuple[str, int], ...]
+    fns: tuple[FnInfo, ...]
+    run: Any = None  # the RunDecl AST; the runtime validates it with spans
+    warnings: tuple = field(default=())
+
+    def input(self, name: str) -> InputSpec:
+        return next(i for i in self.inputs if i.name == name)
+
+    def param(self, name: str) -> ParamSpec:
+        return next(p for p in self.params if p.name == name)
+
+    def ancestors(self, roots) -> set[int]:
+        """Ids of the values ``roots`` depend on, roots included (iterative)."""
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            stack.extend(self.values[i].inputs)
+        return seen
+
+    def inputs_needed(self, roots) -> tuple[InputSpec, ...]:
+        need = self.ancestors(roots)
+        return tuple(i for i in self.inputs if i.value in need)
+
+    def dim_values(self) -> dict[str, int]:
+        return {d.name: d.value for d in self.dims if d.value is not None}
+
+
+def format_ir(graph: Graph) -> str:
+    """A readable listing, one value a line: ``%7 = matmul %3, %6 : f32[N]  # node b (12:9)``."""
+    lines = [f"# ddm IR of {graph.file}"]
+    for d in graph.dims:
+        lines.append(f"dim {d.name}" + (f" = {d.value}" if d.value is not None else ""))
+    for p in graph.params:
+        extra = " positive (stored as log)" if p.positive else ""
+        lines.append(f"param {p.name}: {p.type}{extra}")
+    for v in graph.values:
+        args = ", ".join(f"%{i}" for i in v.inputs)
+        attrs = ", ".join(f"{k}={_short(a)}" for k, a in v.attrs if not k.startswith("_"))
+        body = v.op + (" " + args if args else "") + (f" {{{attrs}}}" if attrs else "")
+        tags = [v.kind, v.stage]
+        if v.name:
+            tags.append(f"node {v.name}")
+        if v.scope:
+            tags.append(f"in {v.scope}")
+        lines.append(f"%{v.id} = {body} : {v.type}    # {' '.join(tags)} "
+                     f"({v.span.line}:{v.span.column})")
+    for name, i in graph.outputs:
+        lines.append(f"output {name} = %{i}")
+    if graph.loss is not None:
+        lines.append(f"loss = %{graph.loss}")
+    for name, i in graph.metrics:
+        lines.append(f"metric {name} = %{i}")
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def dim_text(d: Dim) -> str:
+    return str(d)

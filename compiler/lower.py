@@ -1,0 +1,143 @@
+"""IR → JAX. Entry point: :func:`lower`, giving pure functions over (params, inputs).
+
+The program is written per sample. ``sample`` evaluates values for one sample; ``batch``
+vectorises the per-sample part with ``jax.vmap(axis_name="batch")`` (so batch-statistics ops can
+use collectives) and then evaluates the batch-stage values of ``loss`` and ``metric`` on the
+lifted arrays. Every value is converted to the concrete dtype its IR type names, so the JAX
+program computes exactly the types the checker inferred.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ddm.compiler.binding import resolve as resolve_dim
+from ddm.compiler.ir import Graph, Value
+from ddm.dsl.diagnostics import DataDiagnostic, DtypeDiagnostic
+from ddm.library import OPS
+from ddm.library.layers import apply_layer
+from ddm.library.lazy import jax, jnp
+from ddm.library.op import Op
+from ddm.library.precision import resolve_dtype
+from ddm.library.types import SymDim
+
+
+@dataclass(frozen=True)
+class Lowered:
+    graph: Graph
+    ops: Mapping[str, Op]
+    x64: bool
+
+    # --- one sample ----------------------------------------------------------------------------
+    def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
+               batched: bool = False) -> dict[int, object]:
+        """Values ``roots`` (static or sample stage) for one sample's ``inputs``."""
+        need = self.graph.ancestors(roots)
+        env: dict[int, object] = {}
+        for i in sorted(need):
+            env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched)
+        return {i: env[i] for i in roots}
+
+    # --- a batch -------------------------------------------------------------------------------
+    def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots) -> dict[int, object]:
+        """Values ``roots`` of any stage for a batch of inputs (leading axis)."""
+        g = self.graph
+        need = g.ancestors(roots)
+        lifts = [i for i in sorted(need) if g.values[i].op == "lift"]
+        sources = sorted({g.values[i].inputs[0] for i in lifts})
+        sample_roots = sorted(set(sources) | {i for i in roots if g.values[i].stage == "sample"})
+        env: dict[int, object] = {}
+        if sample_roots:
+            wanted = g.inputs_needed(sample_roots)
+            batch_inputs = {s.name: inputs[s.name] for s in wanted}
+
+            def one(sample_inputs):
+                return self.sample(params, sample_inputs, dims, sample_roots, batched=True)
+
+            per_sample = jax.vmap(one, axis_name="batch")(batch_inputs)
+            env.update(per_sample)
+        for i in lifts:
+            env[i] = env[g.values[i].inputs[0]]
+        for i in sorted(need):
+            v = g.values[i]
+            if i in env or v.stage == "sample":
+                continue
+            env[i] = self.value(v, env, params, inputs, dims, batched=True)
+        return {i: env[i] for i in roots}
+
+    # --- one value -----------------------------------------------------------------------------
+    def value(self, v: Value, env, params, inputs, dims, batched: bool):
+        out = self._compute(v, env, params, inputs, dims, batched)
+        if v.type.weak:
+            return out  # Python scalars stay weakly typed, as the checker assumed
+        want = resolve_dtype(v.type.dtype, self.x64)
+        out = jnp.asarray(out)
+        return out if out.dtype == want else out.astype(want)
+
+    def _compute(self, v: Value, env, params, inputs, dims, batched):
+        op = v.op
+        if op == "input":
+            return inputs[v.attr("name")]
+        if op == "param":
+            raw = params[v.attr("name")]
+            return jnp.exp(raw) if v.attr("positive") else raw
+        if op == "const":
+            value = v.attr("value")
+            if v.type.weak:
+                return value
+            return jnp.asarray(value, resolve_dtype(v.type.dtype, self.x64))
+        if op == "dim":
+            return resolve_dim(v.attr("dim"), dims, v.span)
+        if op == "identity":
+            return env[v.inputs[0]]
+        if op == "index":
+            return env[v.inputs[0]][self._index(v, env)]
+        if op == "layer":
+            name = v.attr("param")
+            return apply_layer(params[name], self.graph.param(name).type, env[v.inputs[0]])
+        spec = self.ops[op]
+        static = {k: self._static(a, dims, v) for k, a in v.attrs if not k.startswith("_")}
+        needs_batch = spec.extra.get("needs_batch")
+        if needs_batch and needs_batch(static) and not batched:
+            raise DataDiagnostic(v.span, f"{op}(stats=\"batch\") needs a batch; call "
+                                 "apply_batch (or use fixed statistics) for one sample")
+        args, k = [], 0
+        for n in v.attr("_layout"):
+            if n == -1:
+                args.append(env[v.inputs[k]])
+                k += 1
+            elif n == 0:
+                args.append(None)
+            else:
+                args.append([env[j] for j in v.inputs[k:k + n]])
+                k += n
+        return spec.impl(*args, **static)
+
+    def _index(self, v: Value, env):
+        out = []
+        for item in v.attr("items"):
+            if item[0] == "i":
+                out.append(item[1])
+            elif item[0] == "s":
+                out.append(slice(item[1], item[2]))
+            else:
+                out.append(env[v.inputs[item[1]]])
+        return tuple(out)
+
+    def _static(self, value, dims, v: Value):
+        if isinstance(value, SymDim):
+            return resolve_dim(value, dims, v.span)
+        if isinstance(value, tuple) and any(isinstance(x, SymDim) for x in value):
+            return tuple(resolve_dim(x, dims, v.span) for x in value)
+        return value
+
+
+def lower(graph: Graph, x64: bool = False, ops: Mapping[str, Op] = OPS) -> Lowered:
+    """Prepare ``graph`` for evaluation; checks that the float64 it uses is available."""
+    if not x64:
+        for v in graph.values:
+            if v.type.dtype == "f64":
+                raise DtypeDiagnostic(v.span, "this program uses f64, which needs float64 "
+                                      "enabled", hint="load it with x64=True (CLI: --x64, "
+                                      "config: x64: true)")
+    return Lowered(graph, ops, x64)

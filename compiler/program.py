@@ -1,0 +1,214 @@
+"""The Python API: ``ddm.load`` / ``ddm.loads`` → :class:`Program`.
+
+>>> import ddm, jax
+>>> prog = ddm.loads('''
+... dim F = 3
+... input x: f32[F]
+... input y: f32
+... param w: f32[F] = zeros()
+... node p = sigmoid(dot(w, x))
+... output p
+... loss = bce(p, y)
+... ''')
+>>> params = prog.init(jax.random.key(0))
+>>> float(prog.apply(params, x=[1.0, 2.0, 3.0])["p"])
+0.5
+>>> g = jax.grad(prog.loss)(params, {"x": [[1.0, 0.0, 0.0]], "y": [1.0]})
+>>> [round(float(v), 3) for v in g["w"]]
+[-0.5, 0.0, 0.0]
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import numpy as np
+
+from ddm.compiler.binding import bind_dims, check_names, resolve as resolve_dim
+from ddm.compiler.driver import Sources, front_end, front_end_file
+from ddm.compiler.ir import Graph, format_ir
+from ddm.compiler.lower import Lowered, lower
+from ddm.dsl.diagnostics import DataDiagnostic, DdmError
+from ddm.library import INITIALIZERS
+from ddm.library.layers import init_layer
+from ddm.library.lazy import jax, jnp
+from ddm.library.precision import resolve_dtype
+from ddm.library.types import LayerType
+
+
+def load(path: str, x64: bool = False) -> "Program":
+    """Compile the ``.ddm`` file at ``path``. ``x64=True``: the program's floats are float64."""
+    graph, sources = front_end_file(str(path))
+    return Program(graph, sources, x64)
+
+
+def loads(text: str, file: str = "<string>", x64: bool = False) -> "Program":
+    """Compile program text (imports resolve relative to the working directory)."""
+    graph, sources = front_end(text, file)
+    return Program(graph, sources, x64)
+
+
+def _located(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DdmError as err:
+            raise self.sources.locate(err) from None
+    return wrapper
+
+
+class Program:
+    """A compiled program: pure functions over ``params`` pytrees, composable with
+    ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+    - ``init(key, **dims)`` → params (a dict; positive params are stored as their logarithm)
+    - ``apply(params, **inputs)`` → outputs of one sample
+    - ``apply_batch(params, **inputs)`` → outputs over a leading batch axis
+    - ``loss(params, batch)`` → the program's scalar loss over a batch (a dict of inputs)
+    - ``metrics(params, batch)`` → its metrics over a batch
+    """
+
+    def __init__(self, graph: Graph, sources: Sources, x64: bool = False):
+        self.graph = graph
+        self.sources = sources
+        self.x64 = x64
+        if x64:
+            jax.config.update("jax_enable_x64", True)
+        try:
+            self._lowered: Lowered = lower(graph, x64)
+        except DdmError as err:
+            raise sources.locate(err) from None
+        self._apply = jax.jit(self._apply_impl)
+        self._apply_batch = jax.jit(self._apply_batch_impl)
+        self._loss = jax.jit(self._loss_impl)
+        self._metrics = jax.jit(self._metrics_impl)
+
+    # --- facts ---------------------------------------------------------------------------------
+    @property
+    def file(self) -> str:
+        return self.graph.file
+
+    @property
+    def warnings(self):
+        return self.graph.warnings
+
+    @property
+    def float_dtype(self):
+        return resolve_dtype("f32", self.x64)
+
+    def ir(self) -> str:
+        return format_ir(self.graph)
+
+    # --- params --------------------------------------------------------------------------------
+    @_located
+    def init(self, key, **dims: int) -> dict[str, Any]:
+        """Fresh params. Dims a param's shape needs must have values (declared or given)."""
+        known = {**self.graph.dim_values(), **dims}
+        params = {}
+        for index, spec in enumerate(self.graph.params):
+            k = jax.random.fold_in(key, index)
+            if isinstance(spec.type, LayerType):
+                layer = LayerType(spec.type.kind,
+                                  tuple(resolve_dim(d, known, spec.span) for d in spec.type.sizes),
+                                  spec.type.activation, spec.type.bias)
+                params[spec.name] = init_layer(k, layer, self.float_dtype)
+                continue
+            shape = tuple(resolve_dim(d, known, spec.span) for d in spec.type.shape)
+            dtype = resolve_dtype(spec.type.dtype, self.x64)
+            kind, arg = spec.init
+            if kind == "value":
+                value = jnp.broadcast_to(jnp.asarray(arg, dtype), shape)
+                params[spec.name] = jnp.log(value) if spec.positive else value
+            else:
+                params[spec.name] = INITIALIZERS[kind].fn(k, shape, dtype, **dict(arg))
+        return params
+
+    def param_values(self, params) -> dict[str, Any]:
+        """Tensor params as the program sees them (positive ones exponentiated)."""
+        out = {}
+        for spec in self.graph.params:
+            if not spec.is_layer:
+                out[spec.name] = jnp.exp(params[spec.name]) if spec.positive \
+                    else params[spec.name]
+        return out
+
+    # --- evaluation ----------------------------------------------------------------------------
+    @_located
+    def apply(self, params, **inputs) -> dict[str, Any]:
+        """The program's outputs for one sample."""
+        return self._apply(params, self._inputs(inputs))
+
+    @_located
+    def apply_batch(self, params, **inputs) -> dict[str, Any]:
+        """The program's outputs for a batch: every input has a leading batch axis."""
+        return self._apply_batch(params, self._inputs(inputs))
+
+    @_located
+    def loss(self, params, batch: Mapping[str, Any]):
+        """The scalar ``loss`` over a batch of inputs."""
+        if self.graph.loss is None:
+            raise DataDiagnostic(None, f"{self.file} declares no loss")
+        return self._loss(params, self._inputs(batch))
+
+    @_located
+    def metrics(self, params, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Every ``metric`` (and the loss, as ``loss``) over a batch of inputs."""
+        return self._metrics(params, self._inputs(batch))
+
+    def _inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, value in given.items():
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                value = np.asarray(value)
+                if value.dtype == np.float64:
+                    value = value.astype(np.float64 if self.x64 else np.float32)
+            out[name] = value
+        return out
+
+    def _bind(self, inputs, roots, batched: bool, what: str):
+        needed = self.graph.inputs_needed(roots)
+        check_names(self.graph, inputs, needed, what)
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        dtypes = {k: v.dtype for k, v in inputs.items()}
+        dims = bind_dims(self.graph, shapes, dtypes, needed, batched, what)
+        cast = {}
+        for spec in needed:
+            want = resolve_dtype(spec.type.dtype, self.x64)
+            value = inputs[spec.name]
+            cast[spec.name] = value if value.dtype == want else jnp.asarray(value, want)
+        return cast, dims
+
+    def _apply_impl(self, params, inputs):
+        roots = [i for _, i in self.graph.outputs]
+        inputs, dims = self._bind(inputs, roots, False, "apply")
+        values = self._lowered.sample(params, inputs, dims, roots)
+        return {name: values[i] for name, i in self.graph.outputs}
+
+    def _apply_batch_impl(self, params, inputs):
+        roots = [i for _, i in self.graph.outputs]
+        inputs, dims = self._bind(inputs, roots, True, "apply_batch")
+        if not roots:
+            return {}
+        values = self._lowered.batch(params, inputs, dims, roots)
+        return {name: values[i] for name, i in self.graph.outputs}
+
+    def _loss_impl(self, params, batch):
+        inputs, dims = self._bind(batch, [self.graph.loss], True, "loss")
+        return self._lowered.batch(params, inputs, dims, [self.graph.loss])[self.graph.loss]
+
+    def _metrics_impl(self, params, batch):
+        roots = [i for _, i in self.graph.metrics]
+        if self.graph.loss is not None:
+            roots.append(self.graph.loss)
+        inputs, dims = self._bind(batch, roots, True, "metrics")
+        values = self._lowered.batch(params, inputs, dims, roots)
+        out = {name: values[i] for name, i in self.graph.metrics}
+        if self.graph.loss is not None:
+            out["loss"] = values[self.graph.loss]
+        return out
+
+    def __repr__(self) -> str:
+        g = self.graph
+        return (f"<ddm.Program {g.file}: {len(g.inputs)} inputs, {len(g.params)} params, "
+                f"{len(g.nodes)} nodes, outputs {[n for n, _ in g.outputs]}>")

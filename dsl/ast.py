@@ -1,0 +1,240 @@
+"""The untyped AST: frozen, slotted dataclasses, each with the :class:`Span` it came from.
+
+Spans are excluded from equality, so two parses of differently formatted but equivalent text
+compare equal (the formatter's round-trip property relies on this).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from ddm.dsl.span import Span, UNKNOWN
+
+
+def _span() -> Span:
+    return field(default=UNKNOWN, compare=False, repr=False)
+
+
+# --- expressions -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    id: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    value: float | int
+    text: str = field(default="", compare=False)
+    span: Span = _span()
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.value, int)
+
+
+@dataclass(frozen=True, slots=True)
+class String:
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Bool:
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ListExpr:
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: str  # + - * / @ ** == != < <= > >= and or
+    left: "Expr"
+    right: "Expr"
+    span: Span = _span()
+    op_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class UnaryOp:
+    op: str  # - not
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    name: str
+    value: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    func: "Expr"  # Name, or Attr for an imported module's fn
+    args: tuple["Expr", ...]
+    kwargs: tuple[Keyword, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    lo: "Expr | None"
+    hi: "Expr | None"
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    base: "Expr"
+    items: tuple["Expr | Slice", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    base: "Expr"
+    name: str
+    span: Span = _span()
+
+
+Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr]
+
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+
+
+# --- types -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DimRef:
+    """One axis in a written type: a dim's name or a literal size."""
+
+    value: str | int
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class TypeExpr:
+    dtype: str  # f32 f64 i32 bool
+    dims: tuple[DimRef, ...]  # () for a scalar
+    span: Span = _span()
+
+
+# --- declarations ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: str
+    alias: str | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class DimDecl:
+    name: str
+    value: int | None
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class InputDecl:
+    name: str
+    type: TypeExpr
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ParamDecl:
+    name: str
+    type: TypeExpr | None  # None for a layer (``param net = mlp(F, 32, N)``)
+    init: Expr
+    positive: bool
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDecl:
+    keyword: str  # "node" or "let": the same thing, two spellings
+    name: str
+    type: TypeExpr | None
+    value: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputDecl:
+    names: tuple[Name, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class LossDecl:
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDecl:
+    name: str
+    value: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class FnParam:
+    name: str
+    type: TypeExpr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class FnDecl:
+    name: str
+    params: tuple[FnParam, ...]
+    result_type: TypeExpr
+    body: tuple[NodeDecl, ...]  # let statements, keyword "let"
+    result: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    key: str
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RunDecl:
+    entries: tuple[RunEntry, ...]
+    span: Span = _span()
+
+
+Decl = Union[Import, DimDecl, InputDecl, ParamDecl, NodeDecl, OutputDecl, LossDecl, MetricDecl,
+             FnDecl, RunDecl]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    text: str
+    line: int
+    own_line: bool  # on a line of its own (else it trails code)
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    file: str
+    items: tuple[Decl, ...]
+    comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)

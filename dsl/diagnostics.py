@@ -1,0 +1,123 @@
+"""Errors as values: one base class with a span, a message and a hint; formatting kept apart.
+
+The driver (``ddm.cli``) is the only place that catches :class:`DdmError` and prints it; the
+Python API lets it propagate (its ``str`` is the formatted diagnostic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ddm.dsl.span import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    span: Span
+    message: str
+
+
+class DdmError(Exception):
+    """A mistake in a user's program, data or configuration, located at ``span``.
+
+    ``kind`` names the family (``syntax``, ``name``, ``cycle``, ``shape``, ``dtype``, ``arity``,
+    ``config``, ``data``, ``import``, ``input``); tests and tools match on it.
+    """
+
+    kind = "error"
+
+    def __init__(self, span: Span | None, message: str, hint: str | None = None,
+                 notes: tuple[Note, ...] = ()):
+        super().__init__(message)
+        self.span = span
+        self.message = message
+        self.hint = hint
+        self.notes = notes
+        self.source: str | None = None  # attached by whoever knows the file's text
+
+    def with_source(self, source: str) -> "DdmError":
+        if self.source is None:
+            self.source = source
+        return self
+
+    def __str__(self) -> str:
+        return format_diagnostic(self, self.source)
+
+
+class SyntaxDiagnostic(DdmError):
+    kind = "syntax"
+
+
+class NameDiagnostic(DdmError):
+    kind = "name"
+
+
+class CycleDiagnostic(DdmError):
+    kind = "cycle"
+
+
+class ShapeDiagnostic(DdmError):
+    kind = "shape"
+
+
+class DtypeDiagnostic(DdmError):
+    kind = "dtype"
+
+
+class ArityDiagnostic(DdmError):
+    kind = "arity"
+
+
+class ImportDiagnostic(DdmError):
+    kind = "import"
+
+
+class ConfigDiagnostic(DdmError):
+    kind = "config"
+
+
+class DataDiagnostic(DdmError):
+    kind = "data"
+
+
+class InputDiagnostic(DdmError):
+    """The file itself could not be read (missing, a directory, not UTF-8, too large)."""
+
+    kind = "input"
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    span: Span
+    message: str
+    sources: dict = field(default_factory=dict, compare=False)
+
+
+def _context(span: Span, source: str | None) -> list[str]:
+    if source is None or span.line <= 0:
+        return []
+    lines = source.splitlines()
+    if span.line > len(lines):
+        return []
+    text = lines[span.line - 1].replace("\t", " ")
+    width = 1
+    if span.end_line == span.line and span.end_column > span.column:
+        width = span.end_column - span.column
+    width = max(1, min(width, len(text) - span.column + 1))
+    gutter = f"{span.line:>4} | "
+    return [gutter + text, " " * (len(gutter) + span.column - 1) + "^" + "~" * (width - 1)]
+
+
+def format_message(severity: str, span: Span | None, message: str, source: str | None,
+                   hint: str | None = None, notes: tuple[Note, ...] = ()) -> str:
+    """``FILE:LINE:COL: severity: message``, the source line and a caret under the culprit."""
+    head = f"{span.where()}: {severity}: {message}" if span else f"{severity}: {message}"
+    out = [head, *_context(span, source)] if span else [head]
+    for note in notes:
+        out.append(f"{note.span.where()}: note: {note.message}")
+    if hint:
+        out.append(f"  hint: {hint}")
+    return "\n".join(out)
+
+
+def format_diagnostic(err: DdmError, source: str | None = None) -> str:
+    return format_message("error", err.span, err.message, source, err.hint, err.notes)

@@ -1,0 +1,264 @@
+"""Run configuration: the program's ``run { }`` section, then a YAML file, then ``--set``.
+
+Every value remembers where it was written, so a bad one is reported at its own line and
+column — in the ``.ddm`` file, in the YAML file, or in the ``--set`` argument.
+
+>>> cfg = RunConfig.defaults()
+>>> cfg.values["steps"], cfg.values["optimizer"]["name"]
+(1000, 'adam')
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ddm.dsl import ast
+from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.dsl.span import Span
+from ddm.library.op import Arg
+
+OPTIMIZERS = {
+    "adam": (Arg("lr", "float", 1e-3), Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)),
+    "adamw": (Arg("lr", "float", 1e-3), Arg("weight_decay", "float", 1e-4),
+              Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)),
+    "sgd": (Arg("lr", "float", 1e-2), Arg("momentum", "float", 0.0)),
+    "rmsprop": (Arg("lr", "float", 1e-3), Arg("decay", "float", 0.9)),
+}
+
+# key: (kind, default, minimum)
+SCALARS = {
+    "steps": ("int", 1000, 1),
+    "batch": ("int", 256, 1),
+    "seed": ("int", 0, 0),
+    "x64": ("bool", False, None),
+    "eval_every": ("int", 0, 0),
+    "log_every": ("int", 50, 1),
+    "clip_norm": ("float", 0.0, 0.0),
+}
+CALLS = ("data", "optimizer")
+KEYS = tuple(SCALARS) + CALLS
+
+
+@dataclass
+class RunConfig:
+    values: dict[str, Any]
+    where: dict[str, Span] = field(default_factory=dict)  # "steps", "optimizer.lr" → span
+    texts: dict[str, str] = field(default_factory=dict)  # file → text, for carets
+
+    @classmethod
+    def defaults(cls) -> "RunConfig":
+        values: dict[str, Any] = {k: d for k, (_, d, _) in SCALARS.items()}
+        values["optimizer"] = {"name": "adam", "lr": 1e-3}
+        values["data"] = None
+        return cls(values)
+
+    def span(self, key: str) -> Span | None:
+        while key:
+            if key in self.where:
+                return self.where[key]
+            key = key.rpartition(".")[0]
+        return None
+
+    def error(self, key: str, message: str, hint: str | None = None) -> ConfigDiagnostic:
+        err = ConfigDiagnostic(self.span(key), message, hint=hint)
+        span = err.span
+        if span is not None:
+            err.source = self.texts.get(span.file)
+        return err
+
+    # --- sources -------------------------------------------------------------------------------
+    def apply_run_section(self, run: ast.RunDecl | None, text: str) -> None:
+        if run is None:
+            return
+        self.texts[run.span.file] = text
+        for entry in run.entries:
+            self._set(entry.key, _from_expr(entry.value, self), entry.span, entry.value)
+            if isinstance(entry.value, ast.Call):
+                for kw in entry.value.kwargs:
+                    self.where[f"{entry.key}.{kw.name}"] = kw.value.span
+
+    def apply_yaml(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigDiagnostic(Span(path, 0, 0, 0, 0), f"cannot read config: "
+                                   f"{exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigDiagnostic(Span(path, 0, 0, 0, 0), "config is not UTF-8 text") from None
+        self.texts[path] = text
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            span = Span(path, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2) \
+                if mark else Span(path, 0, 0, 0, 0)
+            err = ConfigDiagnostic(span, f"invalid YAML: {getattr(exc, 'problem', exc)}")
+            err.source = text
+            raise err from None
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            err = ConfigDiagnostic(_mark_span(path, node), "a run config is a mapping of keys "
+                                   "such as steps: 100")
+            err.source = text
+            raise err
+        for key_node, value_node in node.value:
+            key = key_node.value
+            value = data[key]
+            span = _mark_span(path, key_node)
+            if isinstance(value, dict):
+                value = dict(value)
+                for k_node, v_node in value_node.value:
+                    self.where[f"{key}.{k_node.value}"] = _mark_span(path, v_node)
+            self._set(key, value, span, None, _mark_span(path, value_node))
+
+    def apply_set(self, assignment: str, index: int) -> None:
+        """``--set key=value`` or ``--set optimizer.lr=3e-4``; the value is parsed as YAML."""
+        name = f"<--set {index}>"
+        self.texts[name] = assignment
+        key, eq, raw = assignment.partition("=")
+        if not eq or not key.strip():
+            err = ConfigDiagnostic(Span(name, 1, 1, 1, len(assignment) + 1),
+                                   f"--set takes KEY=VALUE, got '{assignment}'")
+            err.source = assignment
+            raise err
+        key = key.strip()
+        vspan = Span(name, 1, len(key) + 2, 1, len(assignment) + 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        head, _, sub = key.partition(".")
+        if sub:
+            if head not in CALLS:
+                self.where[head] = Span(name, 1, 1, 1, len(head) + 1)
+                raise self.error(head, f"'{head}' has no fields; only "
+                                 + ", ".join(CALLS) + " do")
+            current = self.values.get(head) or {}
+            if not isinstance(current, dict) or not current.get("name"):
+                self.where[head] = Span(name, 1, 1, 1, len(head) + 1)
+                raise self.error(head, f"set {head} first, e.g. --set {head}=NAME")
+            self.where[key] = vspan
+            self.values[head] = {**current, sub: value}
+            return
+        self._set(key, value, Span(name, 1, 1, 1, len(key) + 1), None, vspan)
+
+    def _set(self, key: str, value: Any, key_span: Span, expr, value_span: Span | None = None):
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            err = ConfigDiagnostic(key_span, f"unknown run setting '{key}'",
+                                   hint=f"did you mean '{close[0]}'?" if close
+                                   else "settings: " + ", ".join(KEYS))
+            err.source = self.texts.get(key_span.file)
+            raise err
+        self.where[key] = value_span or (getattr(expr, "span", None) or key_span)
+        if key in CALLS and isinstance(value, str):
+            value = {"name": value}
+        self.values[key] = value
+
+    # --- validation ----------------------------------------------------------------------------
+    def validate(self, sources) -> "RunConfig":
+        v = self.values
+        for key, (kind, _, minimum) in SCALARS.items():
+            v[key] = _coerce(self, key, v[key], kind, minimum)
+        opt = v["optimizer"]
+        if not isinstance(opt, dict) or "name" not in opt:
+            raise self.error("optimizer", "optimizer must name an optimiser, e.g. adam(lr=1e-3)")
+        if opt["name"] not in OPTIMIZERS:
+            raise self.error("optimizer", f"unknown optimizer '{opt['name']}'",
+                             hint="optimizers: " + ", ".join(OPTIMIZERS))
+        v["optimizer"] = _kwargs(self, "optimizer", opt, OPTIMIZERS[opt["name"]])
+        for k in ("lr",):
+            if v["optimizer"][k] <= 0:
+                raise self.error(f"optimizer.{k}", f"optimizer {k} must be > 0, got "
+                                 f"{v['optimizer'][k]}")
+        data = v["data"]
+        if data is None:
+            raise ConfigDiagnostic(None, "no data to train on: add data = SOURCE(...) to the "
+                                   "program's run section or the config",
+                                   hint="sources: " + ", ".join(sources))
+        if not isinstance(data, dict) or data.get("name") not in sources:
+            name = data.get("name") if isinstance(data, dict) else data
+            raise self.error("data", f"unknown data source '{name}'",
+                             hint="sources: " + ", ".join(sources))
+        v["data"] = _kwargs(self, "data", data, sources[data["name"]].kwargs)
+        return self
+
+
+def _kwargs(cfg: RunConfig, key: str, given: dict, specs) -> dict:
+    by_name = {a.name: a for a in specs}
+    out = {"name": given["name"]}
+    for k, value in given.items():
+        if k == "name":
+            continue
+        if k not in by_name:
+            raise cfg.error(f"{key}.{k}", f"{given['name']} has no setting '{k}'",
+                            hint="its settings: " + (", ".join(by_name) or "none"))
+        out[k] = _coerce(cfg, f"{key}.{k}", value, by_name[k].kind, None,
+                         by_name[k].choices)
+    for a in specs:
+        if a.name not in out:
+            if a.required:
+                raise cfg.error(key, f"{given['name']} needs '{a.name}'")
+            out[a.name] = a.default
+    return out
+
+
+def _coerce(cfg: RunConfig, key: str, value, kind: str, minimum, choices=None):
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok:
+            raise cfg.error(key, f"'{key}' must be an integer, got {value!r}")
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise cfg.error(key, f"'{key}' must be a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise cfg.error(key, f"'{key}' must be finite, got {value!r}")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise cfg.error(key, f"'{key}' must be true or false, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise cfg.error(key, f"'{key}' must be a string, got {value!r}")
+        if choices and value not in choices:
+            raise cfg.error(key, f"'{key}' must be one of {', '.join(choices)}; got {value!r}")
+    if minimum is not None and value < minimum:
+        raise cfg.error(key, f"'{key}' must be at least {minimum}, got {value!r}")
+    return value
+
+
+def _from_expr(e, cfg: RunConfig):
+    """A run-section value: a literal, a name, or a call with keyword literals."""
+    if isinstance(e, ast.Number):
+        return e.value
+    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number):
+        return -e.operand.value
+    if isinstance(e, ast.Bool):
+        return e.value
+    if isinstance(e, ast.String):
+        return e.value
+    if isinstance(e, ast.Name):
+        return {"name": e.id}
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+        if e.args:
+            raise ConfigDiagnostic(getattr(e.args[0], "span", None), "run settings take keyword "
+                                   f"arguments only: {e.func.id}(key=value)")
+        out = {"name": e.func.id}
+        for kw in e.kwargs:
+            out[kw.name] = _from_expr(kw.value, cfg)
+        return out
+    raise ConfigDiagnostic(getattr(e, "span", None), "a run setting is a literal or a call such "
+                           "as adam(lr=1e-3)")
+
+
+def _mark_span(path: str, node) -> Span:
+    m, e = node.start_mark, node.end_mark
+    end_col = e.column + 1 if e.line == m.line else m.column + 2
+    return Span(path, m.line + 1, m.column + 1, m.line + 1, end_col)

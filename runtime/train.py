@@ -1,0 +1,228 @@
+"""The training loop behind ``ddmc compile --run``: data → params → optax steps → metrics.
+
+Randomness comes only from ``jax.random.key(seed)``: params from ``fold_in(key, 0)``, the
+batch order of epoch ``e`` from ``fold_in(fold_in(key, 1), e)``. Same seed and config → the
+same bits in ``metrics.json`` (timings go to ``timing.json``, which naturally differ).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ddm.compiler.binding import bind_dims
+from ddm.compiler.program import Program
+from ddm.dsl.diagnostics import ConfigDiagnostic, DataDiagnostic, DdmError
+from ddm.runtime.checkpoint import save_params, write_json
+from ddm.runtime.compiled import Compiled
+from ddm.runtime.config import RunConfig
+from ddm.runtime.data import SOURCES, Dataset
+from ddm.runtime.optimizers import make_optimizer
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    timing: dict[str, float]
+    params: Any
+    out_dir: str | None
+
+
+def load_data(prog: Program, cfg: RunConfig) -> Dataset:
+    spec = dict(cfg.values["data"])
+    name = spec.pop("name")
+    try:
+        data = SOURCES[name].load(**spec)
+    except DataDiagnostic as err:
+        if err.span is None:
+            raise cfg.error("data", f"data source {name}: {err.message}", hint=err.hint) \
+                from None
+        raise
+    roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
+    needed = prog.graph.inputs_needed([r for r in roots if r is not None])
+    for split in ("train", "test"):
+        arrays = getattr(data, split)
+        missing = [s.name for s in needed if s.name not in arrays]
+        if missing:
+            raise cfg.error("data", f"data source {name} provides inputs "
+                            f"{', '.join(sorted(arrays))}; the program also needs "
+                            f"{', '.join(missing)}",
+                            hint="rename the program's inputs to match, or choose another "
+                                 "source")
+        for s in needed:
+            a = np.asarray(arrays[s.name])
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                row = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
+                raise cfg.error("data", f"data source {name}: input '{s.name}' has a non-finite "
+                                f"value in {split} sample {row}")
+    return data
+
+
+def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> RunResult:
+    """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    v = cfg.values
+    g = prog.graph
+    if g.loss is None:
+        raise ConfigDiagnostic(None, f"{g.file} declares no loss, so --run has nothing to train",
+                               hint="add: loss = ...")
+    data = load_data(prog, cfg)
+    needed = g.inputs_needed([g.loss] + [i for _, i in g.metrics])
+    metric_needed = g.inputs_needed([i for _, i in g.metrics] + [g.loss])
+    shapes = {s.name: np.shape(data.train[s.name]) for s in needed}
+    dtypes = {s.name: np.asarray(data.train[s.name]).dtype for s in needed}
+    try:
+        dims = bind_dims(g, shapes, dtypes, needed, True, f"data {v['data']['name']}")
+    except DdmError as err:
+        raise prog.sources.locate(err) from None
+
+    key = jax.random.key(v["seed"])
+    params = prog.init(jax.random.fold_in(key, 0), **dims)
+    opt = make_optimizer(v["optimizer"], v["clip_norm"])
+    opt_state = opt.init(params)
+    fdt = prog.float_dtype
+
+    def device(arrays, inputs):
+        out = {}
+        for s in inputs:
+            a = np.asarray(arrays[s.name])
+            out[s.name] = jnp.asarray(a, fdt if a.dtype.kind == "f" else None)
+        return out
+
+    train = device(data.train, needed)
+    test = device(data.test, metric_needed)
+    n = data.n("train")
+    batch = min(v["batch"], n)
+    per_epoch = n // batch
+
+    def step(params, opt_state, arrays, idx):
+        sample = {k: a[idx] for k, a in arrays.items()}
+        loss, grads = jax.value_and_grad(prog._loss_impl)(params, sample)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+
+    train_step = Compiled(step, "train step", donate_argnums=(0, 1))
+    evaluate = Compiled(prog._metrics_impl, "metrics on the test set")
+    evaluate_train = Compiled(prog._metrics_impl, "metrics on the training set")
+    order_key = jax.random.fold_in(key, 1)
+    log_lines, losses = [], []
+    perm = None
+    started = time.perf_counter()
+    first_step_s = 0.0
+    progress = _Progress(console, v["steps"])
+    try:
+        for s in range(v["steps"]):
+            epoch, pos = divmod(s, per_epoch)
+            if pos == 0:
+                perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+            idx = perm[pos * batch:(pos + 1) * batch]
+            t0 = time.perf_counter()
+            params, opt_state, loss, gnorm = train_step(params, opt_state, train, idx)
+            if s == 0:
+                first_step_s = time.perf_counter() - t0
+            if (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]:
+                loss_f = float(loss)
+                if not math.isfinite(loss_f):
+                    raise DataDiagnostic(None, f"the loss became {loss_f} at step {s + 1}; "
+                                         "training stopped",
+                                         hint="lower the learning rate or set clip_norm")
+                losses.append(loss_f)
+                log_lines.append({"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm)})
+                progress.update(s + 1, loss_f)
+            if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
+                m = _floats(evaluate(params, test))
+                log_lines.append({"step": s + 1, "test": m})
+                progress.note(s + 1, m)
+    finally:
+        progress.close()
+    jax.block_until_ready(params)
+    run_s = time.perf_counter() - started - train_step.trace_s - train_step.compile_s
+    final_train = _floats(evaluate_train(params, {k: train[k] for k in test}))
+    final_test = _floats(evaluate(params, test))
+    metrics = {
+        "program": os.path.basename(g.file),
+        "config": _jsonable(v),
+        "data": dict(data.info),
+        "steps": v["steps"],
+        "train": final_train,
+        "test": final_test,
+        "params": {k: _floats_tree(x) for k, x in prog.param_values(params).items()
+                   if np.size(x) <= 16},
+    }
+    timing = {
+        "trace_s": round(sum(c.trace_s for c in (train_step, evaluate, evaluate_train)), 4),
+        "xla_compile_s": round(sum(c.compile_s for c in (train_step, evaluate, evaluate_train)),
+                               4),
+        "run_s": round(max(run_s, 0.0), 4),
+        "steps_per_s": round(v["steps"] / max(run_s - first_step_s + 1e-9, 1e-9), 2),
+        "recompilations": sum(c.compilations - 1 for c in (train_step, evaluate,
+                                                            evaluate_train)),
+        "device": str(jax.devices()[0].platform),
+    }
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        write_json(os.path.join(out_dir, "timing.json"), timing)
+        save_params(os.path.join(out_dir, "params.npz"), params)
+        with open(os.path.join(out_dir, "log.jsonl"), "w") as fh:
+            for line in log_lines:
+                fh.write(json.dumps(line, sort_keys=True) + "\n")
+    return RunResult(metrics, timing, params, out_dir)
+
+
+def _floats(tree) -> dict[str, float]:
+    return {k: float(x) for k, x in sorted(tree.items())}
+
+
+def _floats_tree(x):
+    a = np.asarray(x)
+    return float(a) if a.ndim == 0 else a.tolist()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(x) for k, x in value.items()}
+    return value
+
+
+class _Progress:
+    """A rich progress bar on a terminal; plain lines when output is piped."""
+
+    def __init__(self, console, total: int):
+        self.console = console
+        self.total = total
+        self.bar = None
+        self.last_tenth = 0
+        if console is not None and console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                                console=console, transient=True)
+            self.task = self.bar.add_task("train", total=total, loss="…")
+            self.bar.start()
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.5g}")
+        elif self.console is not None and (step * 10 // self.total != self.last_tenth
+                                           or step == self.total):
+            self.last_tenth = step * 10 // self.total
+            self.console.print(f"step {step}/{self.total}  loss {loss:.6g}", highlight=False)
+
+    def note(self, step: int, metrics: dict) -> None:
+        if self.console is not None:
+            text = "  ".join(f"{k} {x:.4g}" for k, x in metrics.items())
+            self.console.print(f"step {step}: test {text}", highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
