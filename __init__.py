@@ -12,6 +12,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Size XLA's CPU thread pool before anything can start JAX's backend (ddm/library/xla_env.py).
+from ddm.library.xla_env import protect as _protect  # noqa: E402
+
+_protect()
+
 __all__ = ["load", "loads", "Program", "DdmError", "__version__"]
 
 

@@ -256,7 +256,16 @@ def _compound(children):
     )
 
 
-exprs = st.recursive(leaves, _compound, max_leaves=12)
+def _exprs(depth: int):
+    """Expressions nested up to ``depth`` levels; a compound node is twice as likely as a leaf,
+    so operands of operands show up often enough to exercise every parenthesisation rule."""
+    if depth == 0:
+        return leaves
+    inner = _exprs(depth - 1)
+    return st.one_of(leaves, _compound(inner), _compound(inner))
+
+
+exprs = _exprs(4)
 types = st.builds(ast.TypeExpr, st.sampled_from(["f32", "f64", "i32", "bool"]),
                   st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3)
                   .map(tuple))

@@ -1,0 +1,57 @@
+# ddm — two commands do everything on a fresh machine:
+#   make run    virtual environment → install → train examples/hedge.ddm
+#   make test   the same set-up (with the test extra) → the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ddm-installed
+PYTEST := $(PY) -m pytest -p no:cacheprovider --import-mode=importlib
+
+.PHONY: run test test-slow bench install dot lock clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# The install is redone whenever the project's metadata or pins change.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	@# S&P 500 prices ship in the skfolio wheel; ddm reads its data file only (no import),
+	@# so skip its heavy dependencies.
+	$(PIP) install --quiet --no-deps -c constraints.txt skfolio
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# graphviz's `dot` binary renders diagrams; install it when absent and possible.
+dot:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq graphviz >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq graphviz >/dev/null 2>&1)) \
+	    || echo "note: could not install graphviz; SVG/PNG rendering will be unavailable"; \
+	  else echo "note: 'dot' not found; install graphviz for SVG/PNG diagrams"; fi; }
+
+run: install dot
+	$(VENV)/bin/ddmc compile examples/hedge.ddm --run
+
+test: install dot
+	$(PYTEST) -m "not slow" -q
+
+test-slow: install dot
+	$(PYTEST) -m slow -q
+
+bench: install
+	$(PY) -m ddm.bench
+
+# Re-resolve the pins from pyproject.toml in a scratch environment.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip && .lock-venv/bin/pip install --quiet '.[test]'
+	{ echo "# Versions resolved and tested (pip install -c constraints.txt). Regenerate with 'make lock'."; \
+	  .lock-venv/bin/pip freeze | grep -v '^ddm'; echo "skfolio==1.12.2"; } > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
