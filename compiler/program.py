@@ -159,10 +159,21 @@ class Program:
     def _inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         out = {}
         for name, value in given.items():
+            original, ragged = value, False
             if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-                value = np.asarray(value)
+                try:
+                    value = np.asarray(value)
+                except (TypeError, ValueError):  # ragged nested lists
+                    value, ragged = np.asarray(None), True
                 if value.dtype == np.float64:
                     value = value.astype(np.float64 if self.x64 else np.float32)
+            if np.dtype(value.dtype).kind not in "biuf" and "float" not in str(value.dtype):
+                spec = next((i for i in self.graph.inputs if i.name == name), None)
+                got = (f"an array of {value.dtype}" if hasattr(original, "dtype") else
+                       "a ragged list" if ragged else
+                       f"a {type(original).__name__}")
+                raise DataDiagnostic(spec.span if spec else None, f"input '{name}' must be an "
+                                     f"array of numbers (or a nested list of them), got {got}")
             out[name] = value
         return out
 

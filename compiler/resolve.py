@@ -84,9 +84,10 @@ def _declare(module: ast.Module, r: Resolved) -> None:
     def claim(kind: str, name: str, span: Span):
         if name in first:
             prev_kind, prev_span = first[name]
-            notes = (Note(prev_span, f"first declared here as a {prev_kind}"),) \
+            what = f"{_article(prev_kind)} {prev_kind}"
+            notes = (Note(prev_span, f"first declared here as {what}"),) \
                 if prev_span.line else ()
-            raise NameDiagnostic(span, f"'{name}' is already declared as a {prev_kind}",
+            raise NameDiagnostic(span, f"'{name}' is already declared as {what}",
                                  hint="choose another name", notes=notes)
         first[name] = (kind, span)
 
@@ -313,6 +314,11 @@ class _Refs:
             elif isinstance(e, ast.Call):
                 if isinstance(e.func, ast.Attr):
                     stack.append(e.func)
+                elif not isinstance(e.func, ast.Name):  # 2 (x), f(x)(y), x[0](y)
+                    what = "a number" if isinstance(e.func, ast.Number) else "this expression"
+                    raise NameDiagnostic(getattr(e.func, "span", e.span), f"cannot call {what}; "
+                                         "only functions, fns and layers can be called",
+                                         hint="to multiply, write '*': 2 * (x + 1)")
                 stack.extend(e.args)
                 stack.extend(k.value for k in e.kwargs)
             elif isinstance(e, ast.BinOp):

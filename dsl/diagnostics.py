@@ -95,10 +95,11 @@ class Warning_:
 def _context(span: Span, source: str | None) -> list[str]:
     if source is None or span.line <= 0:
         return []
-    lines = source.splitlines()
+    lines = source.split("\n")  # as the parser counts lines: '\f', '\r', U+2028 do not end one
     if span.line > len(lines):
         return []
-    text = lines[span.line - 1].replace("\t", " ")
+    text = lines[span.line - 1].rstrip("\r")
+    text = "".join(" " if ch in "\t\r\f\v" else ch for ch in text)
     width = 1
     if span.end_line == span.line and span.end_column > span.column:
         width = span.end_column - span.column

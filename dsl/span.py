@@ -19,6 +19,8 @@ class Span:
     end_column: int
 
     def where(self) -> str:
+        if self.line <= 0:  # a whole file (missing, unreadable): no position to show
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
     def to(self, other: "Span") -> "Span":

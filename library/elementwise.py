@@ -60,7 +60,17 @@ def logical_rule(verb):
 
 
 def _unary(name, fn, doc):
-    return Op(name, X, unary_float_rule(name), fn, doc, family="unary")
+    return Op(name, X, unary_float_rule(name), lambda x: fn(_to_float(x)), doc, family="unary")
+
+
+def _to_float(x):
+    # The rules give an integer argument's result the working float: compute in it (sigmoid
+    # refuses ints; square, relu and pow would otherwise stay integer).
+    if isinstance(x, (bool, int)):
+        return float(x)
+    if isinstance(x, float) or jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        return x
+    return jnp.asarray(x).astype(float)
 
 
 def _sigmoid(x):
@@ -109,7 +119,7 @@ BINARY = (
        family="binary"),
     Op("div", XY, broadcast_rule("divide", "float"), lambda x, y: jnp.true_divide(x, y),
        "x / y (true division: integers give f32), broadcasting.", family="binary"),
-    Op("pow", XY, broadcast_rule("raise", "float"), lambda x, y: jnp.power(x, y),
+    Op("pow", XY, broadcast_rule("raise", "float"), lambda x, y: jnp.power(_to_float(x), y),
        "x ** y, broadcasting.", family="binary"),
     Op("maximum", XY, broadcast_rule("take the maximum of"), lambda x, y: jnp.maximum(x, y),
        "Elementwise maximum, broadcasting.", family="binary"),
@@ -165,6 +175,12 @@ def _clip_rule(types, static):
     return _number(x, "clip")
 
 
+def _clip(x, lo, hi):
+    # The rule keeps x's dtype; jnp.clip would promote an integer x to float bounds' dtype.
+    out = jnp.clip(x, lo, hi)
+    return out if isinstance(x, (int, float)) else out.astype(jnp.result_type(x))
+
+
 def _cast(dtype):
     # Lowering converts every value to the concrete dtype its IR type names, so the cast's
     # implementation is the identity; the rule is what changes the type.
@@ -178,7 +194,7 @@ SELECT = (
        lambda c, x, y: jnp.where(c, x, y), "x where cond holds, else y; broadcasting.",
        family="where"),
     Op("clip", (Arg("x"), Arg("lo"), Arg("hi")), _clip_rule,
-       lambda x, lo, hi: jnp.clip(x, lo, hi), "x limited to [lo, hi]; the bounds broadcast to x.",
+       _clip, "x limited to [lo, hi]; the bounds broadcast to x.",
        family="clip"),
     _cast("f32"), _cast("f64"), _cast("i32"), _cast("bool"),
 )

@@ -71,7 +71,10 @@ def _transpose_rule(types, static):
     axes = static["axes"]
     if axes is None:
         return x.with_shape(tuple(reversed(x.shape)))
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+    if isinstance(axes, int):  # an `axes` argument may be one int
+        axes = (axes,)
+    if (any(not -x.ndim <= a < x.ndim for a in axes)
+            or sorted(a % x.ndim for a in axes) != list(range(x.ndim))):
         raise ShapeError(f"transpose axes {list(axes)} are not a permutation of the "
                          f"{x.ndim} axes of {x}", arg=0)
     return x.with_shape(tuple(x.shape[a] for a in axes))
@@ -97,7 +100,7 @@ def _solve_rule(types, static):
 
 def _trace_rule(types, static):
     _square("trace", types[0])
-    return TensorType(types[0].dtype, ())
+    return TensorType("i32" if types[0].dtype == "bool" else types[0].dtype, ())  # as sum
 
 
 def _diag_rule(types, static):
@@ -136,7 +139,8 @@ OPS = (
     Op("outer", (Arg("a"), Arg("b")), _outer_rule, lambda a, b: jnp.outer(a, b),
        "Outer product of a: [N] and b: [M] → [N, M].", family="outer"),
     Op("transpose", (Arg("x"), Arg("axes", "axes", None)), _transpose_rule,
-       lambda x, axes=None: jnp.transpose(x, axes), "Axes reversed, or permuted by axes.",
+       lambda x, axes=None: jnp.transpose(x, (axes,) if isinstance(axes, int) else axes),
+       "Axes reversed, or permuted by axes.",
        family="transpose"),
     Op("eye", (Arg("n", "dim"),), _eye_rule, lambda n: jnp.eye(n), "Identity matrix [n, n].",
        family="eye"),

@@ -75,10 +75,14 @@ class RunConfig:
             return
         self.texts[run.span.file] = text
         for entry in run.entries:
-            self._set(entry.key, _from_expr(entry.value, self), entry.span, entry.value)
+            try:
+                value = _from_expr(entry.value, self)
+            except ConfigDiagnostic as err:
+                raise err.with_source(text) from None
+            self._set(entry.key, value, entry.span, entry.value)
             if isinstance(entry.value, ast.Call):
-                for kw in entry.value.kwargs:
-                    self.where[f"{entry.key}.{kw.name}"] = kw.value.span
+                for kw in entry.value.kwargs:  # 'key=value': unknown keys and bad values alike
+                    self.where[f"{entry.key}.{kw.name}"] = kw.span
 
     def apply_yaml(self, path: str) -> None:
         try:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddm.dsl import ast
+from ddm.dsl.diagnostics import SyntaxDiagnostic
 from ddm.dsl.format import format_expr, format_module, format_source
 from ddm.dsl.parser import parse
 
@@ -220,11 +221,19 @@ def test_hand_built_ast_without_text_or_spans():
 
 
 def test_example_files_round_trip():
+    """Every .ddm file in the tree; the corpus's deliberately malformed ones must be refused."""
     paths = sorted(glob.glob(os.path.join(ROOT, "examples", "**", "*.ddm"), recursive=True)
                    + glob.glob(os.path.join(ROOT, "tests", "**", "*.ddm"), recursive=True))
     for path in paths:
         with open(path, encoding="utf-8") as fh:
-            check_canonical(fh.read())
+            text = fh.read()
+        try:
+            parse(text, path)
+        except SyntaxDiagnostic:
+            with pytest.raises(SyntaxDiagnostic):
+                format_source(text, path)
+            continue
+        check_canonical(text)
 
 
 # --- random ASTs -----------------------------------------------------------------------------
@@ -240,32 +249,48 @@ leaves = st.one_of(names.map(ast.Name), ints, floats, st.booleans().map(ast.Bool
 binary_ops = st.sampled_from(["+", "-", "*", "/", "@", "**", "and", "or", *ast.COMPARISONS])
 
 
+def _pick(*strategies):
+    """Draw from one of ``strategies``, a repeated one more often. (``one_of`` cannot weight:
+    it flattens nested ``one_of``s into one uniform choice and drops repeats.)"""
+    return st.sampled_from(strategies).flatmap(lambda strategy: strategy)
+
+
 def _compound(children):
-    small = lambda s: st.lists(s, max_size=3).map(tuple)  # noqa: E731
+    small = lambda s: st.lists(s, max_size=2).map(tuple)  # noqa: E731
     kwargs = small(st.builds(ast.Keyword, names, children | strings))
     funcs = names.map(ast.Name) | st.builds(lambda m, f: ast.Attr(ast.Name(m), f), names, names)
     slices = st.builds(ast.Slice, st.none() | children, st.none() | children)
-    return st.one_of(
+    # Operators inside operators are the interesting cases, so half the compound nodes are
+    # binary operators.
+    return _pick(
+        st.builds(ast.BinOp, binary_ops, children, children),
+        st.builds(ast.BinOp, binary_ops, children, children),
         st.builds(ast.BinOp, binary_ops, children, children),
         st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children),
         small(children).map(ast.ListExpr),
         st.builds(ast.Call, funcs, small(children), kwargs),
-        st.builds(ast.Index, children, st.lists(children | slices, min_size=1, max_size=3)
+        st.builds(ast.Index, children, st.lists(children | slices, min_size=1, max_size=2)
                   .map(tuple)),
         st.builds(ast.Attr, children, names),
     )
 
 
 def _exprs(depth: int):
-    """Expressions nested up to ``depth`` levels; a compound node is twice as likely as a leaf,
-    so operands of operands show up often enough to exercise every parenthesisation rule."""
+    """Expressions nested up to ``depth`` levels; one node in four is a leaf."""
     if depth == 0:
         return leaves
-    inner = _exprs(depth - 1)
-    return st.one_of(leaves, _compound(inner), _compound(inner))
+    compound = _compound(_exprs(depth - 1))
+    return _pick(leaves, compound, compound, compound)
 
 
 exprs = _exprs(4)
+# Operators over names only: every pairing of parent and child operator, on either side,
+# comes up often, so each rule of the precedence table is exercised.
+operator_trees = st.recursive(
+    names.map(ast.Name),
+    lambda children: _pick(st.builds(ast.BinOp, binary_ops, children, children),
+                           st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children)),
+    max_leaves=10)
 types = st.builds(ast.TypeExpr, st.sampled_from(["f32", "f64", "i32", "bool"]),
                   st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3)
                   .map(tuple))
@@ -297,7 +322,7 @@ def test_random_ast_round_trips(module):
 
 
 @settings(max_examples=200, deadline=None)
-@given(exprs)
+@given(exprs | operator_trees)
 def test_random_expression_round_trips(expr):
     text = f"loss = {format_expr(expr)}\n"
     assert parse(text).items[0].value == expr
