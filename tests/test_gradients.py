@@ -44,12 +44,34 @@ def assert_trees_close(got, want, rtol=RTOL, atol=0.0):
                                    err_msg=jax.tree_util.keystr(path_got[0]))
 
 
+# Random data comes from explicit jax.random keys through one fixed-size draw, compiled once and
+# sliced with NumPy: drawing each shape eagerly would compile a generator per shape, which on a
+# small machine costs more than the tests themselves.
+POOL = 4096
+_pool = jax.jit(lambda key: jax.random.normal(key, (POOL,), jnp.float64))
+
+
+def normal(key, shape) -> np.ndarray:
+    n = int(np.prod(shape))
+    assert n <= POOL
+    return np.asarray(_pool(key))[:n].reshape(shape)
+
+
+def init(prog, seed: int):
+    """Fresh params from ``prog.init``, compiled once (its eager random draws are slow)."""
+    return jax.jit(prog.init)(jax.random.key(seed))
+
+
 def perturb(params, key, scale=0.3):
     """Random params with non-zero biases (init gives zeros, whose gradients say less)."""
     leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-                                        for leaf, k in zip(leaves, keys)])
+    noise = normal(key, (sum(leaf.size for leaf in leaves),))
+    out, k = [], 0
+    for leaf in leaves:
+        step = noise[k:k + leaf.size].reshape(leaf.shape)
+        out.append(jnp.asarray(np.asarray(leaf) + scale * step))
+        k += leaf.size
+    return jax.tree.unflatten(treedef, out)
 
 
 def mlp(p, x, act, layers):
@@ -61,7 +83,7 @@ def mlp(p, x, act, layers):
     return x
 
 
-# --- (a) credit: zscore with fixed stats → mlp → sigmoid → bce -------------------------------------
+# --- (a) credit: zscore with fixed stats → mlp → sigmoid → bce ------------------------------------
 
 CREDIT_MEAN = [56.6, 0.2285, 11.99, 0.4, 0.4, 1.0]
 CREDIT_STD = [30.15, 0.1277, 6.866, 0.6313, 0.2, 1.0]
@@ -80,6 +102,7 @@ loss = bce(p, y) + bce(p_logistic, y)
 """
 
 
+@jax.jit
 def credit_hand_loss(params, batch):
     z = (batch["x"] - jnp.array(CREDIT_MEAN)) / (jnp.array(CREDIT_STD) + 1e-8)
     p = jax.nn.sigmoid(mlp(params["net"], z, jax.nn.relu, 2)[:, 0])
@@ -92,10 +115,10 @@ def credit_hand_loss(params, batch):
 
 
 def credit_batch(key, n=16):
-    kx, ky = jax.random.split(key)
-    x = jnp.array(CREDIT_MEAN) + jnp.array(CREDIT_STD) * jax.random.normal(kx, (n, 6))
-    y = jax.random.bernoulli(ky, 0.6, (n,)).astype(jnp.float64)
-    return {"x": x, "y": y}
+    draws = normal(key, (n, 7))
+    x = np.array(CREDIT_MEAN) + np.array(CREDIT_STD) * draws[:, :6]
+    y = (draws[:, 6] > -0.25).astype(np.float64)
+    return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +127,7 @@ def credit():
 
 
 def test_credit_params_are_the_documented_pytree(credit):
-    params = credit.init(jax.random.key(0))
+    params = init(credit, 0)
     assert set(params) == {"net", "baseline"}
     assert set(params["net"]) == {"w0", "b0", "w1", "b1"}
     assert params["net"]["w0"].shape == (6, 16) and params["net"]["b1"].shape == (1,)
@@ -113,7 +136,7 @@ def test_credit_params_are_the_documented_pytree(credit):
 
 
 def test_credit_loss_and_gradient_match_hand_written(credit):
-    params = perturb(credit.init(jax.random.key(1)), jax.random.key(2))
+    params = perturb(init(credit, 1), jax.random.key(2))
     batch = credit_batch(jax.random.key(3))
     np.testing.assert_allclose(credit.loss(params, batch), credit_hand_loss(params, batch),
                                rtol=RTOL)
@@ -124,17 +147,17 @@ def test_credit_loss_and_gradient_match_hand_written(credit):
 
 
 def test_credit_outputs_match_hand_written(credit):
-    params = perturb(credit.init(jax.random.key(4)), jax.random.key(5))
+    params = perturb(init(credit, 4), jax.random.key(5))
     batch = credit_batch(jax.random.key(6), n=5)
     out = credit.apply_batch(params, x=batch["x"])
     z = (batch["x"] - jnp.array(CREDIT_MEAN)) / (jnp.array(CREDIT_STD) + 1e-8)
-    np.testing.assert_allclose(out["p"], jax.nn.sigmoid(mlp(params["net"], z, jax.nn.relu, 2)[:, 0]),
-                               rtol=RTOL)
+    p = jax.nn.sigmoid(mlp(params["net"], z, jax.nn.relu, 2)[:, 0])
+    np.testing.assert_allclose(out["p"], p, rtol=RTOL)
     one = credit.apply(params, x=batch["x"][2])
     np.testing.assert_allclose(one["p"], out["p"][2], rtol=RTOL)
 
 
-# --- (b) hedge: mlp → cov with shrink → solve(2 λ Σ, b) → pnl → mean-variance ----------------------
+# --- (b) hedge: mlp → cov with shrink → solve(2 λ Σ, b) → pnl → mean-variance ---------------------
 
 N, W, F_H = 4, 10, 6
 SHRINK, RISK = 0.1, 5.0
@@ -157,6 +180,7 @@ loss = -(mean(pnl) - {RISK} * var(pnl))
 """
 
 
+@jax.jit
 def hedge_pnl(params, batch):
     lam = jnp.exp(params["lam"])
 
@@ -170,16 +194,17 @@ def hedge_pnl(params, batch):
     return jax.vmap(one)(batch["x"], batch["R"], batch["r_next"])
 
 
+@jax.jit
 def hedge_hand_loss(params, batch):
     _, pnl = hedge_pnl(params, batch)
     return -(jnp.mean(pnl) - RISK * jnp.var(pnl))
 
 
 def hedge_batch(key, n=8):
-    kx, kr, kn = jax.random.split(key, 3)
-    return {"x": jax.random.normal(kx, (n, F_H)),
-            "R": 0.02 * jax.random.normal(kr, (n, W, N)) + 0.001,
-            "r_next": 0.02 * jax.random.normal(kn, (n, N)) + 0.001}
+    draws = normal(key, (n, F_H + W * N + N))
+    return {"x": jnp.asarray(draws[:, :F_H]),
+            "R": jnp.asarray(0.02 * draws[:, F_H:F_H + W * N].reshape(n, W, N) + 0.001),
+            "r_next": jnp.asarray(0.02 * draws[:, F_H + W * N:] + 0.001)}
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +213,7 @@ def hedge():
 
 
 def test_hedge_loss_and_gradient_match_hand_written(hedge):
-    params = perturb(hedge.init(jax.random.key(10)), jax.random.key(11))
+    params = perturb(init(hedge, 10), jax.random.key(11))
     batch = hedge_batch(jax.random.key(12))
     np.testing.assert_allclose(hedge.loss(params, batch), hedge_hand_loss(params, batch),
                                rtol=RTOL)
@@ -203,7 +228,7 @@ def test_hedge_loss_and_gradient_match_hand_written(hedge):
 
 
 def test_hedge_lambda_gradient_matches_finite_differences(hedge):
-    params = perturb(hedge.init(jax.random.key(13)), jax.random.key(14))
+    params = perturb(init(hedge, 13), jax.random.key(14))
     batch = hedge_batch(jax.random.key(15))
     g = jax.grad(hedge.loss)(params, batch)["lam"]  # d loss / d log λ
 
@@ -258,19 +283,21 @@ def pipeline_sample(params, z):
     return score, u
 
 
+@jax.jit
 def pipeline_batch_stats(params, x):
     z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
     return jax.vmap(pipeline_sample, in_axes=(None, 0))(params, z)
 
 
+@jax.jit
 def pipeline_fixed_stats(params, x):
     z = (x - jnp.array(FIXED_MEAN)) / (jnp.array(FIXED_STD) + 1e-8)
     return jax.vmap(pipeline_sample, in_axes=(None, 0))(params, z)
 
 
 def pipeline_batch(key, n=12):
-    kx, ky = jax.random.split(key)
-    return {"x": 1.5 * jax.random.normal(kx, (n, 4)) + 0.3, "y": jax.random.normal(ky, (n,))}
+    draws = normal(key, (n, 5))
+    return {"x": jnp.asarray(1.5 * draws[:, :4] + 0.3), "y": jnp.asarray(draws[:, 4])}
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +312,7 @@ def fixed_stats():
 
 
 def test_pipeline_with_batch_statistics_matches_hand_written(batch_stats):
-    params = perturb(batch_stats.init(jax.random.key(20)), jax.random.key(21))
+    params = perturb(init(batch_stats, 20), jax.random.key(21))
     batch = pipeline_batch(jax.random.key(22))
     out = batch_stats.apply_batch(params, x=batch["x"])
     score, u = pipeline_batch_stats(params, batch["x"])
@@ -293,6 +320,7 @@ def test_pipeline_with_batch_statistics_matches_hand_written(batch_stats):
     np.testing.assert_allclose(out["u"], u, rtol=RTOL, atol=1e-14)
     np.testing.assert_allclose(out["score"], score, rtol=RTOL)
 
+    @jax.jit
     def hand_loss(params, batch):
         score, _ = pipeline_batch_stats(params, batch["x"])
         return jnp.mean(jnp.square(score - batch["y"]))
@@ -308,15 +336,16 @@ def test_pipeline_with_batch_statistics_matches_hand_written(batch_stats):
 
 
 def test_batch_statistics_refuse_a_single_sample(batch_stats):
-    params = batch_stats.init(jax.random.key(23))
+    params = init(batch_stats, 23)
     with pytest.raises(Exception, match="batch"):
         batch_stats.apply(params, x=jnp.ones(4))
 
 
 def test_pipeline_with_fixed_statistics_matches_hand_written(fixed_stats):
-    params = perturb(fixed_stats.init(jax.random.key(24)), jax.random.key(25))
+    params = perturb(init(fixed_stats, 24), jax.random.key(25))
     batch = pipeline_batch(jax.random.key(26))
 
+    @jax.jit
     def hand_loss(params, batch):
         score, _ = pipeline_fixed_stats(params, batch["x"])
         return jnp.mean(jnp.square(score - batch["y"]))
@@ -327,7 +356,7 @@ def test_pipeline_with_fixed_statistics_matches_hand_written(fixed_stats):
 
 
 def test_apply_composes_with_jit_and_vmap(fixed_stats):
-    params = perturb(fixed_stats.init(jax.random.key(27)), jax.random.key(28))
+    params = perturb(init(fixed_stats, 27), jax.random.key(28))
     x = pipeline_batch(jax.random.key(29))["x"]
     batched = fixed_stats.apply_batch(params, x=x)
     vmapped = jax.vmap(lambda xi: fixed_stats.apply(params, x=xi))(x)
@@ -346,14 +375,15 @@ def test_apply_composes_with_jit_and_vmap(fixed_stats):
     def via_apply(p):
         return jnp.sum(jax.vmap(lambda xi: fixed_stats.apply(p, x=xi)["score"])(x) ** 2)
 
+    @jax.jit
     def by_hand(p):
         return jnp.sum(pipeline_fixed_stats(p, x)[0] ** 2)
     assert_trees_close(jax.jit(jax.grad(via_apply))(params), jax.grad(by_hand)(params))
     # per-sample gradients: vmap of grad of apply
     per_sample = jax.vmap(jax.grad(lambda p, xi: fixed_stats.apply(p, x=xi)["score"]),
                           in_axes=(None, 0))(params, x)
-    want = jax.vmap(jax.grad(lambda p, xi: pipeline_fixed_stats(p, xi[None])[0][0]),
-                    in_axes=(None, 0))(params, x)
+    want = jax.jit(jax.vmap(jax.grad(lambda p, xi: pipeline_fixed_stats(p, xi[None])[0][0]),
+                            in_axes=(None, 0)))(params, x)
     assert_trees_close(per_sample, want)
 
 
@@ -383,9 +413,10 @@ def test_positive_params_are_stored_as_logs_and_chain_ruled():
     np.testing.assert_allclose(values["w"], params["w"], rtol=0)
 
     params = perturb(params, jax.random.key(31), scale=0.2)
-    key_x, key_y = jax.random.split(jax.random.key(32))
-    batch = {"x": jax.random.normal(key_x, (10, 3)), "y": jax.random.normal(key_y, (10,))}
+    draws = normal(jax.random.key(32), (10, 4))
+    batch = {"x": jnp.asarray(draws[:, :3]), "y": jnp.asarray(draws[:, 3])}
 
+    @jax.jit
     def loss_of_values(lam, s, w):  # in the program's own terms: λ and s, not their logs
         pred = lam * batch["x"] @ w + jnp.sum(s * batch["x"] ** 2, axis=1)
         return jnp.mean((pred - batch["y"]) ** 2)

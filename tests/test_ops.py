@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass, field
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -372,7 +371,7 @@ def array(t: TensorType, rng: np.random.Generator, batch: tuple = ()):
         value = rng.uniform(0.1, 0.9, shape)
     if len(t.shape) == 2 and t.shape[0] == t.shape[1] and t.dtype != "bool":
         value = value + 3 * np.eye(int(t.shape[0]), dtype=value.dtype)  # solvable
-    return jnp.asarray(value.astype(NP_DTYPE[t.dtype]))
+    return value.astype(NP_DTYPE[t.dtype])  # NumPy: jit and eval_shape take it as it is
 
 
 def arrays(args, rng, batch=()):
@@ -390,8 +389,9 @@ def arrays(args, rng, batch=()):
 def evaluate(op, case: Case, seed: int, concrete: bool):
     """The (shape, dtype) ``op.impl`` returns on random arrays of the case's types: computed
     (``concrete``: compiled with ``jax.jit``, as lowering runs it) or traced by
-    ``jax.eval_shape``, which runs the same Python and JAX code without compiling it. Batch-statistics ops run under ``vmap(axis_name="batch")``, as
-    lowering runs them; one sample's type is reported."""
+    ``jax.eval_shape``, which runs the same Python and JAX code without compiling it.
+    Batch-statistics ops run under ``vmap(axis_name="batch")``, as lowering runs them; one
+    sample's type is reported."""
     rng = np.random.default_rng(seed)
 
     def call(*xs):
