@@ -203,6 +203,27 @@ def test_parentheses(source, canonical):
     assert out == f"node v = {canonical}\n"
 
 
+def _operator_pairs():
+    """Every operator as the left and as the right operand of every binary operator, and as
+    the operand of every unary one: each cell of the precedence table, checked one by one."""
+    a, b, c = ast.Name("a"), ast.Name("b"), ast.Name("c")
+    inner = [ast.BinOp(op, a, b) for op in BINARY_OPS] + [ast.UnaryOp(op, a)
+                                                            for op in ("-", "not")]
+    for child in inner:
+        for op in BINARY_OPS:
+            yield ast.BinOp(op, child, c)
+            yield ast.BinOp(op, c, child)
+        for op in ("-", "not"):
+            yield ast.UnaryOp(op, child)
+
+
+def test_every_operator_pairing_round_trips():
+    for expr in _operator_pairs():
+        text = format_expr(expr)
+        assert parse(f"loss = {text}").items[0].value == expr, text
+        assert text.count("(") <= 1  # at most the one pair the child needs
+
+
 def test_hand_built_ast_without_text_or_spans():
     module = ast.Module("<built>", (
         ast.DimDecl("N", 4),
@@ -246,7 +267,10 @@ floats = st.floats(0, 1e20, allow_nan=False, allow_infinity=False).map(
     lambda v: ast.Number(abs(v)))
 strings = st.text(string.ascii_letters + string.digits + " _-#.:", max_size=8).map(ast.String)
 leaves = st.one_of(names.map(ast.Name), ints, floats, st.booleans().map(ast.Bool))
-binary_ops = st.sampled_from(["+", "-", "*", "/", "@", "**", "and", "or", *ast.COMPARISONS])
+BINARY_OPS = ["or", "and", *ast.COMPARISONS, "+", "-", "*", "/", "@", "**"]
+# One precedence level at a time, so the rare levels are drawn as often as the comparisons.
+binary_ops = st.sampled_from([["or"], ["and"], ast.COMPARISONS, ["+", "-"], ["*", "/", "@"],
+                              ["**"]]).flatmap(st.sampled_from)
 
 
 def _pick(*strategies):
@@ -290,7 +314,7 @@ operator_trees = st.recursive(
     names.map(ast.Name),
     lambda children: _pick(st.builds(ast.BinOp, binary_ops, children, children),
                            st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children)),
-    max_leaves=10)
+    max_leaves=16)
 types = st.builds(ast.TypeExpr, st.sampled_from(["f32", "f64", "i32", "bool"]),
                   st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3)
                   .map(tuple))
@@ -326,3 +350,24 @@ def test_random_ast_round_trips(module):
 def test_random_expression_round_trips(expr):
     text = f"loss = {format_expr(expr)}\n"
     assert parse(text).items[0].value == expr
+
+
+@settings(max_examples=200, deadline=None)
+@given(modules, st.data())
+def test_random_comments_and_blank_lines_survive(module, data):
+    """Comments and blank lines scattered through a random program, with its expressions
+    broken over lines at every ', ' (no generated string holds a comma), so some comments
+    sit inside multi-line expressions: all survive, and a second pass changes nothing."""
+    lines = []
+    for i, line in enumerate(format_module(module).replace(", ", ",\n").splitlines()):
+        where = data.draw(st.sampled_from(["", "", "own", "blank", "trailing"]))
+        if where == "own":
+            lines.append(f"  # own {i}")
+        elif where == "blank":
+            lines.append("")
+        lines.append(line + (f"  # trailing {i}" if where == "trailing" else ""))
+    text = "\n".join(lines)
+    out = format_source(text, module.file)
+    assert parse(out, module.file) == module
+    assert comment_texts(out) == comment_texts(text)
+    assert format_source(out) == out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 
+_X64_BEFORE = bool(jax.config.jax_enable_x64)
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
@@ -22,11 +23,11 @@ RTOL = 1e-10
 
 @pytest.fixture(autouse=True, scope="module")
 def _x64_on():
-    """Another module may have switched float64 off since this one was imported."""
-    before = bool(jax.config.jax_enable_x64)
+    """Another module may have switched float64 off since this one was imported; afterwards,
+    leave the setting as it was before this module was imported."""
     jax.config.update("jax_enable_x64", True)
     yield
-    jax.config.update("jax_enable_x64", before)
+    jax.config.update("jax_enable_x64", _X64_BEFORE)
 
 
 def assert_trees_close(got, want, rtol=RTOL, atol=0.0):

@@ -562,3 +562,34 @@ def test_dtype_errors():
         OPS["mean"].rule((T("bool", (2,)),), {"axis": None, "keepdims": False})
     with pytest.raises(DtypeError):
         OPS["add"].rule((T("f32", (2,)), T("f64", (2,))), {})
+
+
+# --- regressions of bugs these properties found --------------------------------------------------
+
+def test_float_results_of_integer_arguments_are_computed_in_float():
+    """The rules give sigmoid/square/relu/pow of integers a float result; the implementations
+    used to crash (sigmoid) or compute in integers (pow: 2 ** -1 was 0, not 0.5)."""
+    two = np.array([2, -3], np.int32)
+    assert np.allclose(OPS["pow"].impl(two, np.array([-1, 2], np.int32)), [0.5, 9.0])
+    assert np.allclose(OPS["sigmoid"].impl(np.array(0, np.int32)), 0.5)
+    assert OPS["square"].impl(two).dtype == np.float32
+    assert np.allclose(OPS["relu"].impl(two), [2.0, 0.0])
+
+
+def test_clip_keeps_the_dtype_of_x():
+    out = OPS["clip"].impl(np.array([0, 5], np.int32), np.float32(0.5), np.float32(2.5))
+    assert out.dtype == np.int32 and list(np.asarray(out)) == [0, 2]
+
+
+def test_transpose_takes_an_int_axes_and_refuses_out_of_range_axes():
+    x = np.arange(3.0, dtype=np.float32)
+    assert OPS["transpose"].rule((T("f32", (3,)),), {"axes": 0}).shape == (3,)
+    assert OPS["transpose"].impl(x, axes=-1).shape == (3,)
+    with pytest.raises(ShapeError):
+        OPS["transpose"].rule((T("f32", (3,)),), {"axes": 1})
+    with pytest.raises(ShapeError):
+        OPS["transpose"].rule((T("f32", ()),), {"axes": (0,)})
+
+
+def test_trace_of_bool_counts_like_sum():
+    assert OPS["trace"].rule((T("bool", (2, 2)),), {}).dtype == "i32"
