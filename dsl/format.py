@@ -75,7 +75,7 @@ def _number(e: ast.Number) -> tuple[str, int]:
     # The original spelling (``1e-3``, ``1.``) is kept; ASTs built by hand may have none.
     if e.text:
         return e.text, ATOM
-    if isinstance(e.value, float) and not math.isfinite(e.value) or e.value < 0:
+    if not math.isfinite(e.value) or e.value < 0:
         # The grammar has no such literal (``-3`` is a unary minus applied to ``3``).
         raise ValueError(f"no literal for the number {e.value!r}")
     return repr(e.value), ATOM

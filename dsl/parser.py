@@ -177,7 +177,7 @@ def _check_nesting(tree: Tree, file: str) -> None:
 
 def _comments(text: str) -> tuple[ast.Comment, ...]:
     out = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # as Lark counts lines
         in_string = False
         for i, ch in enumerate(line):
             if ch == '"':
