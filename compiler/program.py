@@ -177,6 +177,13 @@ class Program:
             out[name] = value
         return out
 
+    def _check_params(self, params, what: str) -> None:
+        missing = [p for p in self.graph.params if not isinstance(params, Mapping)
+                   or p.name not in params]
+        if missing:
+            raise DataDiagnostic(missing[0].span, f"{what}: params has no entry "
+                                 f"'{missing[0].name}'", hint="make params with prog.init(key)")
+
     def _bind(self, inputs, roots, batched: bool, what: str):
         needed = self.graph.inputs_needed(roots)
         check_names(self.graph, inputs, needed, what)
@@ -192,12 +199,14 @@ class Program:
 
     def _apply_impl(self, params, inputs):
         roots = [i for _, i in self.graph.outputs]
+        self._check_params(params, "apply")
         inputs, dims = self._bind(inputs, roots, False, "apply")
         values = self._lowered.sample(params, inputs, dims, roots)
         return {name: values[i] for name, i in self.graph.outputs}
 
     def _apply_batch_impl(self, params, inputs):
         roots = [i for _, i in self.graph.outputs]
+        self._check_params(params, "apply_batch")
         inputs, dims = self._bind(inputs, roots, True, "apply_batch")
         if not roots:
             return {}
@@ -205,6 +214,7 @@ class Program:
         return {name: values[i] for name, i in self.graph.outputs}
 
     def _loss_impl(self, params, batch):
+        self._check_params(params, "loss")
         inputs, dims = self._bind(batch, [self.graph.loss], True, "loss")
         return self._lowered.batch(params, inputs, dims, [self.graph.loss])[self.graph.loss]
 
@@ -212,6 +222,7 @@ class Program:
         roots = [i for _, i in self.graph.metrics]
         if self.graph.loss is not None:
             roots.append(self.graph.loss)
+        self._check_params(params, "metrics")
         inputs, dims = self._bind(batch, roots, True, "metrics")
         values = self._lowered.batch(params, inputs, dims, roots)
         out = {name: values[i] for name, i in self.graph.metrics}
