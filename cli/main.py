@@ -107,6 +107,12 @@ def summary_table(graph) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    problems = [v for v in graph.values if v.op == "argmin"]
+    if problems:
+        lines.append("")
+        for v in problems:
+            label = v.name or "(unnamed)"
+            lines.append(f"{label} ({_at(v.span)}): {v.attr('problem').describe()}")
     outs = ", ".join(n for n, _ in graph.outputs) or "none"
     lines.append(f"\n{os.path.basename(graph.file)}: ok — {len(graph.values)} IR values, outputs: "
                  f"{outs}")

@@ -354,6 +354,10 @@ class _Checker:
         return self.apply_op(self.ops[BINARY_OPERATORS[e.op]], [left, right], [e.left, e.right],
                              {}, e.span, scope, e)
 
+    def e_Argmin(self, e: ast.Argmin, scope) -> int:
+        from ddm.compiler.declarative import check_argmin
+        return check_argmin(self, e, scope)
+
     def e_Attr(self, e: ast.Attr, scope) -> int:
         raise NameDiagnostic(e.span, f"'{e.name}' is a fn of module '{e.base.id}'; call it")
 

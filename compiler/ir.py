@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, LayerType, TensorType
 
-KINDS = ("input", "param", "const", "imperative", "declarative")
+KINDS = ("input", "param", "const", "imperative", "declarative", "decision")
 STAGES = ("static", "sample", "batch")
 
 
@@ -137,6 +137,11 @@ def format_ir(graph: Graph) -> str:
             tags.append(f"in {v.scope}")
         lines.append(f"%{v.id} = {body} : {v.type}    # {' '.join(tags)} "
                      f"({v.span.line}:{v.span.column})")
+    for v in graph.values:
+        if v.op == "argmin":
+            p = v.attr("problem")
+            lines.append(f"# %{v.id}: {p.describe()}; body %{p.body[0]}..%{p.body[1] - 1}, "
+                         f"objective %{p.objective}, decision %{p.var}")
     for name, i in graph.outputs:
         lines.append(f"output {name} = %{i}")
     if graph.loss is not None:

@@ -30,32 +30,42 @@ class Lowered:
 
     # --- one sample ----------------------------------------------------------------------------
     def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-               batched: bool = False) -> dict[int, object]:
-        """Values ``roots`` (static or sample stage) for one sample's ``inputs``."""
+               batched: bool = False, infos: dict | None = None) -> dict[int, object]:
+        """Values ``roots`` (static or sample stage) for one sample's ``inputs``. Declarative
+        nodes among them put their solver :class:`Info` into ``infos`` (by value id)."""
         need = self.graph.ancestors(roots)
-        env: dict[int, object] = {}
+        env: dict = {}
         for i in sorted(need):
             env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched)
+        if infos is not None:
+            infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
         return {i: env[i] for i in roots}
 
     # --- a batch -------------------------------------------------------------------------------
-    def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots) -> dict[int, object]:
-        """Values ``roots`` of any stage for a batch of inputs (leading axis)."""
+    def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
+              infos: dict | None = None) -> dict[int, object]:
+        """Values ``roots`` of any stage for a batch of inputs (leading axis). Solver infos of
+        per-sample declarative nodes come back batched (leading axis) in ``infos``."""
         g = self.graph
         need = g.ancestors(roots)
         lifts = [i for i in sorted(need) if g.values[i].op == "lift"]
         sources = sorted({g.values[i].inputs[0] for i in lifts})
         sample_roots = sorted(set(sources) | {i for i in roots if g.values[i].stage == "sample"})
-        env: dict[int, object] = {}
+        env: dict = {}
         if sample_roots:
             wanted = g.inputs_needed(sample_roots)
             batch_inputs = {s.name: inputs[s.name] for s in wanted}
 
             def one(sample_inputs):
-                return self.sample(params, sample_inputs, dims, sample_roots, batched=True)
+                found: dict = {}
+                out = self.sample(params, sample_inputs, dims, sample_roots, batched=True,
+                                  infos=found)
+                return out, found
 
-            per_sample = jax.vmap(one, axis_name="batch")(batch_inputs)
+            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs)
             env.update(per_sample)
+            if infos is not None:
+                infos.update(found)
         for i in lifts:
             env[i] = env[g.values[i].inputs[0]]
         for i in sorted(need):
@@ -63,6 +73,8 @@ class Lowered:
             if i in env or v.stage == "sample":
                 continue
             env[i] = self.value(v, env, params, inputs, dims, batched=True)
+        if infos is not None:
+            infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
         return {i: env[i] for i in roots}
 
     # --- one value -----------------------------------------------------------------------------
@@ -92,6 +104,11 @@ class Lowered:
             return env[v.inputs[0]]
         if op == "index":
             return env[v.inputs[0]][self._index(v, env)]
+        if op == "argmin":
+            from ddm.compiler.lower_argmin import solve_node
+            x, info = solve_node(self, v, env, params, inputs, dims, batched)
+            env[("info", v.id)] = info
+            return x
         if op == "layer":
             name = v.attr("param")
             return apply_layer(params[name], self.graph.param(name).type, env[v.inputs[0]])

@@ -36,16 +36,19 @@ from ddm.library.precision import resolve_dtype
 from ddm.library.types import LayerType
 
 
-def load(path: str, x64: bool = False) -> "Program":
-    """Compile the ``.ddm`` file at ``path``. ``x64=True``: the program's floats are float64."""
+def load(path: str, x64: bool = False, strict: bool = True) -> "Program":
+    """Compile the ``.ddm`` file at ``path``. ``x64=True``: the program's floats are float64.
+    ``strict``: a declarative node whose solver fails on an instance raises
+    :class:`SolverDiagnostic` (nodes with ``on_infeasible="error"``, the default)."""
     graph, sources = front_end_file(str(path))
-    return Program(graph, sources, x64)
+    return Program(graph, sources, x64, strict)
 
 
-def loads(text: str, file: str = "<string>", x64: bool = False) -> "Program":
+def loads(text: str, file: str = "<string>", x64: bool = False,
+          strict: bool = True) -> "Program":
     """Compile program text (imports resolve relative to the working directory)."""
     graph, sources = front_end(text, file)
-    return Program(graph, sources, x64)
+    return Program(graph, sources, x64, strict)
 
 
 def _located(method):
@@ -69,11 +72,15 @@ class Program:
     - ``metrics(params, batch)`` → its metrics over a batch
     """
 
-    def __init__(self, graph: Graph, sources: Sources, x64: bool = False):
+    def __init__(self, graph: Graph, sources: Sources, x64: bool = False, strict: bool = True):
         self.graph = graph
         self.sources = sources
         self.x64 = x64
-        if x64:
+        self.strict = strict
+        problems = [v.attr("problem") for v in graph.values if v.op == "argmin"]
+        if x64 or any(p.dtype == "f64" for p in problems):
+            # float64 must exist for the program, or for a node solving in float64 while
+            # the pipeline stays float32 (every value is cast to its IR dtype in lowering)
             jax.config.update("jax_enable_x64", True)
         try:
             self._lowered: Lowered = lower(graph, x64)
@@ -81,8 +88,9 @@ class Program:
             raise sources.locate(err) from None
         self._apply = jax.jit(self._apply_impl)
         self._apply_batch = jax.jit(self._apply_batch_impl)
-        self._loss = jax.jit(self._loss_impl)
-        self._metrics = jax.jit(self._metrics_impl)
+        self._loss = jax.jit(self._loss_info_impl)
+        self._metrics = jax.jit(self._metrics_info_impl)
+        self._solver_info = jax.jit(self._solver_info_impl, static_argnums=(2,))
 
     # --- facts ---------------------------------------------------------------------------------
     @property
@@ -137,16 +145,31 @@ class Program:
     @_located
     def apply(self, params, **inputs) -> dict[str, Any]:
         """The program's outputs for one sample."""
-        return self._apply(params, self._inputs(inputs))
+        out, infos = self._apply(params, self._inputs(inputs))
+        self.check_solvers(infos, "apply")
+        return out
 
     @_located
     def apply_batch(self, params, **inputs) -> dict[str, Any]:
         """The program's outputs for a batch: every input has a leading batch axis."""
-        return self._apply_batch(params, self._inputs(inputs))
+        out, infos = self._apply_batch(params, self._inputs(inputs))
+        self.check_solvers(infos, "apply_batch")
+        return out
 
     @_located
     def loss(self, params, batch: Mapping[str, Any]):
         """The scalar ``loss`` over a batch of inputs."""
+        if self.graph.loss is None:
+            raise DataDiagnostic(None, f"{self.file} declares no loss")
+        loss, infos = self._loss(params, self._inputs(batch))
+        self.check_solvers(infos, "loss")
+        return loss
+
+    @_located
+    def loss_and_info(self, params, batch: Mapping[str, Any]):
+        """``(loss, infos)``: the loss and, per declarative node, its solver :class:`Info`
+        batched over instances — for ``jax.value_and_grad(..., has_aux=True)`` in your own
+        training loop (then call :meth:`check_solvers` on the concrete infos)."""
         if self.graph.loss is None:
             raise DataDiagnostic(None, f"{self.file} declares no loss")
         return self._loss(params, self._inputs(batch))
@@ -154,7 +177,29 @@ class Program:
     @_located
     def metrics(self, params, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Every ``metric`` (and the loss, as ``loss``) over a batch of inputs."""
-        return self._metrics(params, self._inputs(batch))
+        out, infos = self._metrics(params, self._inputs(batch))
+        self.check_solvers(infos, "metrics")
+        return out
+
+    @_located
+    def solver_info(self, params, **inputs) -> dict[str, Any]:
+        """Per declarative node (by name), its solver :class:`Info` for a batch of inputs:
+        status codes, iterations and residuals, one per instance."""
+        roots = [v.id for v in self.graph.values if v.op == "argmin"]
+        infos = self._solver_info(params, self._inputs(inputs), tuple(roots))
+        return {self.node_label(i): info for i, info in infos.items()}
+
+    def node_label(self, vid: int) -> str:
+        v = self.graph.values[vid]
+        return v.name or f"{v.attr('problem').sense}@{v.span.line}:{v.span.column}"
+
+    def check_solvers(self, infos: Mapping[int, Any], what: str = "") -> None:
+        """Raise :class:`SolverDiagnostic` when a declarative node with the ``error`` policy
+        failed on some instance (strict programs; traced values are skipped: check them
+        outside your transformation)."""
+        from ddm.compiler.solver_report import enforce
+        if self.strict:
+            enforce(self, infos, what)
 
     def _inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         out = {}
@@ -201,34 +246,51 @@ class Program:
         roots = [i for _, i in self.graph.outputs]
         self._check_params(params, "apply")
         inputs, dims = self._bind(inputs, roots, False, "apply")
-        values = self._lowered.sample(params, inputs, dims, roots)
-        return {name: values[i] for name, i in self.graph.outputs}
+        infos: dict = {}
+        values = self._lowered.sample(params, inputs, dims, roots, infos=infos)
+        return {name: values[i] for name, i in self.graph.outputs}, infos
 
     def _apply_batch_impl(self, params, inputs):
         roots = [i for _, i in self.graph.outputs]
         self._check_params(params, "apply_batch")
         inputs, dims = self._bind(inputs, roots, True, "apply_batch")
         if not roots:
-            return {}
-        values = self._lowered.batch(params, inputs, dims, roots)
-        return {name: values[i] for name, i in self.graph.outputs}
+            return {}, {}
+        infos: dict = {}
+        values = self._lowered.batch(params, inputs, dims, roots, infos=infos)
+        return {name: values[i] for name, i in self.graph.outputs}, infos
 
-    def _loss_impl(self, params, batch):
+    def _loss_info_impl(self, params, batch):
         self._check_params(params, "loss")
         inputs, dims = self._bind(batch, [self.graph.loss], True, "loss")
-        return self._lowered.batch(params, inputs, dims, [self.graph.loss])[self.graph.loss]
+        infos: dict = {}
+        loss = self._lowered.batch(params, inputs, dims, [self.graph.loss], infos=infos)
+        return loss[self.graph.loss], infos
 
-    def _metrics_impl(self, params, batch):
+    def _loss_impl(self, params, batch):
+        return self._loss_info_impl(params, batch)[0]
+
+    def _metrics_info_impl(self, params, batch):
         roots = [i for _, i in self.graph.metrics]
         if self.graph.loss is not None:
             roots.append(self.graph.loss)
         self._check_params(params, "metrics")
         inputs, dims = self._bind(batch, roots, True, "metrics")
-        values = self._lowered.batch(params, inputs, dims, roots)
+        infos: dict = {}
+        values = self._lowered.batch(params, inputs, dims, roots, infos=infos)
         out = {name: values[i] for name, i in self.graph.metrics}
         if self.graph.loss is not None:
             out["loss"] = values[self.graph.loss]
-        return out
+        return out, infos
+
+    def _metrics_impl(self, params, batch):
+        return self._metrics_info_impl(params, batch)[0]
+
+    def _solver_info_impl(self, params, inputs, roots):
+        inputs, dims = self._bind(inputs, list(roots), True, "solver_info")
+        infos: dict = {}
+        self._lowered.batch(params, inputs, dims, list(roots), infos=infos)
+        return infos
 
     def __repr__(self) -> str:
         g = self.graph

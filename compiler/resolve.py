@@ -205,32 +205,46 @@ def _article(word: str) -> str:
 
 def iter_names(expr) -> Iterator[tuple[ast.Name, bool]]:
     """Every Name in ``expr`` with whether it stands in call position (iterative)."""
-    stack = [(expr, False)]
+    stack = [(expr, False, frozenset())]
     while stack:
-        e, called = stack.pop()
+        e, called, bound = stack.pop()
         if isinstance(e, ast.Name):
-            yield e, called
-        elif isinstance(e, ast.BinOp):
-            stack += [(e.right, False), (e.left, False)]
-        elif isinstance(e, ast.UnaryOp):
-            stack.append((e.operand, False))
-        elif isinstance(e, ast.Call):
-            stack += [(k.value, False) for k in reversed(e.kwargs)]
-            stack += [(a, False) for a in reversed(e.args)]
-            stack.append((e.func, True))
-        elif isinstance(e, ast.Index):
-            for it in reversed(e.items):
-                if isinstance(it, ast.Slice):
-                    stack += [(x, False) for x in (it.hi, it.lo) if x is not None]
-                else:
-                    stack.append((it, False))
-            stack.append((e.base, False))
-        elif isinstance(e, ast.ListExpr):
-            stack += [(x, False) for x in reversed(e.items)]
-        elif isinstance(e, ast.Attr):
-            if isinstance(e.base, ast.Name):
-                continue  # alias.fn: checked with the call
-            stack.append((e.base, False))
+            if e.id not in bound:  # an argmin's decision variable is local to its problem
+                yield e, called
+            continue
+        if isinstance(e, ast.Argmin):
+            inner = bound | {e.var}
+            if e.using is not None:
+                stack += [(k.value, False, bound) for k in reversed(e.using.options)]
+            parts = [e.objective, *e.constraints]
+            stack += [(x, False, inner) for x in reversed(parts)]
+            continue
+        stack += [(x, c, bound) for x, c in _children(e)]
+
+
+def _children(e):
+    """The sub-expressions of ``e`` in reverse source order, each with its call position."""
+    out = []
+    if isinstance(e, ast.BinOp):
+        out += [(e.right, False), (e.left, False)]
+    elif isinstance(e, ast.UnaryOp):
+        out.append((e.operand, False))
+    elif isinstance(e, ast.Call):
+        out += [(k.value, False) for k in reversed(e.kwargs)]
+        out += [(a, False) for a in reversed(e.args)]
+        out.append((e.func, True))
+    elif isinstance(e, ast.Index):
+        for it in reversed(e.items):
+            if isinstance(it, ast.Slice):
+                out += [(x, False) for x in (it.hi, it.lo) if x is not None]
+            else:
+                out.append((it, False))
+        out.append((e.base, False))
+    elif isinstance(e, ast.ListExpr):
+        out += [(x, False) for x in reversed(e.items)]
+    elif isinstance(e, ast.Attr) and not isinstance(e.base, ast.Name):
+        out.append((e.base, False))  # alias.fn is checked with the call
+    return out
 
 
 def _suggest(name: str, candidates) -> str | None:
@@ -334,6 +348,10 @@ class _Refs:
                         stack.append(it)
             elif isinstance(e, ast.ListExpr):
                 stack.extend(e.items)
+            elif isinstance(e, ast.Argmin):
+                stack += [e.objective, *e.constraints]
+                if e.using is not None:
+                    stack += [k.value for k in e.using.options]
 
 
 def _check_references(r: Resolved) -> None:

@@ -104,7 +104,44 @@ class Attr:
     span: Span = _span()
 
 
-Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr]
+@dataclass(frozen=True, slots=True)
+class SolverHint:
+    """``using ipm(tol=1e-8, max_iter=100)``: which solver, and its options."""
+
+    name: str
+    options: tuple[Keyword, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BackwardHint:
+    """``backward implicit`` | ``backward unroll(20)`` | ``backward truncated(5)``."""
+
+    mode: str
+    steps: int | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Argmin:
+    """``argmin v: f32[N] { objective } subject to { constraints } using … backward …``.
+
+    The decision variable ``var`` is in scope in the objective and the constraints only.
+    ``sense`` is "argmin" or "argmax".
+    """
+
+    sense: str
+    var: str
+    var_type: "TypeExpr"
+    objective: "Expr"
+    constraints: tuple["Expr", ...]
+    using: SolverHint | None
+    backward: BackwardHint | None
+    span: Span = _span()
+    var_span: Span = _span()
+
+
+Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr, Argmin]
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 

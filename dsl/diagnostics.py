@@ -20,7 +20,7 @@ class DdmError(Exception):
     """A mistake in a user's program, data or configuration, located at ``span``.
 
     ``kind`` names the family (``syntax``, ``name``, ``cycle``, ``shape``, ``dtype``, ``arity``,
-    ``config``, ``data``, ``import``, ``input``); tests and tools match on it.
+    ``config``, ``data``, ``import``, ``input``, ``problem``, ``solver``); tests and tools match on it.
     """
 
     kind = "error"
@@ -77,6 +77,20 @@ class ConfigDiagnostic(DdmError):
 
 class DataDiagnostic(DdmError):
     kind = "data"
+
+
+class ProblemDiagnostic(DdmError):
+    """An argmin/argmax whose structure ddm cannot solve: non-convex, a constraint that is not
+    affine in the decision variable, a solver that does not fit the problem's class."""
+
+    kind = "problem"
+
+
+class SolverDiagnostic(DdmError):
+    """A declarative node's solver did not converge on some instance (run time): the message
+    names the node, the instance, the status and the residual."""
+
+    kind = "solver"
 
 
 class InputDiagnostic(DdmError):

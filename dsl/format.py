@@ -136,7 +136,23 @@ def _attr(e: ast.Attr) -> tuple[str, int]:
     return f"{base}.{e.name}", POSTFIX
 
 
+def _argmin(e: ast.Argmin) -> tuple[str, int]:
+    """``argmin v: f32[N] { … } subject to { a, b } using ipm(tol=1e-8) backward unroll(5)``,
+    on one line (declarations are one line each; comments inside move after it)."""
+    text = f"{e.sense} {e.var}: {_type(e.var_type)} {{ {format_expr(e.objective)} }}"
+    if e.constraints:
+        text += " subject to { " + ", ".join(format_expr(c) for c in e.constraints) + " }"
+    if e.using is not None:
+        opts = ", ".join(f"{k.name}={format_expr(k.value)}" for k in e.using.options)
+        text += f" using {e.using.name}" + (f"({opts})" if opts else "")
+    if e.backward is not None:
+        steps = f"({e.backward.steps})" if e.backward.steps is not None else ""
+        text += f" backward {e.backward.mode}{steps}"
+    return text, ATOM
+
+
 _EXPR = {
+    ast.Argmin: _argmin,
     ast.Name: _name, ast.Number: _number, ast.String: _string, ast.Bool: _bool,
     ast.ListExpr: _list, ast.BinOp: _binop, ast.UnaryOp: _unary, ast.Call: _call,
     ast.Index: _index, ast.Attr: _attr,

@@ -98,6 +98,7 @@ _READABLE = {
     "EQUAL": "'='", "MINUS": "'-'", "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'",
     "POW": "'**'", "COMP_OP": "a comparison", "DOT": "'.'", "$END": "end of file",
     "__ANON_0": "'->'", "POSITIVE": "'positive'", "NODE": "'node'", "LET": "'let'",
+    "SENSE": "'argmin' or 'argmax'",
 }
 _DECL_START = {"IMPORT", "DIM", "INPUT", "PARAM", "NODE", "LET", "OUTPUT", "LOSS", "METRIC",
                "FN", "RUN"}
@@ -340,6 +341,25 @@ class _Builder:
             return ast.Slice(self.expr(lo) if lo is not None else None,
                              self.expr(hi) if hi is not None else None, self.span(t))
         return self.expr(t)
+
+    def e_argmin_expr(self, t, span):
+        sense, var, typ, objective, subject, using, backward = t.children
+        constraints = ()
+        if subject is not None:
+            constraints = tuple(self.expr(c) for c in subject.children if c is not None)
+        hint = None
+        if using is not None:
+            name, *opts = using.children
+            hint = ast.SolverHint(str(name), tuple(
+                ast.Keyword(str(o.children[0]), self.expr(o.children[1]), self.span(o))
+                for o in opts if o is not None), self.span(using))
+        back = None
+        if backward is not None:
+            mode, steps = backward.children
+            back = ast.BackwardHint(str(mode), int(steps) if steps is not None else None,
+                                    self.span(backward))
+        return ast.Argmin(str(sense), str(var), self.type(typ), self.expr(objective),
+                          constraints, hint, back, span, self.span(var))
 
     def e_attr(self, t, span):
         base, name = t.children

@@ -33,7 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus" / "bad"
 CASES = sorted(CORPUS.glob("*.ddm"))  # not recursive: lib/ holds helpers
 KINDS = {"syntax", "name", "cycle", "shape", "dtype", "arity", "import", "config", "data",
-         "input"}
+         "input", "problem"}
 HEADER = re.compile(r"# expect: (?:(?P<file>[^\s:]+):)?(?P<line>\d+):(?P<col>\d+) "
                     r"(?P<kind>\w+): (?P<message>.+)$")
 

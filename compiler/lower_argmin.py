@@ -1,0 +1,242 @@
+"""Lowering a declarative node: build its problem from the body, call the solver, apply policy.
+
+The problem's body (the IR values of its objective and constraints) is evaluated as a function
+of the flattened decision variable ``x`` and ``theta``, the outer values the node captures. Every
+solver receives ``theta`` (or arrays computed from it) explicitly, never by closure, so implicit
+differentiation reaches the params behind it.
+
+- Classes 1 and 2 need the QP's arrays. ``P`` is assembled from the recognised quadratic atoms
+  (``quad(a, M)`` → Jᵀ(M + Mᵀ)J, ``sum(a²)`` → 2JᵀJ, with J = ±I when ``a`` is ±v + c, the common
+  case, so no Jacobian is formed); ``c = ∇F(0)`` by one reverse pass, exact because F is
+  quadratic; constraint rows ``A = ∂g/∂x``, ``b = −g(0)`` because g is affine.
+- Classes 3 and 4 receive the objective as a function ``f(x, theta)``; class 4 also the prox of
+  its nonsmooth part with parameters ``omega`` (L1 weight and centre, bounds, simplex radius).
+"""
+from __future__ import annotations
+
+import math
+
+from ddm.compiler.binding import resolve as resolve_dim
+from ddm.compiler.declarative import Problem
+from ddm.library.lazy import jax, jnp
+from ddm.library.precision import resolve_dtype
+from ddm.library.solvers.options import SolveOptions
+
+
+def solve_node(low, v, env, params, inputs, dims, batched):
+    """The value of declarative node ``v`` and its solver :class:`Info` for one instance."""
+    from ddm.library.solvers.status import CONVERGED
+
+    prob: Problem = v.attr("problem")
+    dtype = resolve_dtype(prob.var_type.dtype, low.x64)
+    shape = tuple(resolve_dim(d, dims, v.span) for d in prob.var_type.shape)
+    n = math.prod(shape)
+    theta = {str(i): env[i] for i in v.inputs}
+    body = _Body(low, prob, shape, params, inputs, dims, batched)
+    opts = _options(prob, low.x64)
+    if prob.klass in (1, 2):
+        x, info = _solve_qp(body, prob, theta, n, dtype, opts)
+    elif prob.klass == 3:
+        x, info = _solve_smooth(body, prob, theta, n, dtype, opts)
+    else:
+        x, info = _solve_prox(body, prob, theta, n, dtype, opts)
+    x = jnp.reshape(x.astype(dtype), shape)
+    if prob.on_infeasible == "nan":
+        x = jnp.where(info.status == CONVERGED, x, jnp.nan)
+    return x, info
+
+
+def _options(prob: Problem, x64: bool) -> SolveOptions:
+    dtype = "f64" if prob.dtype == "f64" and not x64 else None
+    return SolveOptions(tol=prob.tol, max_iter=prob.max_iter, backward=prob.backward,
+                        steps=prob.steps, dtype=dtype, matrix_free=prob.matrix_free)
+
+
+class _Body:
+    """Evaluates values of a problem's body at a point x, given the captured outer values."""
+
+    def __init__(self, low, prob: Problem, shape, params, inputs, dims, batched):
+        self.low = low
+        self.prob = prob
+        self.shape = shape
+        self.ctx = (params, inputs, dims, batched)
+        self.ids = range(*prob.body)
+
+    def __call__(self, x, theta, roots):
+        values = self.low.graph.values
+        local = {int(k): a for k, a in theta.items()}
+        local[self.prob.var] = jnp.reshape(x, self.shape)
+        need, stack = set(), list(roots)
+        while stack:
+            i = stack.pop()
+            if i in need or i not in self.ids or i == self.prob.var:
+                continue
+            need.add(i)
+            stack.extend(values[i].inputs)
+        for i in sorted(need):
+            local[i] = self.low.value(values[i], local, *self.ctx)
+        return [local[r] for r in roots]
+
+    def coef(self, x, theta, term):
+        """Π of the term's constant factors (one value: they do not depend on x)."""
+        out = term.sign
+        for vid, divides in term.coefs:
+            (c,) = self(x, theta, [vid])
+            out = out / c if divides else out * c
+        return out
+
+    def objective(self, x, theta, terms=None):
+        """F(x) = Σ sign·coefs·term — the minimised objective (argmax already negated)."""
+        total = 0.0
+        for t in (self.prob.terms if terms is None else terms):
+            if t.kind == "const":
+                continue
+            (value,) = self(x, theta, [t.value])
+            total = total + self.coef(x, theta, t) * value
+        return total
+
+    def rows(self, x, theta, constraints):
+        """The constraints' g(x) stacked into one vector (each broadcast to its own type)."""
+        if not constraints:
+            return jnp.zeros((0,), x.dtype)
+        values = self.low.graph.values
+        parts = []
+        for c in constraints:
+            (g,) = self(x, theta, [c.value])
+            shape = tuple(resolve_dim(d, self.ctx[2], c.span) for d in values[c.value].type.shape)
+            parts.append(jnp.ravel(jnp.broadcast_to(jnp.asarray(g, x.dtype), shape)))
+        return jnp.concatenate(parts)
+
+
+def _jacobian(fn, x, rows: int):
+    """∂fn/∂x of an affine map as a [rows, n] matrix: reverse mode when rows are fewer."""
+    if rows == 0:
+        return jnp.zeros((0, x.shape[0]), x.dtype)
+    jac = jax.jacrev(fn) if rows < x.shape[0] else jax.jacfwd(fn)
+    return jnp.reshape(jac(x), (rows, x.shape[0]))
+
+
+def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
+    """(P, c, A, b, G, h) of the quadratic program a class 1/2 node states."""
+    zero = jnp.zeros((n,), dtype)
+    c = jax.grad(lambda x: jnp.asarray(body.objective(x, theta), dtype))(zero)
+    P = jnp.zeros((n, n), dtype)
+    for t in prob.terms:
+        if t.kind not in ("quad", "sumsq"):
+            continue
+        k = jnp.asarray(body.coef(zero, theta, t), dtype) * t.scale
+        if t.kind == "quad":
+            (m,) = body(zero, theta, [t.matrix])
+            m = jnp.asarray(m, dtype)
+            core = m + m.T
+        else:
+            core = None
+        if t.identity:
+            block = core if core is not None else 2.0 * jnp.eye(n, dtype=dtype)
+        else:
+            size = math.prod(jnp.shape(body(zero, theta, [t.arg])[0])) or 1
+            J = _jacobian(lambda x: jnp.ravel(body(x, theta, [t.arg])[0]), zero, size)
+            block = J.T @ core @ J if core is not None else 2.0 * J.T @ J
+        P = P + k * block
+    eqs, ineqs = prob.equalities, prob.inequalities
+
+    def affine(cons):
+        rows = int(body.rows(zero, theta, cons).shape[0])
+        g = lambda x: body.rows(x, theta, cons)  # noqa: E731 — affine, so ∂g is exact
+        return _jacobian(g, zero, rows), -g(zero)
+
+    A, b = affine(eqs)
+    G, h = affine(ineqs)
+    return P, c, A, b, G, h
+
+
+def _solve_qp(body, prob, theta, n, dtype, opts):
+    P, c, A, b, G, h = qp_arrays(body, prob, theta, n, dtype)
+    if prob.klass == 1 and prob.solver == "kkt":
+        from ddm.library.solvers.eq_qp import eq_qp
+        x, info = eq_qp(P, c, A, b, opts)
+    else:
+        from ddm.library.solvers.qp import qp
+        x, info = qp(P, c, A, b, G, h, opts)
+    if prob.on_infeasible == "closest":
+        x, info = _closest(P, c, A, b, G, h, x, info, opts)
+    return x, info
+
+
+def _closest(P, c, A, b, G, h, x, info, opts):
+    """Where the constraints admit no point, the solution of the elastic problem
+    min F(x) + ρ/2 (‖Ax − b‖² + ‖s‖²) s.t. Gx − s ≤ h, s ≥ 0: the objective's best point
+    among those violating the constraints least (ρ large, relative to the data's scale)."""
+    from ddm.library.solvers.qp import qp
+    from ddm.library.solvers.status import CONVERGED, INFEASIBLE, SINGULAR, Info
+
+    n, m = P.shape[0], G.shape[0]
+    scale = 1.0 + jnp.max(jnp.abs(P)) + jnp.max(jnp.abs(c))
+    rho = 1e6 * jax.lax.stop_gradient(scale)
+    Pe = jnp.zeros((n + m, n + m), P.dtype)
+    Pe = Pe.at[:n, :n].set(P + rho * A.T @ A).at[n:, n:].set(rho * jnp.eye(m, dtype=P.dtype))
+    ce = jnp.concatenate([c - rho * A.T @ b, jnp.zeros((m,), P.dtype)])
+    Ge = jnp.concatenate([jnp.concatenate([G, -jnp.eye(m, dtype=P.dtype)], 1),
+                          jnp.concatenate([jnp.zeros((m, n), P.dtype),
+                                           -jnp.eye(m, dtype=P.dtype)], 1)])
+    he = jnp.concatenate([h, jnp.zeros((m,), P.dtype)])
+    none = jnp.zeros((0, n + m), P.dtype)
+    xe, ie = qp(Pe, ce, none, jnp.zeros((0,), P.dtype), Ge, he, opts)
+    bad = (info.status == INFEASIBLE) | (info.status == SINGULAR)
+    x = jnp.where(bad, xe[:n], x)
+    info = Info(jnp.where(bad, ie.status, info.status),
+                jnp.where(bad, info.iterations + ie.iterations, info.iterations),
+                jnp.where(bad, ie.residual, info.residual))
+    return x, info
+
+
+def _solve_smooth(body, prob, theta, n, dtype, opts):
+    from ddm.library.solvers.newton import newton
+
+    zero = jnp.zeros((n,), dtype)
+    eqs = prob.equalities
+    rows = int(body.rows(zero, theta, eqs).shape[0])
+    g = lambda x: body.rows(x, theta, eqs)  # noqa: E731
+    A, b = _jacobian(g, zero, rows), -g(zero)
+    f = lambda x, th: jnp.asarray(body.objective(x, th), dtype)  # noqa: E731
+    return newton(f, theta, A, b, zero, opts)
+
+
+def _solve_prox(body, prob, theta, n, dtype, opts):
+    from ddm.library.solvers import prox as P
+
+    zero = jnp.zeros((n,), dtype)
+    smooth = tuple(t for t in prob.terms if t.kind != "l1")
+    l1 = next((t for t in prob.terms if t.kind == "l1"), None)
+    f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
+    omega = {}
+    if l1 is not None:
+        omega["lam"] = jnp.asarray(body.coef(zero, theta, l1), dtype)
+        center = jnp.zeros((n,), dtype)
+        if l1.center is not None:
+            (cv,) = body(zero, theta, [l1.center])
+            center = jnp.broadcast_to(jnp.asarray(cv, dtype) * l1.center_sign,
+                                      body.shape).reshape(-1)
+        omega["center"] = center
+    forms = {c.form: c for c in prob.constraints}
+
+    def bound(c, fill):
+        if c is None:
+            return jnp.full((n,), fill, dtype)
+        (value,) = body(zero, theta, [c.bound])
+        return jnp.broadcast_to(jnp.asarray(value, dtype), body.shape).reshape(-1)
+
+    if "sum" in forms:
+        (r,) = body(zero, theta, [forms["sum"].bound])
+        omega["radius"] = jnp.asarray(r, dtype)
+        prox = P.prox_l1_simplex if l1 is not None else P.proj_simplex
+        x0 = jnp.full((n,), 1.0 / n, dtype) * omega["radius"]
+    elif "lower" in forms or "upper" in forms:
+        omega["lo"] = bound(forms.get("lower"), -jnp.inf)
+        omega["hi"] = bound(forms.get("upper"), jnp.inf)
+        prox = P.prox_l1_box if l1 is not None else P.proj_box
+        x0 = jnp.clip(zero, omega["lo"], omega["hi"])
+    else:
+        prox = P.prox_l1 if l1 is not None else P.prox_none
+        x0 = zero
+    return P.prox_grad(f, theta, prox, omega, x0, opts)

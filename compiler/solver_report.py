@@ -1,0 +1,74 @@
+"""Run-time reports of declarative nodes: which instance failed, how, and with what residual.
+
+Solvers return a per-instance :class:`~ddm.library.solvers.status.Info`; this module turns the
+concrete arrays into a :class:`SolverDiagnostic` located at the node (for the ``error``
+policy), or into counts for the training log.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from ddm.dsl.diagnostics import SolverDiagnostic
+
+
+def _concrete(infos) -> bool:
+    from ddm.library.lazy import jax
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(infos))
+
+
+def summary(prog, infos: Mapping[int, Any]) -> dict[str, dict]:
+    """Per node: instances, how many failed by status, worst residual, mean iterations."""
+    from ddm.library.solvers.status import STATUS_NAMES
+
+    out = {}
+    for vid, info in infos.items():
+        status = np.atleast_1d(np.asarray(info.status))
+        counts = {STATUS_NAMES[k]: int(np.sum(status == k)) for k in np.unique(status)}
+        out[prog.node_label(vid)] = {
+            "instances": int(status.size),
+            "status": counts,
+            "max_residual": float(np.max(np.asarray(info.residual))),
+            "mean_iterations": float(np.mean(np.asarray(info.iterations))),
+        }
+    return out
+
+
+def failures(prog, infos: Mapping[int, Any], policy: str = "error"):
+    """``(vid, instance, status, residual, n_failed, n)`` of the first failed instance of each
+    node whose infeasibility policy is ``policy``."""
+    out = []
+    for vid, info in sorted(infos.items()):
+        problem = prog.graph.values[vid].attr("problem")
+        if problem.on_infeasible != policy:
+            continue
+        status = np.atleast_1d(np.asarray(info.status))
+        bad = np.flatnonzero(status != 0)
+        if bad.size:
+            k = int(bad[0])
+            residual = np.atleast_1d(np.asarray(info.residual))
+            out.append((vid, k, int(status[k]), float(residual[k]), int(bad.size),
+                        int(status.size)))
+    return out
+
+
+def enforce(prog, infos: Mapping[int, Any], what: str = "") -> None:
+    if not infos or not _concrete(infos):
+        return
+    found = failures(prog, infos)
+    if not found:
+        return
+    from ddm.library.solvers.status import STATUS_HINTS, status_name
+
+    vid, k, status, residual, n_bad, n = found[0]
+    v = prog.graph.values[vid]
+    label = prog.node_label(vid)
+    where = f"instance {k}" + (f" of {n}" if n > 1 else "")
+    more = f"; {n_bad - 1} more instance(s) failed" if n_bad > 1 else ""
+    during = f" during {what}" if what else ""
+    err = SolverDiagnostic(v.span, f"{v.attr('problem').sense} node '{label}' failed on {where}"
+                           f"{during}: {status_name(status)} (residual {residual:.3g}){more}",
+                           hint=STATUS_HINTS[status] + "; or set on_infeasible=\"nan\" in its "
+                           "'using' clause to return NaN for failed instances")
+    raise prog.sources.locate(err)
