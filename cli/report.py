@@ -13,6 +13,11 @@ def print_report(console, result) -> None:
     for name in sorted(set(m["train"]) | set(m["test"])):
         table.add_row(name, _fmt(m["train"].get(name)), _fmt(m["test"].get(name)))
     console.print(table)
+    for node, st in m.get("solvers", {}).items():
+        counts = ", ".join(f"{k} {v}" for k, v in st["status"].items())
+        console.print(f"{node}: {st['instances']} test solves — {counts}; worst residual "
+                      f"{st['max_residual']:.2g}, mean iterations {st['mean_iterations']:.1f}",
+                      highlight=False)
     scalars = {k: v for k, v in m["params"].items() if isinstance(v, float)}
     if scalars:
         console.print("learned: " + ", ".join(f"{k} = {v:.5g}" for k, v in scalars.items()),

@@ -17,6 +17,7 @@ import numpy as np
 
 from ddm.compiler.binding import bind_dims
 from ddm.compiler.program import Program
+from ddm.compiler.solver_report import summary
 from ddm.dsl.diagnostics import ConfigDiagnostic, DataDiagnostic, DdmError
 from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
@@ -103,15 +104,35 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
     batch = min(v["batch"], n)
     per_epoch = n // batch
 
+    declarative = [v.id for v in g.values if v.op == "argmin"]
+
     def step(params, opt_state, arrays, idx):
         sample = {k: a[idx] for k, a in arrays.items()}
-        loss, grads = jax.value_and_grad(prog._loss_impl)(params, sample)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+        (loss, infos), grads = jax.value_and_grad(prog._loss_info_impl, has_aux=True)(
+            params, sample)
+        updates, new_state = opt.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok, stats = solver_stats(prog, infos)
+        # A failed solve (error policy) has no trustworthy gradient: keep the old state.
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa
+        return (keep(new_params, params), keep(new_state, opt_state), loss,
+                optax.global_norm(grads), ok, stats)
 
     train_step = Compiled(step, "train step", donate_argnums=(0, 1))
-    evaluate = Compiled(prog._metrics_impl, "metrics on the test set")
-    evaluate_train = Compiled(prog._metrics_impl, "metrics on the training set")
+    evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
+    evaluate_train_info = Compiled(prog._metrics_info_impl, "metrics on the training set")
+
+    solver_summary: dict = {}
+
+    def evaluate(params, arrays, what="metrics on the test set", fn=evaluate_info):
+        out, infos = fn(params, arrays)
+        prog.check_solvers(infos, what)
+        if infos:
+            solver_summary[what] = summary(prog, infos)
+        return out
+
+    def evaluate_train(params, arrays):
+        return evaluate(params, arrays, "metrics on the training set", evaluate_train_info)
     order_key = jax.random.fold_in(key, 1)
     log_lines, losses = [], []
     perm = None
@@ -125,9 +146,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
                 perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
             idx = perm[pos * batch:(pos + 1) * batch]
             t0 = time.perf_counter()
-            params, opt_state, loss, gnorm = train_step(params, opt_state, train, idx)
+            params, opt_state, loss, gnorm, ok, stats = train_step(params, opt_state, train,
+                                                                   idx)
             if s == 0:
                 first_step_s = time.perf_counter() - t0
+            if declarative and not bool(ok):
+                raise solver_failure(prog, stats, s + 1, np.asarray(idx))
             if (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]:
                 loss_f = float(loss)
                 if not math.isfinite(loss_f):
@@ -135,7 +159,10 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
                                          "training stopped",
                                          hint="lower the learning rate or set clip_norm")
                 losses.append(loss_f)
-                log_lines.append({"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm)})
+                line = {"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm)}
+                if declarative:
+                    line["solvers"] = _solver_log(prog, stats)
+                log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
                 m = _floats(evaluate(params, test))
@@ -157,14 +184,15 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
         "params": {k: _floats_tree(x) for k, x in prog.param_values(params).items()
                    if np.size(x) <= 16},
     }
+    if solver_summary:
+        metrics["solvers"] = solver_summary.get("metrics on the test set", {})
+    compiled = (train_step, evaluate_info, evaluate_train_info)
     timing = {
-        "trace_s": round(sum(c.trace_s for c in (train_step, evaluate, evaluate_train)), 4),
-        "xla_compile_s": round(sum(c.compile_s for c in (train_step, evaluate, evaluate_train)),
-                               4),
+        "trace_s": round(sum(c.trace_s for c in compiled), 4),
+        "xla_compile_s": round(sum(c.compile_s for c in compiled), 4),
         "run_s": round(max(run_s, 0.0), 4),
         "steps_per_s": round(v["steps"] / max(run_s - first_step_s + 1e-9, 1e-9), 2),
-        "recompilations": sum(c.compilations - 1 for c in (train_step, evaluate,
-                                                            evaluate_train)),
+        "recompilations": sum(c.compilations - 1 for c in compiled),
         "device": str(jax.devices()[0].platform),
     }
     if out_dir:
@@ -176,6 +204,55 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
             for line in log_lines:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
     return RunResult(metrics, timing, params, out_dir)
+
+
+def solver_stats(prog: Program, infos):
+    """(all error-policy solves converged, per node: failures, first failure, its status and
+    residual, worst residual, mean iterations) — computed on device, a few scalars each."""
+    import jax.numpy as jnp
+
+    ok = jnp.bool_(True)
+    stats = {}
+    for vid, info in infos.items():
+        status = jnp.atleast_1d(info.status)
+        residual = jnp.atleast_1d(info.residual)
+        bad = status != 0
+        first = jnp.argmax(bad)
+        if prog.graph.values[vid].attr("problem").on_infeasible == "error":
+            ok = ok & ~jnp.any(bad)
+        stats[vid] = {"failed": jnp.sum(bad), "first": first, "status": status[first],
+                      "residual": residual[first], "max_residual": jnp.max(residual),
+                      "mean_iterations": jnp.mean(jnp.atleast_1d(info.iterations)
+                                                  .astype(jnp.float32))}
+    return ok, stats
+
+
+def solver_failure(prog: Program, stats, step: int, idx) -> DdmError:
+    from ddm.dsl.diagnostics import SolverDiagnostic
+    from ddm.library.solvers.status import STATUS_HINTS, status_name
+
+    for vid, st in sorted(stats.items()):
+        problem = prog.graph.values[vid].attr("problem")
+        if problem.on_infeasible != "error" or int(st["failed"]) == 0:
+            continue
+        k = int(st["first"])
+        code = int(st["status"])
+        v = prog.graph.values[vid]
+        err = SolverDiagnostic(v.span, f"{problem.sense} node '{prog.node_label(vid)}' failed at "
+                               f"step {step} on training sample {int(idx[k])} (instance {k} of "
+                               f"the batch): {status_name(code)} (residual "
+                               f"{float(st['residual']):.3g}); {int(st['failed'])} instance(s) "
+                               "failed; training stopped before applying that step's update",
+                               hint=STATUS_HINTS[code])
+        return prog.sources.locate(err)
+    raise AssertionError("solver_failure called without a failure")
+
+
+def _solver_log(prog: Program, stats) -> dict:
+    return {prog.node_label(k): {name: (int(x) if name in ("failed",) else float(x))
+                     for name, x in st.items() if name in ("failed", "max_residual",
+                                                           "mean_iterations")}
+            for k, st in stats.items()}
 
 
 def _floats(tree) -> dict[str, float]:

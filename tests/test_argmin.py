@@ -1,0 +1,357 @@
+"""Declarative nodes end to end: what a program states is what is solved and differentiated.
+
+The solvers have their own tests (test_solvers_qp.py, test_solvers_smooth.py); here the
+language's side: the problem the compiler builds from the text (P, c, A, b, G, h; the prox's
+parameters), the class and backward it reports, gradients through a whole program against
+finite differences (float64), run-time statuses, policies and composition with JAX transforms.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ddm
+from ddm.dsl.diagnostics import SolverDiagnostic
+
+jax.config.update("jax_enable_x64", True)
+
+
+def spd(rng, n, cond=10.0):
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (q * np.linspace(1.0, cond, n)) @ q.T
+
+
+def kkt_solution(P, c, A, b):
+    """Reference: min ½xᵀPx + cᵀx s.t. Ax = b by one dense KKT solve (NumPy)."""
+    n, p = P.shape[0], A.shape[0]
+    K = np.block([[P, A.T], [A, np.zeros((p, p))]])
+    return np.linalg.solve(K, np.concatenate([-c, b]))[:n]
+
+
+def central_fd(f, x, h=1e-6):
+    x = np.asarray(x, float)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        g[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(1e-12, np.max(np.abs(b))))
+
+
+BUDGET = """
+dim N
+input b: f32[N]
+input S: f32[N, N]
+param lam: f32 = 0.7 positive
+node w = argmin v: f32[N] { lam * quad(v, S) - dot(b, v) } subject to { sum(v) == 1 }
+output w
+loss = mean(sum(w * w, axis=1))
+"""
+
+
+# --- class 1: what is solved ----------------------------------------------------------------
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(2, 7), seed=st.integers(0, 2**16))
+def test_budget_node_solves_the_stated_kkt_system(n, seed):
+    rng = np.random.default_rng(seed)
+    prog = ddm.loads(BUDGET, x64=True)
+    params = prog.init(jax.random.key(0), N=n)
+    S, b = spd(rng, n), rng.normal(size=n)
+    w = prog.apply(params, b=b, S=S)["w"]
+    want = kkt_solution(2 * 0.7 * S, -b, np.ones((1, n)), np.ones(1))
+    assert rel_err(w, want) < 1e-9
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(2, 6), seed=st.integers(0, 2**16))
+def test_budget_gradients_match_finite_differences(n, seed):
+    """d loss / d (log λ, b, S) through the node equals central differences (float64)."""
+    rng = np.random.default_rng(seed)
+    prog = ddm.loads(BUDGET, x64=True)
+    params = prog.init(jax.random.key(0), N=n)
+    S, b = spd(rng, n)[None], rng.normal(size=(1, n))
+
+    def loss(lam_log, b, S):
+        return prog.loss({"lam": lam_log}, {"b": b, "S": S})
+
+    g_lam, g_b, g_S = jax.grad(loss, argnums=(0, 1, 2))(params["lam"], b, S)
+    fd_lam = central_fd(lambda t: float(loss(t, b, S)), np.asarray(params["lam"]))
+    fd_b = central_fd(lambda t: float(loss(params["lam"], t, S)), b)
+    fd_S = central_fd(lambda t: float(loss(params["lam"], b, t)), S)
+    assert rel_err(g_lam, fd_lam) < 1e-6
+    assert rel_err(g_b, fd_b) < 1e-6
+    assert rel_err(g_S, fd_S) < 1e-6
+
+
+def test_argmax_is_argmin_of_the_negated_objective():
+    text = BUDGET.replace("argmin v: f32[N] { lam * quad(v, S) - dot(b, v) }",
+                          "argmax v: f32[N] { dot(b, v) - lam * quad(v, S) }")
+    rng = np.random.default_rng(1)
+    S, b = spd(rng, 4), rng.normal(size=4)
+    a, m = ddm.loads(BUDGET, x64=True), ddm.loads(text, x64=True)
+    pa, pm = a.init(jax.random.key(0), N=4), m.init(jax.random.key(0), N=4)
+    np.testing.assert_allclose(a.apply(pa, b=b, S=S)["w"], m.apply(pm, b=b, S=S)["w"],
+                               rtol=1e-10)
+
+
+def test_quadratic_atoms_and_affine_arguments_build_the_same_problem():
+    """quad(v − m, S), sum((Jv) ** 2) and mean(...) terms: P and c come out right."""
+    rng = np.random.default_rng(2)
+    n = 4
+    S, J, m = spd(rng, n), rng.normal(size=(3, n)), rng.normal(size=n)
+    prog = ddm.loads("""
+        dim N = 4
+        input S: f32[N, N]
+        input J: f32[3, N]
+        input m: f32[N]
+        node w = argmin v: f32[N] {
+            quad(v - m, S) + 0.5 * sum((J @ v) ** 2) + 2.0 * mean(v ** 2) - 3.0 * sum(v)
+        } subject to { v[0] + 2.0 * v[1] == 1.0 }
+        output w
+    """, x64=True)
+    w = prog.apply({}, S=S, J=J, m=m)["w"]
+    P = 2 * S + J.T @ J + (4.0 / n) * np.eye(n)
+    c = -2 * S @ m - 3.0 * np.ones(n)
+    A = np.array([[1.0, 2.0, 0.0, 0.0]])
+    assert rel_err(w, kkt_solution(P, c, A, np.ones(1))) < 1e-9
+
+
+def test_matrix_decision_variable():
+    """A [N, K] variable: each row sums to one, nearest to a target T in least squares."""
+    rng = np.random.default_rng(3)
+    T = rng.normal(size=(3, 2))
+    prog = ddm.loads("""
+        dim N = 3
+        dim K = 2
+        input T: f32[N, K]
+        node W = argmin V: f32[N, K] { sum((V - T) ** 2) } subject to { sum(V, axis=1) == 1 }
+        output W
+    """, x64=True)
+    W = np.asarray(prog.apply({}, T=T)["W"])
+    want = T + (1 - T.sum(1, keepdims=True)) / 2  # projection onto each row's hyperplane
+    np.testing.assert_allclose(W, want, atol=1e-10)
+
+
+def test_node_in_float64_inside_a_float32_pipeline():
+    prog = ddm.loads(BUDGET.replace("subject to { sum(v) == 1 }",
+                                    'subject to { sum(v) == 1 } using kkt(dtype="f64")'))
+    params = prog.init(jax.random.key(0), N=3)
+    rng = np.random.default_rng(4)
+    w = prog.apply(params, b=rng.normal(size=3).astype(np.float32),
+                   S=spd(rng, 3).astype(np.float32))["w"]
+    assert w.dtype == jnp.float32
+    assert abs(float(jnp.sum(w)) - 1.0) < 1e-6
+
+
+# --- class 2: inequalities ------------------------------------------------------------------
+
+LONG_ONLY = """
+dim N
+input b: f32[N]
+input S: f32[N, N]
+param lam: f32 = 0.5 positive
+node w = argmin v: f32[N] { lam * quad(v, S) - dot(b, v) } subject to {
+    sum(v) == 1, v >= 0, v <= 0.6
+}
+output w
+loss = mean(sum(w * w, axis=1) + dot(w[0], w[0]))
+"""
+
+
+def test_long_only_node_satisfies_kkt_conditions():
+    rng = np.random.default_rng(5)
+    n = 6
+    S, b = spd(rng, n), rng.normal(size=n)
+    prog = ddm.loads(LONG_ONLY, x64=True)
+    params = prog.init(jax.random.key(0), N=n)
+    w = np.asarray(prog.apply(params, b=b, S=S)["w"])
+    assert abs(w.sum() - 1) < 1e-8 and w.min() > -1e-8 and w.max() < 0.6 + 1e-8
+    # stationarity on the free coordinates: the gradient is constant (the budget's multiplier)
+    grad = 2 * 0.5 * S @ w - b
+    free = (w > 1e-6) & (w < 0.6 - 1e-6)
+    assert free.any()
+    assert np.ptp(grad[free]) < 1e-6
+
+
+def test_long_only_gradient_matches_finite_differences_away_from_kinks():
+    rng = np.random.default_rng(6)
+    n = 5
+    S, b = spd(rng, n)[None], rng.normal(size=(1, n))
+    prog = ddm.loads(LONG_ONLY, x64=True)
+    params = prog.init(jax.random.key(0), N=n)
+    w = np.asarray(prog.apply(params, b=b[0], S=S[0])["w"])
+    assert np.min(np.minimum(np.abs(w), np.abs(w - 0.6))) > 1e-4 or np.sum(w > 1e-4) < n
+
+    def loss(b):
+        return prog.loss(params, {"b": b, "S": S})
+
+    g = jax.grad(loss)(b)
+    fd = central_fd(lambda t: float(loss(t)), b, h=1e-6)
+    assert rel_err(g, fd) < 1e-4
+
+
+# --- class 3 and 4 --------------------------------------------------------------------------
+
+def test_smooth_objective_with_equality_is_class_3_and_correct():
+    prog = ddm.loads("""
+        dim N = 4
+        input a: f32[N]
+        node w = argmin v: f32[N] { sum(softplus(v - a)) + 0.5 * sum(v ** 2) }
+            subject to { sum(v) == 1 }
+        output w
+    """, x64=True)
+    assert "class 3" in prog.graph.values[prog.graph.nodes["w"]].attr("problem").describe()
+    a = np.array([0.3, -1.0, 2.0, 0.5])
+    w = np.asarray(prog.apply({}, a=a)["w"])
+    grad = 1 / (1 + np.exp(-(w - a))) + w  # ∇f; at the optimum it is constant (multiplier)
+    assert abs(w.sum() - 1) < 1e-9 and np.ptp(grad) < 1e-7
+
+
+def test_l1_node_is_class_4_and_sparse():
+    prog = ddm.loads("""
+        dim N = 5
+        input y: f32[N]
+        param kappa: f32 = 0.5 positive
+        node w = argmin v: f32[N] { 0.5 * sum((v - y) ** 2) + kappa * sum(abs(v)) }
+        output w
+    """, x64=True)
+    params = prog.init(jax.random.key(0))
+    y = np.array([1.0, -0.2, 0.3, -2.0, 0.45])
+    w = np.asarray(prog.apply(params, y=y)["w"])
+    np.testing.assert_allclose(w, np.sign(y) * np.maximum(np.abs(y) - 0.5, 0), atol=1e-8)
+
+
+# --- the compiler's choices -----------------------------------------------------------------
+
+def test_linear_objective_gets_unrolled_backward_and_says_why():
+    prog = ddm.loads("""
+        dim N = 3
+        input b: f32[N]
+        node w = argmin v: f32[N] { dot(b, v) } subject to { sum(v) == 1, v >= 0 }
+        output w
+    """)
+    p = prog.graph.values[prog.graph.nodes["w"]].attr("problem")
+    assert (p.klass, p.backward, p.backward_by) == (2, "unroll", "compiler")
+    assert "affine" in p.describe()
+
+
+# --- run-time statuses and policies ---------------------------------------------------------
+
+INFEASIBLE = """
+dim N = 3
+input lo: f32
+node w = argmin v: f32[N] { sum(v ** 2) } subject to { sum(v) == 1, v >= lo }{using}
+output w
+loss = mean(sum(w, axis=1))
+"""
+
+
+def test_infeasible_instance_is_named_and_the_others_are_solved():
+    prog = ddm.loads(INFEASIBLE.replace("{using}", ""), file="inf.ddm")
+    lo = np.array([0.0, 0.0, 1.0, 0.1], np.float32)  # instance 2: v ≥ 1 and sum(v) = 1
+    with pytest.raises(SolverDiagnostic) as info:
+        prog.apply_batch({}, lo=lo)
+    text = str(info.value)
+    assert "inf.ddm:4:10" in text and "'w'" in text and "instance 2 of 4" in text
+    assert "infeasible" in text
+    loose = ddm.loads(INFEASIBLE.replace("{using}", ""), strict=False)
+    w = np.asarray(loose.apply_batch({}, lo=lo)["w"])
+    np.testing.assert_allclose(w[[0, 1, 3]], np.full((3, 3), 1 / 3), atol=1e-5)
+    status = np.asarray(loose.solver_info({}, lo=lo)["w"].status)
+    assert status.tolist()[2] != 0 and status.tolist()[:2] == [0, 0] and status[3] == 0
+
+
+def test_nan_policy_returns_nan_for_failed_instances_only():
+    prog = ddm.loads(INFEASIBLE.replace("{using}", ' using ipm(on_infeasible="nan")'))
+    w = np.asarray(prog.apply_batch({}, lo=np.array([0.0, 1.0], np.float32))["w"])
+    assert np.all(np.isfinite(w[0])) and np.all(np.isnan(w[1]))
+
+
+def test_closest_policy_returns_the_least_violating_point():
+    prog = ddm.loads(INFEASIBLE.replace("{using}", ' using ipm(on_infeasible="closest")'),
+                     x64=True)
+    w = np.asarray(prog.apply_batch({}, lo=np.array([1.0]))["w"])[0]
+    # no point has v ≥ 1 and sum(v) = 1; the elastic problem balances both violations
+    assert np.all(np.isfinite(w)) and np.ptp(w) < 1e-6 and 1 / 3 < w[0] <= 1.0
+
+
+def test_indefinite_matrix_at_run_time_is_a_named_diagnostic():
+    prog = ddm.loads(BUDGET, file="budget.ddm")
+    params = prog.init(jax.random.key(0), N=2)
+    S = np.array([[1.0, 0.0], [0.0, -1.0]], np.float32)
+    with pytest.raises(SolverDiagnostic) as info:
+        prog.apply(params, b=np.zeros(2, np.float32), S=S)
+    assert "singular" in str(info.value) and "budget.ddm:6:10" in str(info.value)
+
+
+def test_nan_in_data_is_named_not_propagated():
+    prog = ddm.loads(BUDGET)
+    params = prog.init(jax.random.key(0), N=2)
+    with pytest.raises(SolverDiagnostic) as info:
+        prog.apply(params, b=np.array([np.nan, 0.0], np.float32),
+                   S=np.eye(2, dtype=np.float32))
+    assert "non-finite" in str(info.value)
+
+
+def test_a_failed_instance_has_no_finite_gradient():
+    prog = ddm.loads(INFEASIBLE.replace("{using}", ""), strict=False, x64=True)
+
+    def total(lo):
+        return prog.loss({}, {"lo": lo})
+
+    g = jax.grad(total)(jnp.array([0.0, 1.0]))
+    assert not np.all(np.isfinite(np.asarray(g)))
+
+
+# --- composition ----------------------------------------------------------------------------
+
+def test_node_composes_with_jit_vmap_grad_and_scan():
+    prog = ddm.loads(BUDGET, x64=True)
+    params = prog.init(jax.random.key(0), N=3)
+    rng = np.random.default_rng(7)
+    S = np.stack([spd(rng, 3) for _ in range(5)])
+    b = rng.normal(size=(5, 3))
+    one = jax.jit(lambda b, S: prog._apply_impl(params, {"b": b, "S": S})[0]["w"])
+    batched = jax.vmap(one)(b, S)
+    np.testing.assert_allclose(batched, prog.apply_batch(params, b=b, S=S)["w"], rtol=1e-12)
+
+    def scanned(carry, xs):
+        w = one(xs[0] + carry, xs[1])
+        return carry + 0.1 * w, jnp.sum(w ** 2)
+
+    def rollout(b0):
+        _, ys = jax.lax.scan(scanned, b0, (b, S))
+        return jnp.sum(ys)
+
+    g = jax.grad(rollout)(jnp.zeros(3))
+    fd = central_fd(lambda t: float(rollout(jnp.asarray(t))), np.zeros(3))
+    assert rel_err(g, fd) < 1e-6
+
+
+def test_node_inside_a_fn_and_a_larger_pipeline():
+    prog = ddm.loads("""
+        dim N = 3
+        input b: f32[N]
+        param scale: f32 = 1.0
+        fn portfolio(u: f32[N]) -> f32[N] {
+            return argmin v: f32[N] { sum(v ** 2) - dot(u, v) } subject to { sum(v) == 1 }
+        }
+        node w = portfolio(scale * b)
+        node pnl = dot(w, b)
+        output w, pnl
+        loss = -mean(pnl)
+    """, x64=True)
+    params = prog.init(jax.random.key(0))
+    b = np.array([[0.1, 0.2, -0.3]])
+    w = np.asarray(prog.apply(params, b=b[0])["w"])
+    np.testing.assert_allclose(w, b[0] / 2 + (1 - b[0].sum() / 2) / 3, atol=1e-10)
+    g = jax.grad(lambda p: prog.loss(p, {"b": b}))(params)["scale"]
+    fd = central_fd(lambda t: float(prog.loss({"scale": t}, {"b": b})), np.asarray(1.0))
+    assert rel_err(g, fd) < 1e-6
