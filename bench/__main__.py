@@ -3,7 +3,8 @@ write ``bench/results/latest.json`` (figures + machine). See ``bench/README.md``
 the other benchmarks' earlier results in that file are kept (each result has its own timestamp).
 
 Targets are reported, not asserted. The exit status is 1 only when a correctness check inside a
-benchmark fails (the ddm and hand-written losses disagree), 2 on bad usage.
+benchmark fails (the ddm and hand-written losses disagree, or a declarative node's solution is
+not the exact one), 2 on bad usage.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from ddm.bench import front_end, train_step  # noqa: E402
+from ddm.bench import argmin, front_end, train_step  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "latest.json")
-GROUPS = {"train_step": train_step, "front_end": front_end}
+GROUPS = {"train_step": train_step, "front_end": front_end, "argmin": argmin}
 
 
 def _names() -> list[str]:
@@ -88,6 +89,8 @@ def _t(seconds: float) -> str:
 def row(r: dict) -> tuple[str, str, str, str, str, str]:
     """(benchmark, measured, reference, ratio, target, status)"""
     name = r["name"]
+    if name.startswith("argmin."):
+        return argmin.row(r)
     ok = "[green]ok[/]" if r.get("meets_target") else "[yellow]over[/]"
     if name.startswith("train_step."):
         check = ("[green]loss ok[/]" if r["loss_agrees"]
@@ -108,6 +111,8 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
 
 def notes(r: dict) -> str | None:
     name = r["name"]
+    if name.startswith("argmin."):
+        return argmin.notes(r)
     if name.startswith("train_step."):
         return (f"{name}: {r['program']}, batch {r['batch']}; ratio = median ddm / median hand "
                 f"over {r['repeats']} blocks of {r['steps_per_repeat']} steps (median of the "
@@ -146,6 +151,7 @@ def print_table(results: list[dict], meta: dict, console) -> None:
         text = notes(r)
         if text:
             console.print(f"[dim]• {text}[/]", highlight=False)
+    argmin.print_details([r for r in results if r["name"].startswith("argmin.")], console)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     results: list[dict] = []
-    for group, module in (("front_end", front_end), ("train_step", train_step)):
+    for group, module in (("front_end", front_end), ("train_step", train_step),
+                          ("argmin", argmin)):
         if args.only is None or args.only == group:
             sub = None
         else:
@@ -214,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         err.print(f"[red]correctness check failed: {', '.join(bad)} (ddm and hand-written losses "
                   f"differ by more than {train_step.LOSS_RTOL:g} relative)[/]")
+    wrong = [r["name"] for r in results if r.get("correct") is False]
+    if wrong:
+        err.print(f"[red]correctness check failed: {', '.join(wrong)} (ddm's solution differs "
+                  f"from the exact one by more than {argmin.SOLUTION_ATOL:g}, or an instance "
+                  f"did not converge, or the node failed)[/]")
+    if bad or wrong:
         return 1
     return 0
 
@@ -231,7 +244,7 @@ def _kept(path: str, fresh: list[dict]) -> list[dict]:
 
 
 def _ordered(results: list[dict]) -> list[dict]:
-    order = [f"{g}.{n}" for g in ("front_end", "train_step") for n in GROUPS[g].NAMES]
+    order = [f"{g}.{n}" for g in ("front_end", "train_step", "argmin") for n in GROUPS[g].NAMES]
     return sorted(results, key=lambda r: order.index(r["name"]) if r["name"] in order
                   else len(order))
 

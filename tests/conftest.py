@@ -15,3 +15,16 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture
 def examples_dir() -> pathlib.Path:
     return EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def float64():
+    """Float64 for a whole module, restored afterwards: another module may switch it off after
+    this one was imported, so a module-level ``jax.config.update`` alone is not enough.
+    Use with ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)

@@ -14,7 +14,8 @@ from hypothesis import given, settings, strategies as st
 import ddm
 from ddm.dsl.diagnostics import SolverDiagnostic
 
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_x64", True)  # for arrays built at import
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def spd(rng, n, cond=10.0):
