@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 CONST, AFFINE, QUADRATIC, SMOOTH, NONSMOOTH = range(5)
 DEGREE_NAMES = ("constant", "affine", "quadratic", "smooth", "nonsmooth")
 
-SOLVERS = {"kkt": (1,), "ipm": (1, 2), "newton": (1, 3), "prox": (4,)}
+# solver → the classes it solves (newton solves a class 1 problem in one step; the interior
+# point needs inequalities: without them its first step is the KKT solve)
+SOLVERS = {"kkt": (1,), "ipm": (2,), "newton": (1, 3), "prox": (4,)}
 DEFAULT_SOLVER = {1: "kkt", 2: "ipm", 3: "newton", 4: "prox"}
 CLASS_NAMES = {
     1: "quadratic objective, linear equalities",
@@ -125,6 +127,14 @@ class Problem:
     @property
     def inequalities(self) -> tuple[Constraint, ...]:
         return tuple(c for c in self.constraints if c.op == "<=")
+
+    @property
+    def accepted(self) -> tuple[int, ...]:
+        """Status codes that count as success. With ``backward unroll(k)`` the node's value is
+        by definition the k-th iterate and its gradient is exactly that iterate's, so stopping
+        at the iteration limit is what was asked for; in every other mode it is a failure."""
+        from ddm.library.solvers.status import CONVERGED, MAX_ITER
+        return (CONVERGED, MAX_ITER) if self.backward == "unroll" else (CONVERGED,)
 
     def describe(self) -> str:
         """One line for ``ddmc check`` and ``--emit ir``."""
@@ -516,6 +526,13 @@ def _classify(ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, cons
     if l1 or (top == SMOOTH and ineqs):
         klass = 4
         _check_prox_constraints(ch, e, constraints)
+        if l1 and l1[0].center is not None and any(c.form == "sum" for c in constraints):
+            raise ProblemDiagnostic(l1[0].span, "an L1 term with a centre, "
+                                    f"sum(abs({e.var} - c)), together with a simplex: ddm's "
+                                    f"proximal solver takes sum(abs({e.var})) only there (it is "
+                                    "then the constant r)", hint="bound the change instead "
+                                    f"({e.var} >= lo, {e.var} <= hi), or drop the simplex and "
+                                    "use class 2 with a quadratic penalty")
     elif top == SMOOTH:
         klass = 3
     elif ineqs:
@@ -603,9 +620,10 @@ def _options(ch, e: ast.Argmin, klass: int):
                 raise ArityDiagnostic(_span(kw.value), f"'{kw.name}' must be one of "
                                       + ", ".join(f'"{k}"' for k in kind))
             opts[kw.name] = kw.value.value
-    if opts.get("on_infeasible") == "closest" and klass not in (1, 2):
+    if opts.get("on_infeasible") == "closest" and solver not in ("kkt", "ipm"):
         raise ProblemDiagnostic(hint.span, "on_infeasible=\"closest\" applies to linearly "
-                                "constrained quadratic problems (classes 1 and 2)")
+                                "constrained quadratic problems (classes 1 and 2, solvers kkt "
+                                "and ipm)")
     return solver, opts
 
 
@@ -613,10 +631,14 @@ def _backward(e: ast.Argmin, klass, solver, top, opts):
     b = e.backward
     if b is None:
         if top <= AFFINE:
-            steps = opts.get("max_iter") or 30
-            return ("unroll", steps, "compiler", "the objective is affine, so the solution "
-                    "map is piecewise constant and implicit gradients vanish; unrolling the "
-                    "interior point gives its smoothed gradients")
+            # An LP's solution is a vertex, constant in the objective's coefficients between
+            # switches: zero is its exact derivative in them. Unrolling a converged interior
+            # point gives the same zero, so say so rather than pretend to smooth it.
+            return ("implicit", 0, "compiler", "the smooth part of the objective is linear in "
+                    f"'{e.var}', so the solution is piecewise constant in its coefficients and "
+                    "their gradients are zero almost everywhere (those in the constraints are "
+                    f"not); for informative ones add a quadratic term, e.g. + 1e-2 * "
+                    f"sum({e.var} ** 2)")
         return "implicit", 0, "compiler", "the optimality conditions are well posed"
     if b.mode not in BACKWARD:
         raise ProblemDiagnostic(b.span, f"unknown backward mode '{b.mode}'",

@@ -25,8 +25,6 @@ from ddm.library.solvers.options import SolveOptions
 
 def solve_node(low, v, env, params, inputs, dims, batched):
     """The value of declarative node ``v`` and its solver :class:`Info` for one instance."""
-    from ddm.library.solvers.status import CONVERGED
-
     prob: Problem = v.attr("problem")
     dtype = resolve_dtype(prob.var_type.dtype, low.x64)
     shape = tuple(resolve_dim(d, dims, v.span) for d in prob.var_type.shape)
@@ -34,15 +32,15 @@ def solve_node(low, v, env, params, inputs, dims, batched):
     theta = {str(i): env[i] for i in v.inputs}
     body = _Body(low, prob, shape, params, inputs, dims, batched)
     opts = _options(prob, low.x64)
-    if prob.klass in (1, 2):
+    if prob.solver in ("kkt", "ipm"):
         x, info = _solve_qp(body, prob, theta, n, dtype, opts)
-    elif prob.klass == 3:
+    elif prob.solver == "newton":
         x, info = _solve_smooth(body, prob, theta, n, dtype, opts)
     else:
         x, info = _solve_prox(body, prob, theta, n, dtype, opts)
     x = jnp.reshape(x.astype(dtype), shape)
     if prob.on_infeasible == "nan":
-        x = jnp.where(info.status == CONVERGED, x, jnp.nan)
+        x = jnp.where(jnp.isin(info.status, jnp.asarray(prob.accepted)), x, jnp.nan)
     return x, info
 
 
@@ -152,7 +150,7 @@ def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
 
 def _solve_qp(body, prob, theta, n, dtype, opts):
     P, c, A, b, G, h = qp_arrays(body, prob, theta, n, dtype)
-    if prob.klass == 1 and prob.solver == "kkt":
+    if prob.solver == "kkt":
         from ddm.library.solvers.eq_qp import eq_qp
         x, info = eq_qp(P, c, A, b, opts)
     else:

@@ -44,7 +44,7 @@ def failures(prog, infos: Mapping[int, Any], policy: str = "error"):
         if problem.on_infeasible != policy:
             continue
         status = np.atleast_1d(np.asarray(info.status))
-        bad = np.flatnonzero(status != 0)
+        bad = np.flatnonzero(~np.isin(status, problem.accepted))
         if bad.size:
             k = int(bad[0])
             residual = np.atleast_1d(np.asarray(info.residual))

@@ -113,10 +113,14 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
         updates, new_state = opt.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok, stats = solver_stats(prog, infos)
-        # A failed solve (error policy) has no trustworthy gradient: keep the old state.
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa
-        return (keep(new_params, params), keep(new_state, opt_state), loss,
-                optax.global_norm(grads), ok, stats)
+        gnorm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        # A failed solve has no trustworthy gradient: under the error policy, or when NaNs of
+        # the nan policy reach the loss, keep the old state (the host decides what follows).
+        apply = ok & finite if declarative else ok
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)  # noqa
+        return (keep(new_params, params), keep(new_state, opt_state), loss, gnorm, ok, finite,
+                stats)
 
     train_step = Compiled(step, "train step", donate_argnums=(0, 1))
     evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
@@ -135,9 +139,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
         return evaluate(params, arrays, "metrics on the training set", evaluate_train_info)
     order_key = jax.random.fold_in(key, 1)
     log_lines, losses = [], []
+    skipped = 0
     perm = None
     started = time.perf_counter()
-    first_step_s = 0.0
     progress = _Progress(console, v["steps"])
     try:
         for s in range(v["steps"]):
@@ -145,14 +149,24 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
             if pos == 0:
                 perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
             idx = perm[pos * batch:(pos + 1) * batch]
-            t0 = time.perf_counter()
-            params, opt_state, loss, gnorm, ok, stats = train_step(params, opt_state, train,
-                                                                   idx)
-            if s == 0:
-                first_step_s = time.perf_counter() - t0
+            params, opt_state, loss, gnorm, ok, finite, stats = train_step(
+                params, opt_state, train, idx)
             if declarative and not bool(ok):
                 raise solver_failure(prog, stats, s + 1, np.asarray(idx))
-            if (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]:
+            skip = declarative and not bool(finite)
+            if skip:
+                if not _nan_policy_failed(prog, stats):
+                    what = (f"the loss became {float(loss)}" if not math.isfinite(float(loss))
+                            else f"the gradient's norm became {float(gnorm)}")
+                    raise DataDiagnostic(None, f"{what} at step {s + 1}; training stopped "
+                                         "before applying that step's update",
+                                         hint="lower the learning rate or set clip_norm")
+                skipped += 1  # NaNs the user asked for (on_infeasible="nan"): skip the step
+            log_now = (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]
+            if log_now and skip:
+                log_lines.append({"step": s + 1, "loss": None, "skipped": True,
+                                  "solvers": _solver_log(prog, stats), "skipped_steps": skipped})
+            elif log_now:
                 loss_f = float(loss)
                 if not math.isfinite(loss_f):
                     raise DataDiagnostic(None, f"the loss became {loss_f} at step {s + 1}; "
@@ -162,6 +176,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
                 line = {"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm)}
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
+                    line["skipped_steps"] = skipped
                 log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
@@ -186,12 +201,15 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
     }
     if solver_summary:
         metrics["solvers"] = solver_summary.get("metrics on the test set", {})
+    if declarative:
+        metrics["skipped_steps"] = skipped
     compiled = (train_step, evaluate_info, evaluate_train_info)
     timing = {
         "trace_s": round(sum(c.trace_s for c in compiled), 4),
         "xla_compile_s": round(sum(c.compile_s for c in compiled), 4),
         "run_s": round(max(run_s, 0.0), 4),
-        "steps_per_s": round(v["steps"] / max(run_s - first_step_s + 1e-9, 1e-9), 2),
+        # run_s already excludes tracing and XLA compilation (the first step's cost)
+        "steps_per_s": round(v["steps"] / max(run_s, 1e-9), 2),
         "recompilations": sum(c.compilations - 1 for c in compiled),
         "device": str(jax.devices()[0].platform),
     }
@@ -216,9 +234,10 @@ def solver_stats(prog: Program, infos):
     for vid, info in infos.items():
         status = jnp.atleast_1d(info.status)
         residual = jnp.atleast_1d(info.residual)
-        bad = status != 0
+        problem = prog.graph.values[vid].attr("problem")
+        bad = ~jnp.isin(status, jnp.asarray(problem.accepted))
         first = jnp.argmax(bad)
-        if prog.graph.values[vid].attr("problem").on_infeasible == "error":
+        if problem.on_infeasible == "error":
             ok = ok & ~jnp.any(bad)
         stats[vid] = {"failed": jnp.sum(bad), "first": first, "status": status[first],
                       "residual": residual[first], "max_residual": jnp.max(residual),
@@ -246,6 +265,11 @@ def solver_failure(prog: Program, stats, step: int, idx) -> DdmError:
                                hint=STATUS_HINTS[code])
         return prog.sources.locate(err)
     raise AssertionError("solver_failure called without a failure")
+
+
+def _nan_policy_failed(prog: Program, stats) -> bool:
+    return any(prog.graph.values[vid].attr("problem").on_infeasible == "nan"
+               and int(st["failed"]) > 0 for vid, st in stats.items())
 
 
 def _solver_log(prog: Program, stats) -> dict:

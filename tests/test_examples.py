@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import EXAMPLES, ROOT
@@ -39,15 +40,25 @@ def test_credit_reaches_the_bayes_auc(tmp_path):
     assert (tmp_path / "params.npz").exists() and (tmp_path / "params.npz.sha256").exists()
 
 
-def test_hedge_short_run_reports_sharpe_beside_equal_weight(tmp_path):
-    r = ddmc("compile", str(EXAMPLES / "hedge.ddm"), "--run", "--out", str(tmp_path),
+@pytest.mark.parametrize("name, klass", [("hedge.ddm", 1), ("hedge_longonly.ddm", 2),
+                                         ("sparse_hedge.ddm", 4)])
+def test_hedge_short_run_reports_sharpe_beside_the_baselines(tmp_path, name, klass):
+    """Each portfolio example says its decision's class, trains, and reports out-of-sample
+    Sharpe beside equal weight and minimum variance, with every test solve converged."""
+    r = ddmc("check", str(EXAMPLES / name))
+    assert f"class {klass}" in r.stdout
+    r = ddmc("compile", str(EXAMPLES / name), "--run", "--out", str(tmp_path),
              "--set", "steps=60", "--set", "log_every=20")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(m["test"]) >= {"sharpe", "sharpe_equal_weight", "loss"}
+    assert set(m["test"]) >= {"sharpe", "sharpe_equal_weight", "sharpe_min_variance", "loss"}
+    assert all(np.isfinite(x) for x in m["test"].values())
     assert m["params"]["lam"] > 0
     assert m["data"]["test_dates"][0] >= "2016"
-    assert "sharpe_equal_weight" in r.stdout
+    for node, report in m["solvers"].items():
+        assert report["status"] == {"converged": report["instances"]}, node
+    assert m["skipped_steps"] == 0
+    assert "sharpe_min_variance" in r.stdout and "test solves" in r.stdout
 
 
 def test_same_seed_same_bits(tmp_path):

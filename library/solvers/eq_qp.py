@@ -99,8 +99,10 @@ def _chol_ok(L) -> jax.Array:
     """Whether the lower Cholesky factor ``L`` is finite with no negligible pivot."""
     if L.shape[0] == 0:
         return jnp.array(True)
+    # A failed factorisation is NaN throughout and NaN in the data reaches every later pivot,
+    # so the diagonal tells: no pass over the whole factor.
     d = jnp.diagonal(L) ** 2
-    finite = jnp.all(jnp.isfinite(L))
+    finite = jnp.all(jnp.isfinite(d))
     return finite & (jnp.min(d) > _pivot_rtol(L.dtype) * jnp.max(d))
 
 
@@ -141,7 +143,7 @@ def _cho_solve_small(M, q):
     """(M Mᵀ)⁻¹ q for a lower triangular ``M: [p, p]``, ``q: [p]``."""
     p = M.shape[0]
     if p > _SMALL:
-        return solve_triangular(M.T, solve_triangular(M, q, lower=True), lower=False)
+        return solve_triangular(M, solve_triangular(M, q, lower=True), lower=True, trans=1)
     y = []
     for i in range(p):                                   # M y = q
         y.append((q[i] - sum((M[i, k] * y[k] for k in range(i)), 0.0)) / M[i, i])
@@ -218,12 +220,18 @@ def kkt_solve(f: KKTFactor, r1, r2):
     return _finish(f, solve_triangular(f.L, r1, lower=True), r2)
 
 
+def _back(L, t):
+    """L⁻ᵀt. As a transposed solve with L itself: passing ``L.T`` instead makes XLA copy the
+    transpose of every factor (measured: a third of the batched forward+backward time)."""
+    return solve_triangular(L, t, lower=True, trans=1)
+
+
 def _finish(f: KKTFactor, t, r2):
     """The rest of :func:`kkt_solve` once t = L⁻¹r1 is known."""
     if f.W.shape[1] == 0:
-        return solve_triangular(f.L.T, t, lower=False), r2
+        return _back(f.L, t), r2
     wt = _cho_solve_small(f.M, f.W.T @ t - r2)
-    u = solve_triangular(f.L.T, t - f.W @ wt, lower=False)
+    u = _back(f.L, t - f.W @ wt)
     return u, wt + f.rho * r2
 
 
@@ -256,7 +264,8 @@ def work_dtype(opts: SolveOptions, *arrays):
 
 def all_finite(*arrays) -> jax.Array:
     """Whether every entry of every array is finite (a bool scalar)."""
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in arrays]))
+    # x·0 is 0 for finite x and NaN otherwise: one fused sum per array, no boolean temporary
+    return jnp.all(jnp.array([jnp.isfinite(jnp.sum(a * 0)) for a in arrays]))
 
 
 def _check_shapes(P, c, A, b):
