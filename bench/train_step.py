@@ -61,7 +61,9 @@ def credit_loss(params, batch):
 
 def hedge_loss(params, batch):
     """examples/hedge.ddm: b = 1e-4·mlp(x), Σ = cov(R, shrink 0.1) + 1e-6·I,
-    w = solve(2λΣ, b), pnl = w·r_next, loss = −(mean(pnl) − 5·var(pnl))."""
+    w = argmin λvᵀΣv − bᵀv s.t. 1ᵀv = 1 by its KKT conditions (2λΣ w = b − ν1, 1ᵀw = 1:
+    two solves with 2λΣ and a scalar Schur complement, differentiated by JAX),
+    pnl = w·r_next, loss = −(mean(pnl) − 100·var(pnl))."""
     import jax
     import jax.numpy as jnp
 
@@ -74,9 +76,13 @@ def hedge_loss(params, batch):
     target = jnp.trace(s, axis1=1, axis2=2)[:, None, None] / n * eye
     sigma = (1 - 0.1) * s + 0.1 * target + 1e-6 * eye
     lam = jnp.exp(params["lam"])
-    w = jnp.linalg.solve(2 * lam * sigma, b[..., None])[..., 0]           # [B, N]
+    rhs = jnp.stack([b, jnp.ones_like(b)], axis=-1)                       # [B, N, 2]
+    y = jnp.linalg.solve(2 * lam * sigma, rhs)
+    y1, y2 = y[..., 0], y[..., 1]
+    nu = (jnp.sum(y1, axis=1) - 1.0) / jnp.sum(y2, axis=1)
+    w = y1 - nu[:, None] * y2                                             # [B, N]
     pnl = jnp.sum(w * r_next, axis=1)                                     # [B]
-    return -(jnp.mean(pnl) - 5.0 * jnp.var(pnl))
+    return -(jnp.mean(pnl) - 100.0 * jnp.var(pnl))
 
 
 # --- cases ---------------------------------------------------------------------------------

@@ -526,13 +526,6 @@ def _classify(ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, cons
     if l1 or (top == SMOOTH and ineqs):
         klass = 4
         _check_prox_constraints(ch, e, constraints)
-        if l1 and l1[0].center is not None and any(c.form == "sum" for c in constraints):
-            raise ProblemDiagnostic(l1[0].span, "an L1 term with a centre, "
-                                    f"sum(abs({e.var} - c)), together with a simplex: ddm's "
-                                    f"proximal solver takes sum(abs({e.var})) only there (it is "
-                                    "then the constant r)", hint="bound the change instead "
-                                    f"({e.var} >= lo, {e.var} <= hi), or drop the simplex and "
-                                    "use class 2 with a quadratic penalty")
     elif top == SMOOTH:
         klass = 3
     elif ineqs:

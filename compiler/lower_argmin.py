@@ -210,12 +210,10 @@ def _solve_prox(body, prob, theta, n, dtype, opts):
     omega = {}
     if l1 is not None:
         omega["lam"] = jnp.asarray(body.coef(zero, theta, l1), dtype)
-        center = jnp.zeros((n,), dtype)
-        if l1.center is not None:
+        if l1.center is not None:  # absent: centre 0, which the simplex's prox relies on
             (cv,) = body(zero, theta, [l1.center])
-            center = jnp.broadcast_to(jnp.asarray(cv, dtype) * l1.center_sign,
-                                      body.shape).reshape(-1)
-        omega["center"] = center
+            omega["center"] = jnp.broadcast_to(jnp.asarray(cv, dtype) * l1.center_sign,
+                                               body.shape).reshape(-1)
     forms = {c.form: c for c in prob.constraints}
 
     def bound(c, fill):

@@ -229,6 +229,37 @@ def test_l1_node_is_class_4_and_sparse():
     np.testing.assert_allclose(w, np.sign(y) * np.maximum(np.abs(y) - 0.5, 0), atol=1e-8)
 
 
+def test_turnover_cost_on_a_long_only_budget_is_class_4_with_gradients():
+    """A fully invested long-only portfolio paying κ per unit traded away from holdings h:
+    the L1 term's centre is data, the simplex its feasible set."""
+    prog = ddm.loads("""
+        dim N = 5
+        input b: f32[N]
+        input h: f32[N]
+        input S: f32[N, N]
+        param kappa: f32 = 0.3 positive
+        node w = argmin v: f32[N] { quad(v, S) - dot(b, v) + kappa * sum(abs(v - h)) }
+            subject to { sum(v) == 1, v >= 0 }
+        output w
+        loss = mean(sum(w * b, axis=1)) + mean(sum(w * w, axis=1))
+    """, x64=True)
+    p = prog.graph.values[prog.graph.nodes["w"]].attr("problem")
+    assert (p.klass, p.solver) == (4, "prox")
+    rng = np.random.default_rng(12)
+    S = spd(rng, 5)[None]
+    b, h = 0.6 * rng.normal(size=(1, 5)), rng.dirichlet(np.ones(5))[None]
+    params = prog.init(jax.random.key(0))
+    w = np.asarray(prog.apply_batch(params, b=b, S=S, h=h)["w"])[0]
+    assert abs(w.sum() - 1) < 1e-9 and w.min() >= 0
+    assert np.isclose(w, h[0], atol=1e-9).any()  # some holdings are not traded
+
+    def loss(b):
+        return prog.loss(params, {"b": b, "S": S, "h": h})
+
+    g = jax.grad(loss)(jnp.asarray(b))
+    assert rel_err(g, central_fd(lambda t: float(loss(t)), b)) < 1e-4
+
+
 # --- the compiler's choices -----------------------------------------------------------------
 
 def test_linear_objective_keeps_implicit_backward_and_says_its_gradients_vanish():

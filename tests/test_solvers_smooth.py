@@ -273,6 +273,37 @@ def test_simplex_constrained_quadratic():
     assert rel_err(flat_grad(g), fd_gradient(simplex_qp, v, Q, PTIGHT, 1e-6)) < 1e-4
 
 
+def turnover_simplex_qp(v, Q, opts):
+    """min ½xᵀQx − cᵀx + λ‖x − h‖₁ on {x ≥ 0, Σx = 1}: a cost on trading away from holdings
+    h; v = (c, λ, h) differentiated."""
+    c, lam, h = v
+    n = c.shape[0]
+    f = lambda x, th: 0.5 * x @ Q @ x - th @ x  # noqa: E731
+    return P.prox_grad(f, c, P.prox_l1_simplex, {"radius": 1.0, "lam": lam, "center": h},
+                       jnp.full((n,), 1.0 / n), opts)
+
+
+def test_simplex_with_a_centred_l1_term_matches_cvxpy_and_finite_differences():
+    cp = pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(8)
+    n = 7
+    B = rng.normal(size=(n + 4, n))
+    Q = jnp.asarray(B.T @ B / n)
+    h = rng.dirichlet(np.ones(n))
+    v = (jnp.asarray(0.8 * rng.normal(size=n)), jnp.array(0.15), jnp.asarray(h))
+    x, info, g = solve_with_grad(turnover_simplex_qp, v, Q, PTIGHT)
+    assert int(info.status) == CONVERGED
+    z = cp.Variable(n)
+    cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, np.asarray(Q)) - np.asarray(v[0]) @ z
+                           + 0.15 * cp.norm1(z - h)), [z >= 0, cp.sum(z) == 1]).solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    np.testing.assert_allclose(x, z.value, atol=1e-6)
+    x = np.asarray(x)
+    at_holdings = np.isclose(x, h, atol=1e-9)
+    assert at_holdings.any() and (~at_holdings & (x > 1e-9)).any()  # both kinds of coordinate
+    assert rel_err(flat_grad(g), fd_gradient(turnover_simplex_qp, v, Q, PTIGHT, 1e-6)) < 1e-4
+
+
 @fast_jit
 def _small_prox_cases():
     z = jnp.array([3.0, -0.5, 1.0, -2.0])
