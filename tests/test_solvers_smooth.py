@@ -304,6 +304,24 @@ def test_simplex_with_a_centred_l1_term_matches_cvxpy_and_finite_differences():
     assert rel_err(flat_grad(g), fd_gradient(turnover_simplex_qp, v, Q, PTIGHT, 1e-6)) < 1e-4
 
 
+def test_lasso_with_a_singular_support_hessian_has_nan_gradient():
+    """Two identical columns, both in the support: the solution converges but its derivative
+    does not exist (H_SS singular); the gradient must be NaN, not a huge finite number."""
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(12, 5))
+    M[:, 1] = M[:, 0]
+    M, y = jnp.asarray(M), jnp.asarray(3 * rng.normal(size=12))
+
+    def solve(y):
+        f = lambda x, th: 0.5 * jnp.sum((M @ x - th) ** 2)  # noqa: E731
+        return P.prox_grad(f, y, P.prox_l1, {"lam": 0.1}, jnp.zeros(5), PTIGHT)
+
+    x, info = solve(y)
+    assert int(info.status) == CONVERGED and abs(float(x[0])) > 0 and abs(float(x[1])) > 0
+    g = jax.grad(lambda y: jnp.sum(solve(y)[0]))(y)
+    assert np.all(np.isnan(np.asarray(g)))
+
+
 @fast_jit
 def _small_prox_cases():
     z = jnp.array([3.0, -0.5, 1.0, -2.0])
