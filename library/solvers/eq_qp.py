@@ -54,7 +54,7 @@ from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import CONVERGED, INFEASIBLE, NONFINITE, SINGULAR, Info
 
-__all__ = ["eq_qp", "eq_qp_with_duals", "KKTFactor", "kkt_factor", "kkt_factor_solve",
+__all__ = ["eq_qp", "eq_qp_with_duals", "diagonal", "KKTFactor", "kkt_factor", "kkt_factor_solve",
            "kkt_solve", "kkt_residual", "rows_consistent", "classify", "symmetrize",
            "work_dtype", "all_finite"]
 
@@ -82,6 +82,15 @@ class KKTFactor(NamedTuple):
         return self.ok_h & self.ok_s
 
 
+def diagonal(M):
+    """The diagonal of a square ``M`` as a strided slice of its flattening. ``jnp.diagonal``
+    lowers to a gather that XLA's CPU backend, under ``vmap``, turned into a masked pass over
+    the whole batch of matrices plus a materialised zero batch (8 ms of a 33 ms batched solve
+    at n = 50, batch 1024)."""
+    n = M.shape[0]
+    return jnp.reshape(M, (n * n,))[:: n + 1] if n else jnp.zeros((0,), M.dtype)
+
+
 def _pivot_rtol(dtype) -> float:
     """Smallest admissible ratio of Cholesky pivots, min Lᵢᵢ² / max Lᵢᵢ²: ε^(2/3) (4e-11 in
     float64, 2e-5 in float32).
@@ -101,7 +110,7 @@ def _chol_ok(L) -> jax.Array:
         return jnp.array(True)
     # A failed factorisation is NaN throughout and NaN in the data reaches every later pivot,
     # so the diagonal tells: no pass over the whole factor.
-    d = jnp.diagonal(L) ** 2
+    d = diagonal(L) ** 2
     finite = jnp.all(jnp.isfinite(d))
     return finite & (jnp.min(d) > _pivot_rtol(L.dtype) * jnp.max(d))
 
@@ -112,7 +121,7 @@ def _shift(H, A) -> jax.Array:
     not depend on ρ."""
     if A.shape[0] == 0:
         return jnp.zeros((), H.dtype)
-    sh = jnp.max(jnp.abs(jnp.diagonal(H)))
+    sh = jnp.max(jnp.abs(diagonal(H)))
     sa = jnp.max(jnp.sum(A * A, axis=0))
     rho = jnp.where(sh > 0, sh, 1.0) / jnp.where(sa > 0, sa, 1.0)
     return jax.lax.stop_gradient(rho)
@@ -171,7 +180,7 @@ def _schur_factor(W):
     if S.shape[0] == 0:
         return S
     eps = float(jnp.finfo(S.dtype).eps)
-    return _cholesky(S + eps * jnp.max(jnp.diagonal(S)) * jnp.eye(S.shape[0], dtype=S.dtype))
+    return _cholesky(S + eps * jnp.max(diagonal(S)) * jnp.eye(S.shape[0], dtype=S.dtype))
 
 
 def _shifted(H, A, rho, reg):
@@ -264,8 +273,9 @@ def work_dtype(opts: SolveOptions, *arrays):
 
 def all_finite(*arrays) -> jax.Array:
     """Whether every entry of every array is finite (a bool scalar)."""
-    # x·0 is 0 for finite x and NaN otherwise: one fused sum per array, no boolean temporary
-    return jnp.all(jnp.array([jnp.isfinite(jnp.sum(a * 0)) for a in arrays]))
+    # max|a| is NaN or ∞ exactly when an entry is: one reduction per array, with no boolean
+    # (or, for a·0, zero) temporary of the array's size
+    return jnp.all(jnp.array([jnp.isfinite(jnp.max(jnp.abs(a), initial=0.0)) for a in arrays]))
 
 
 def _check_shapes(P, c, A, b):
@@ -290,7 +300,7 @@ def rows_consistent(A, b) -> jax.Array:
         return jnp.array(True)
     eps = float(jnp.finfo(A.dtype).eps)
     AAT = _gram_small(A.T)
-    delta = eps ** 0.5 * jnp.max(jnp.diagonal(AAT)) + jnp.finfo(A.dtype).tiny
+    delta = eps ** 0.5 * jnp.max(diagonal(AAT)) + jnp.finfo(A.dtype).tiny
     M = _cholesky(AAT + delta * jnp.eye(A.shape[0], dtype=A.dtype))
     r = delta * _cho_solve_small(M, b)
     return jnp.max(jnp.abs(r)) <= eps ** 0.25 * (1.0 + jnp.max(jnp.abs(b)))

@@ -74,9 +74,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddm.library.solvers.eq_qp import (KKTFactor, _shift, all_finite, eq_qp, kkt_factor,
-                                       kkt_factor_solve, kkt_solve, rows_consistent, symmetrize,
-                                       work_dtype)
+from ddm.library.solvers.eq_qp import (KKTFactor, _shift, all_finite, diagonal, eq_qp,
+                                       kkt_factor, kkt_factor_solve, kkt_solve, rows_consistent,
+                                       symmetrize, work_dtype)
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import (CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR,
@@ -235,7 +235,7 @@ def _frame(q: QP, H0=None) -> _Frame:
     P + GᵀG when the caller has it."""
     H0 = q.P + gram(q.G, jnp.ones_like(q.h)) if H0 is None else H0
     rho = _shift(H0, q.A)
-    diag = jnp.diagonal(H0) + rho * jnp.sum(q.A * q.A, axis=0)
+    diag = diagonal(H0) + rho * jnp.sum(q.A * q.A, axis=0)
     eps = float(jnp.finfo(q.P.dtype).eps)
     reg = lax.stop_gradient(q.P.shape[0] * eps * jnp.max(jnp.abs(diag), initial=0.0))
     return _Frame(rho, reg, jnp.zeros((), q.P.dtype))
@@ -245,7 +245,7 @@ def _convex(P) -> jax.Array:
     """Whether P is positive semi-definite: P + δI (δ = 10 n ε max|Pᵢᵢ|, or 1 when P = 0)
     has a finite Cholesky factor. Without it the interior point method could stop at a saddle
     point of a non-convex problem and call it a minimum."""
-    top = jnp.max(jnp.abs(jnp.diagonal(P)), initial=0.0)
+    top = jnp.max(jnp.abs(diagonal(P)), initial=0.0)
     delta = jnp.where(top > 0, 10.0 * P.shape[0] * float(jnp.finfo(P.dtype).eps) * top, 1.0)
     L = lax.linalg.cholesky(P + delta * jnp.eye(P.shape[0], dtype=P.dtype),
                             symmetrize_input=False)
@@ -393,7 +393,7 @@ def _adjoint_scaling(q: QP, s, z):
     active set — also at a loose (float32) tolerance, where z / s is far from its limit.
     """
     eps = float(jnp.finfo(s.dtype).eps)
-    scale = jnp.max(jnp.abs(jnp.diagonal(q.P)), initial=0.0)
+    scale = jnp.max(jnp.abs(diagonal(q.P)), initial=0.0)
     scale = jnp.where(scale > 0, scale, 1.0)
     row = jnp.sum(q.G * q.G, axis=1)
     row = jnp.where(row > 0, row, 1.0)
