@@ -3,6 +3,8 @@ before any arithmetic. Inside ``loss``/``metric``, a per-sample node denotes its
 so ``bce(p, y)`` averages over the batch."""
 from __future__ import annotations
 
+import math
+
 from ddm.library.lazy import jax, jnp
 from ddm.library.op import Arg, Op
 from ddm.library.types import DtypeError, ShapeError, TensorType, promote
@@ -79,6 +81,56 @@ def _accuracy(p, y, threshold=0.5):
     return jnp.mean(((p > threshold) == (y > 0.5)).astype(p.dtype))
 
 
+
+def _risk_rule(name, check=None):
+    """A vector of P&L or returns → a scalar; ``check(static)`` validates static arguments."""
+    base = _vector_rule(name)
+
+    def rule(types, static):
+        if check is not None:
+            problem = check(static)
+            if problem:
+                raise ShapeError(f"{name}: {problem}")
+        return base(types, static)
+    return rule
+
+
+def _smooth_sharpe(r, eps=1e-6, cap=100.0):
+    # The plan's surrogate: mean / sqrt(var + eps), and ±cap (by the sign of the mean) where
+    # that is not finite. The ratio is computed on finite stand-ins, so the branch not taken
+    # never puts NaN into the gradient (jnp.where differentiates both branches).
+    finite = jnp.all(jnp.isfinite(r))
+    safe = jnp.where(finite, r, 0.0)
+    ratio = jnp.mean(safe) / jnp.sqrt(jnp.var(safe) + eps)
+    fallback = jnp.sign(jnp.nan_to_num(jnp.mean(r), nan=0.0)) * cap
+    return jnp.where(finite & jnp.isfinite(ratio), ratio, jax.lax.stop_gradient(fallback))
+
+
+def _expected_shortfall(pnl, alpha=0.05):
+    # The mean of the worst ⌈αn⌉ losses (−pnl): exact for the empirical distribution, with
+    # the subgradient of a sort. n is static, so k is too.
+    n = pnl.shape[0]
+    k = max(1, min(n, math.ceil(alpha * n - 1e-9)))  # 1e-9: 0.05·100 may round above 5
+    worst, _ = jax.lax.top_k(-pnl, k)
+    return jnp.mean(worst)
+
+
+def _entropic_risk(pnl, lam=1.0):
+    # (1/λ) log E[exp(−λ·pnl)] as a log-sum-exp: no overflow for large losses.
+    n = pnl.shape[0]
+    return (jax.nn.logsumexp(-lam * pnl) - jnp.log(float(n))) / lam
+
+
+def _positive(name):
+    return lambda static: (f"{name} must be positive, got {static[name]}"
+                           if not static[name] > 0 else None)
+
+
+def _alpha(static):
+    a = static["alpha"]
+    return None if 0 < a <= 1 else f"alpha must be in (0, 1], got {a}"
+
+
 OPS = (
     Op("bce", (Arg("p"), Arg("y"), Arg("eps", "float", 1e-7)), _pair_rule("bce"), _bce,
        "Binary cross-entropy of probabilities p against labels y in {0, 1}, averaged; p is "
@@ -96,5 +148,25 @@ OPS = (
     Op("sharpe", (Arg("r"), Arg("periods", "int", 1), Arg("eps", "float", 1e-12)),
        _vector_rule("sharpe"), _sharpe,
        "mean(r) / sqrt(var(r) + eps) · sqrt(periods): periods=252 annualises daily returns.",
+       family="vector"),
+    Op("smooth_sharpe", (Arg("r"), Arg("eps", "float", 1e-6), Arg("cap", "float", 100.0)),
+       _risk_rule("smooth_sharpe", _positive("eps")), _smooth_sharpe,
+       "A Sharpe ratio safe to train on: mean(r) / sqrt(var(r) + eps), and sign(mean)·cap "
+       "(no gradient) where that is not finite. Maximise it: loss = -smooth_sharpe(pnl).",
+       family="vector"),
+    Op("hinge_return", (Arg("r"), Arg("threshold", "float", 0.0)), _risk_rule("hinge_return"),
+       lambda r, threshold=0.0: jnp.mean(jax.nn.relu(threshold - r)),
+       "mean(max(threshold − r, 0)): the average shortfall of returns below a threshold.",
+       family="vector"),
+    Op("expected_shortfall", (Arg("pnl"), Arg("alpha", "float", 0.05)),
+       _risk_rule("expected_shortfall", _alpha), _expected_shortfall,
+       "Expected shortfall (CVaR) at level alpha: the mean loss (−pnl) over the worst "
+       "⌈alpha·n⌉ samples of the batch. alpha=1 is the mean loss.", family="vector"),
+    Op("cvar", (Arg("pnl"), Arg("alpha", "float", 0.05)), _risk_rule("cvar", _alpha),
+       _expected_shortfall, "Same as expected_shortfall.", family="vector"),
+    Op("entropic_risk", (Arg("pnl"), Arg("lam", "float", 1.0)),
+       _risk_rule("entropic_risk", _positive("lam")), _entropic_risk,
+       "Entropic risk (1/λ)·log E[exp(−λ·pnl)] with risk aversion λ, overflow-safe "
+       "(log-sum-exp). λ → 0 gives the mean loss; larger λ weighs losses more.",
        family="vector"),
 )
