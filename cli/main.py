@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--x64", action="store_true", help="compute in float64")
     k.add_argument("--dim", metavar="NAME=SIZE", action="append", default=[],
                    help="size of a symbolic dim for --emit jaxpr|hlo (repeatable)")
+    k.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in "
+                   "DIR (implies --run; writes there)")
+
+    t = sub.add_parser("train", help="the same as compile --run",
+                       description="Train FILE: ddmc compile FILE --run with the same options.")
+    t.add_argument("file", metavar="FILE")
+    for flag in ("--config", "--out", "--resume"):
+        t.add_argument(flag, metavar={"--config": "RUN.yaml", "--out": "DIR",
+                                      "--resume": "DIR"}[flag])
+    t.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
+    t.add_argument("--x64", action="store_true", help="compute in float64")
+    t.set_defaults(run=True, emit=None, dim=[])
 
     f = sub.add_parser("fmt", help="print the canonical formatting of a file",
                        description="Print FILE in canonical form (comments kept).")
@@ -62,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
     args = _parser().parse_args(argv)
     try:
-        return {"check": cmd_check, "compile": cmd_compile, "fmt": cmd_fmt}[args.command](args)
+        return {"check": cmd_check, "compile": cmd_compile, "train": cmd_compile,
+                "fmt": cmd_fmt}[args.command](args)
     except DdmError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if str(err):  # a training run that saved its checkpoint says where
+            print(f"ddmc: {err}", file=sys.stderr)
+            return 130
         print("ddmc: interrupted", file=sys.stderr)
         return 130
 
@@ -150,7 +166,7 @@ def cmd_compile(args) -> int:
         from ddm.cli.emit import emit
         print(emit(prog, args.emit, _dims(args.dim), cfg.values.get("batch", 256)))
         return EXIT_OK
-    if not args.run:
+    if not args.run and not args.resume:
         print(f"{os.path.basename(graph.file)}: compiled — {len(graph.values)} IR values; use "
               "--run to train, --emit ir|jaxpr|hlo to inspect")
         return EXIT_OK
@@ -159,9 +175,10 @@ def cmd_compile(args) -> int:
     from rich.console import Console
     from ddm.cli.report import print_report
     from ddm.runtime.train import run
-    out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.file))[0])
+    out = args.resume or args.out or os.path.join(
+        "runs", os.path.splitext(os.path.basename(args.file))[0])
     console = Console(stderr=False)
-    result = run(prog, cfg, out, console)
+    result = run(prog, cfg, out, console, resume=bool(args.resume))
     print_report(console, result)
     return EXIT_OK
 

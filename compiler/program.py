@@ -193,6 +193,26 @@ class Program:
         v = self.graph.values[vid]
         return v.name or f"{v.attr('problem').sense}@{v.span.line}:{v.span.column}"
 
+    def nonfinite_nodes(self, params, batch: Mapping[str, Any]) -> list[str]:
+        """Names of the nodes whose values on ``batch`` hold NaN or Inf, in program order, then
+        ``"loss"`` if the loss is not finite: where a non-finite loss comes from."""
+        import numpy as np
+
+        named = sorted(self.graph.nodes.items(), key=lambda kv: kv[1])
+        roots = [vid for _, vid in named] + ([self.graph.loss] if self.graph.loss is not None
+                                              else [])
+        inputs, dims = self._bind(self._inputs(batch), roots, True, "diagnosis")
+        values = self._lowered.batch(params, inputs, dims, roots, infos={})
+
+        def bad(a) -> bool:
+            a = np.asarray(a)
+            return a.dtype.kind in "fc" and not np.all(np.isfinite(a))
+
+        out = [name for name, vid in named if bad(values[vid])]
+        if self.graph.loss is not None and bad(values[self.graph.loss]):
+            out.append("loss")
+        return out
+
     def check_solvers(self, infos: Mapping[int, Any], what: str = "") -> None:
         """Raise :class:`SolverDiagnostic` when a declarative node with the ``error`` policy
         failed on some instance (strict programs; traced values are skipped: check them

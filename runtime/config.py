@@ -37,6 +37,7 @@ SCALARS = {
     "eval_every": ("int", 0, 0),
     "log_every": ("int", 50, 1),
     "clip_norm": ("float", 0.0, 0.0),
+    "checkpoint_every": ("int", 0, 0),
 }
 CALLS = ("data", "optimizer")
 KEYS = tuple(SCALARS) + CALLS

@@ -19,6 +19,7 @@ from ddm.compiler.binding import bind_dims
 from ddm.compiler.program import Program
 from ddm.compiler.solver_report import summary
 from ddm.dsl.diagnostics import ConfigDiagnostic, DataDiagnostic, DdmError
+from ddm.runtime import resume as resume_state
 from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
@@ -64,8 +65,12 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
     return data
 
 
-def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> RunResult:
-    """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics."""
+def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
+        resume: bool = False) -> RunResult:
+    """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics.
+
+    With ``resume``, continue from the checkpoint in ``out_dir`` (``checkpoint_every`` steps,
+    or written on Ctrl-C): the run then ends bit for bit where an uninterrupted one would."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -106,7 +111,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
 
     declarative = [v.id for v in g.values if v.op == "argmin"]
 
-    def step(params, opt_state, arrays, idx):
+    clip_norm = v["clip_norm"]
+
+    def step(params, opt_state, tally, arrays, idx):
         sample = {k: a[idx] for k, a in arrays.items()}
         (loss, infos), grads = jax.value_and_grad(prog._loss_info_impl, has_aux=True)(
             params, sample)
@@ -116,13 +123,24 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         # A failed solve has no trustworthy gradient: under the error policy, or when NaNs of
-        # the nan policy reach the loss, keep the old state (the host decides what follows).
-        apply = ok & finite if declarative else ok
+        # the nan policy reach the loss, keep the old state (the host decides what follows,
+        # checking every step). Without declarative nodes the host looks only at log steps, so
+        # the first non-finite step is recorded here and the params freeze from then on: they
+        # stay the last good ones, and nothing is synchronised per step.
+        bad = tally["bad"]
+        if declarative:
+            apply = ok & finite
+        else:
+            bad = jnp.where(~finite & (bad == 0), tally["step"] + 1, bad)
+            apply = finite & (bad == 0)
+        clipped = apply & (gnorm > clip_norm) if clip_norm > 0 else jnp.bool_(False)
+        tally = {"step": tally["step"] + 1, "bad": bad,
+                 "clipped": tally["clipped"] + clipped.astype(jnp.int32)}
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)  # noqa
-        return (keep(new_params, params), keep(new_state, opt_state), loss, gnorm, ok, finite,
-                stats)
+        return (keep(new_params, params), keep(new_state, opt_state), tally, loss, gnorm, ok,
+                finite, clipped, stats)
 
-    train_step = Compiled(step, "train step", donate_argnums=(0, 1))
+    train_step = Compiled(step, "train step", donate_argnums=(0, 1, 2))
     evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
     evaluate_train_info = Compiled(prog._metrics_info_impl, "metrics on the training set")
 
@@ -138,19 +156,55 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
     def evaluate_train(params, arrays):
         return evaluate(params, arrays, "metrics on the training set", evaluate_train_info)
     order_key = jax.random.fold_in(key, 1)
-    log_lines, losses = [], []
-    skipped = 0
+
+    def batch_indices(s):
+        """Rows of training step s (0-based): a function of (seed, epoch) only."""
+        epoch, pos = divmod(s, per_epoch)
+        return jax.random.permutation(jax.random.fold_in(order_key, epoch), n)[
+            pos * batch:(pos + 1) * batch]
+
+    log_lines: list = []
+    skipped = clipped_before = start = 0
+    print_ = resume_state.fingerprint(prog.sources.texts.get(g.file, ""), _jsonable(v))
+    if resume:
+        try:
+            r = resume_state.load(out_dir, params, opt_state, print_)
+        except ValueError as err:
+            raise ConfigDiagnostic(None, f"--resume {out_dir}: {err}") from None
+        if r.step >= v["steps"]:
+            raise ConfigDiagnostic(None, f"--resume {out_dir}: the checkpoint is at step "
+                                   f"{r.step} of {v['steps']}; nothing to do",
+                                   hint=f"raise steps, e.g. --set steps={2 * r.step}")
+        params, opt_state, log_lines, skipped, start = (r.params, r.opt_state, r.log,
+                                                        r.skipped, r.step)
+        clipped_before = r.clipped
+    tally = {"step": jnp.int32(start), "bad": jnp.int32(0), "clipped": jnp.int32(clipped_before)}
+    last_checkpoint: list = []  # (step, path) of the newest checkpoint written
+
+    def checkpoint(done: int) -> None:
+        if out_dir:
+            path = resume_state.save(out_dir, done, params, opt_state, log_lines, skipped,
+                                     print_, int(tally["clipped"]))
+            last_checkpoint[:] = [(done, path)]
+
+    def nonfinite_stop():
+        bad_step = int(tally["bad"])
+        sample = {k: a[batch_indices(bad_step - 1)] for k, a in train.items()}
+        raise _nonfinite_error(prog, params, sample, bad_step, last_checkpoint)
+
+    interrupted = _InterruptFlag()
     perm = None
     started = time.perf_counter()
     progress = _Progress(console, v["steps"])
     try:
-        for s in range(v["steps"]):
+        interrupted.install()
+        for s in range(start, v["steps"]):
             epoch, pos = divmod(s, per_epoch)
-            if pos == 0:
+            if pos == 0 or perm is None:
                 perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
             idx = perm[pos * batch:(pos + 1) * batch]
-            params, opt_state, loss, gnorm, ok, finite, stats = train_step(
-                params, opt_state, train, idx)
+            params, opt_state, tally, loss, gnorm, ok, finite, clipped, stats = train_step(
+                params, opt_state, tally, train, idx)
             if declarative and not bool(ok):
                 raise solver_failure(prog, stats, s + 1, np.asarray(idx))
             skip = declarative and not bool(finite)
@@ -167,13 +221,13 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
                 log_lines.append({"step": s + 1, "loss": None, "skipped": True,
                                   "solvers": _solver_log(prog, stats), "skipped_steps": skipped})
             elif log_now:
+                if not declarative and int(tally["bad"]):
+                    nonfinite_stop()
                 loss_f = float(loss)
-                if not math.isfinite(loss_f):
-                    raise DataDiagnostic(None, f"the loss became {loss_f} at step {s + 1}; "
-                                         "training stopped",
-                                         hint="lower the learning rate or set clip_norm")
-                losses.append(loss_f)
-                line = {"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm)}
+                line = {"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm),
+                        "wall_s": round(time.perf_counter() - started, 3)}
+                if clip_norm > 0:
+                    line["clipped"] = bool(clipped)
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped
@@ -183,8 +237,18 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
                 m = _floats(evaluate(params, test))
                 log_lines.append({"step": s + 1, "test": m})
                 progress.note(s + 1, m)
+            every = v["checkpoint_every"]
+            if interrupted or (every and (s + 1) % every == 0 and s + 1 < v["steps"]):
+                if not declarative and int(tally["bad"]):
+                    nonfinite_stop()
+                checkpoint(s + 1)
+            if interrupted:
+                raise TrainingInterrupted(s + 1, v["steps"], out_dir)
     finally:
+        interrupted.restore()
         progress.close()
+    if not declarative and int(tally["bad"]):
+        nonfinite_stop()
     jax.block_until_ready(params)
     run_s = time.perf_counter() - started - train_step.trace_s - train_step.compile_s
     final_train = _floats(evaluate_train(params, {k: train[k] for k in test}))
@@ -203,6 +267,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
         metrics["solvers"] = solver_summary.get("metrics on the test set", {})
     if declarative:
         metrics["skipped_steps"] = skipped
+    if clip_norm > 0:
+        metrics["clipped_steps"] = int(tally["clipped"])
     compiled = (train_step, evaluate_info, evaluate_train_info)
     timing = {
         "trace_s": round(sum(c.trace_s for c in compiled), 4),
@@ -222,6 +288,69 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None) -> Run
             for line in log_lines:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
     return RunResult(metrics, timing, params, out_dir)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the checkpoint of the last completed step was written."""
+
+    def __init__(self, step: int, steps: int, out_dir: str | None):
+        self.step, self.steps, self.out_dir = step, steps, out_dir
+        where = (f"; checkpoint written to {out_dir}, continue with --resume {out_dir}"
+                 if out_dir else "")
+        super().__init__(f"training interrupted after step {step} of {steps}{where}")
+
+
+class _InterruptFlag:
+    """Turns SIGINT into a flag the loop reads between steps: a step is never cut in half
+    (its donated buffers would be gone) and the checkpoint is of a completed step."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = None
+
+    def __bool__(self) -> bool:
+        return self.raised
+
+    def install(self) -> None:
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.raised:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            import signal
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def _nonfinite_error(prog: Program, params, sample, step: int, last_checkpoint) -> DdmError:
+    """The stop for a non-finite loss or gradient at ``step``, located at the first node whose
+    value on that step's batch is NaN or Inf (params are the last good ones)."""
+    names = prog.nonfinite_nodes(params, sample)
+    saved = (f"; the last checkpoint is {last_checkpoint[0][1]} (step {last_checkpoint[0][0]})"
+             if last_checkpoint else "")
+    where = None
+    if names:
+        first = names[0]
+        what = (f"the loss became non-finite at step {step}: the first non-finite value is "
+                f"node '{first}'" if first != "loss" else
+                f"the loss became non-finite at step {step}: every node before it is finite")
+        vid = prog.graph.nodes.get(first, prog.graph.loss)
+        where = prog.graph.values[vid].span
+    else:
+        what = (f"the gradient became non-finite at step {step} (every forward value is "
+                "finite: the NaN arises in the backward pass)")
+    err = DataDiagnostic(where, f"{what}; training stopped with the params of step "
+                         f"{step - 1}{saved}",
+                         hint="lower the learning rate, set clip_norm, or guard the operation "
+                         "(log of a non-positive value, division by zero)")
+    return prog.sources.locate(err) if where is not None else err
 
 
 def solver_stats(prog: Program, infos):

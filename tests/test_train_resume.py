@@ -1,0 +1,121 @@
+"""Checkpoints, Ctrl-C and --resume; the stop on a non-finite loss; gradient-clipping records.
+
+The resume test is the issue's own: kill a run mid-way (SIGINT, as Ctrl-C sends), resume it,
+and compare with an uninterrupted run — params and metrics bit for bit, the log line for line
+(wall-clock times aside).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import ddm
+from conftest import EXAMPLES, ROOT
+from ddm.dsl.diagnostics import DataDiagnostic
+from ddm.runtime import train
+from ddm.runtime.config import RunConfig
+from ddm.runtime.data import Dataset, Source
+
+RUN = ["--set", "steps=400", "--set", "checkpoint_every=25", "--set", "log_every=25",
+       "--set", "data.n_train=2000", "--set", "data.n_test=1000"]
+
+
+def ddmc(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "ddm.cli.main", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "120"}, **kwargs)
+
+
+def log_without_wall_time(path):
+    lines = [json.loads(x) for x in open(path).read().splitlines()]
+    for line in lines:
+        line.pop("wall_s", None)
+    return lines
+
+
+def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    ref = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--out", str(whole))
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+
+    proc = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--out", str(cut))
+    meta = cut / "checkpoint.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if meta.exists() and json.loads(meta.read_text() or "{}").get("step", 0) >= 50:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    err = proc.stderr.read()
+    assert "training interrupted after step" in err and f"--resume {cut}" in err
+    stopped = json.loads(meta.read_text())["step"]
+    assert 50 <= stopped < 400 and not (cut / "metrics.json").exists()
+
+    again = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--resume", str(cut))
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    for name in ("params.npz", "params.npz.sha256", "metrics.json"):
+        assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
+    assert log_without_wall_time(cut / "log.jsonl") == log_without_wall_time(whole / "log.jsonl")
+
+
+def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "steps=60", "--out",
+             str(out))
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "optimizer.lr=0.5",
+             "--resume", str(out))
+    assert r.wait(timeout=300) == 1
+    assert "different program or run config" in r.stderr.read()
+    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--resume", str(tmp_path / "none"))
+    assert r.wait(timeout=300) == 1
+    assert "no checkpoint in" in r.stderr.read()
+
+
+# --- in process, on synthetic data -----------------------------------------------------------
+
+def run_on(monkeypatch, tmp_path, text, x, **settings):
+    data = Dataset({"x": x}, {"x": x[:4]})
+    sources = {"synthetic": Source("synthetic", (), lambda: data, "")}
+    monkeypatch.setattr(train, "SOURCES", sources)
+    cfg = RunConfig.defaults()
+    cfg.values.update(data={"name": "synthetic"}, batch=4, eval_every=0, **settings)
+    cfg.validate(sources)
+    return train.run(ddm.loads(text, file="nan.ddm"), cfg, str(tmp_path))
+
+
+SHRINKING_LOG = """input x: f32
+param w: f32 = 1.0
+node h = log(w) * x
+loss = mean(h)
+"""
+
+
+def test_a_non_finite_loss_stops_at_its_step_and_names_the_first_bad_node(monkeypatch, tmp_path):
+    # d loss/d w = mean(x)/w > 0, so plain SGD drives w through 0 and log(w) becomes NaN
+    with pytest.raises(DataDiagnostic) as info:
+        run_on(monkeypatch, tmp_path, SHRINKING_LOG, np.ones(16, np.float32), steps=200,
+               log_every=50, checkpoint_every=2, optimizer={"name": "sgd", "lr": 0.3})
+    text = str(info.value)
+    assert "nan.ddm:3:10" in text and "first non-finite value is node 'h'" in text
+    step = int(text.split("non-finite at step ")[1].split(":")[0])
+    assert f"params of step {step - 1}" in text
+    assert "the last checkpoint is" in text and "checkpoint.npz" in text
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())["step"]
+    assert saved < step
+
+
+def test_clipped_steps_are_counted_and_logged(monkeypatch, tmp_path):
+    result = run_on(monkeypatch, tmp_path, "input x: f32\nparam w: f32 = 3.0\n"
+                    "loss = mean((w * x - 1.0) ** 2)\n", np.ones(16, np.float32), steps=40,
+                    log_every=10, clip_norm=1e-3)
+    assert result.metrics["clipped_steps"] == 40
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(line["clipped"] is True and "wall_s" in line for line in lines)
