@@ -20,12 +20,20 @@ from ddm.dsl.diagnostics import ConfigDiagnostic
 from ddm.dsl.span import Span
 from ddm.library.op import Arg
 
+# The learning-rate schedule every optimiser takes (runtime/optimizers.py): lr is the peak,
+# reached after `warmup` linear steps from 0, then held (constant) or decayed over the
+# remaining steps to final_lr·lr (cosine, linear, exponential).
+SCHEDULE = (Arg("schedule", "str", "constant",
+                choices=("constant", "cosine", "linear", "exponential")),
+            Arg("warmup", "int", 0), Arg("final_lr", "float", 0.0))
+
 OPTIMIZERS = {
-    "adam": (Arg("lr", "float", 1e-3), Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)),
+    "adam": (Arg("lr", "float", 1e-3), Arg("b1", "float", 0.9), Arg("b2", "float", 0.999))
+    + SCHEDULE,
     "adamw": (Arg("lr", "float", 1e-3), Arg("weight_decay", "float", 1e-4),
-              Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)),
-    "sgd": (Arg("lr", "float", 1e-2), Arg("momentum", "float", 0.0)),
-    "rmsprop": (Arg("lr", "float", 1e-3), Arg("decay", "float", 0.9)),
+              Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)) + SCHEDULE,
+    "sgd": (Arg("lr", "float", 1e-2), Arg("momentum", "float", 0.0)) + SCHEDULE,
+    "rmsprop": (Arg("lr", "float", 1e-3), Arg("decay", "float", 0.9)) + SCHEDULE,
 }
 
 # key: (kind, default, minimum)

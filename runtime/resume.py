@@ -42,8 +42,12 @@ class Resumed:
 
 def fingerprint(program_text: str, config: dict) -> str:
     """What must not change between a run and its resumption: the program and every setting
-    but the number of steps (a run may be extended)."""
-    kept = {k: v for k, v in config.items() if k != "steps"}
+    but the number of steps (a run may be extended, unless its learning rate follows a
+    schedule, which depends on the total)."""
+    opt = config.get("optimizer") or {}
+    scheduled = opt.get("schedule", "constant") != "constant" or opt.get("warmup", 0)
+    # a schedule is a function of the total steps: then they may not change either
+    kept = {k: v for k, v in config.items() if k != "steps" or scheduled}
     blob = json.dumps({"program": program_text, "config": kept}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -24,7 +24,7 @@ from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
-from ddm.runtime.optimizers import make_optimizer
+from ddm.runtime.optimizers import make_optimizer, make_schedule
 
 
 @dataclass
@@ -92,7 +92,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
 
     key = jax.random.key(v["seed"])
     params = prog.init(jax.random.fold_in(key, 0), **dims)
-    opt = make_optimizer(v["optimizer"], v["clip_norm"])
+    opt = make_optimizer(v["optimizer"], v["clip_norm"], v["steps"])
+    lr_at = make_schedule(v["optimizer"], v["steps"])  # a number, or the step's learning rate
     opt_state = opt.init(params)
     fdt = prog.float_dtype
 
@@ -228,6 +229,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                         "wall_s": round(time.perf_counter() - started, 3)}
                 if clip_norm > 0:
                     line["clipped"] = bool(clipped)
+                if callable(lr_at):
+                    line["lr"] = float(lr_at(s + 1))
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped

@@ -119,3 +119,25 @@ def test_clipped_steps_are_counted_and_logged(monkeypatch, tmp_path):
     assert result.metrics["clipped_steps"] == 40
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(line["clipped"] is True and "wall_s" in line for line in lines)
+
+
+def test_learning_rate_schedules_warm_up_and_decay_to_their_final_value():
+    from ddm.runtime.optimizers import make_schedule
+
+    base = {"lr": 0.1, "final_lr": 0.01}
+    assert make_schedule({**base, "schedule": "constant", "warmup": 0}, 100) == 0.1
+    for kind in ("constant", "cosine", "linear", "exponential"):
+        f = make_schedule({**base, "schedule": kind, "warmup": 10}, 110)
+        assert float(f(0)) == 0.0 and float(f(5)) == pytest.approx(0.05)
+        assert float(f(10)) == pytest.approx(0.1)
+        end = 0.1 if kind == "constant" else 0.001
+        assert float(f(110)) == pytest.approx(end, rel=1e-4), kind
+
+
+def test_a_scheduled_run_logs_its_learning_rate(monkeypatch, tmp_path):
+    run_on(monkeypatch, tmp_path, "input x: f32\nparam w: f32 = 3.0\n"
+           "loss = mean((w * x - 1.0) ** 2)\n", np.ones(16, np.float32), steps=40, log_every=10,
+           optimizer={"name": "adam", "lr": 0.01, "schedule": "cosine", "warmup": 10,
+                      "final_lr": 0.0})
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [round(line["lr"], 6) for line in lines] == [0.01, 0.0075, 0.0025, 0.0]
