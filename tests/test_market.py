@@ -111,3 +111,63 @@ def test_heston_and_merton_are_differentiable_in_their_parameters():
     assert np.all(np.isfinite(g))
     # E[S_T] = S0 exp(μT) whatever the jumps: d/dμ ≈ T·S0, d/dm and d/ds ≈ 0 on average
     assert abs(float(g[0]) / (20 * DT * 100.0) - 1) < 0.05
+
+
+# --- trading mechanics, replay ---------------------------------------------------------------
+
+from ddm.library.market import block_bootstrap, hybrid, prices_from_log_returns  # noqa: E402
+from ddm.library.market import trading  # noqa: E402
+
+
+def test_trading_pnl_counts_gains_costs_and_financing():
+    p = jnp.array([100.0, 102.0, 99.0, 101.0])
+    h = jnp.array([0.5, 0.6, 0.2])
+    gains = 0.5 * 2 + 0.6 * -3 + 0.2 * 2
+    cost = 0.01 * (0.5 * 100 + 0.1 * 102 + 0.4 * 99) + 0.1 * (0.25 * 100 + 0.01 * 102
+                                                            + 0.16 * 99)
+    financing = 0.05 * 0.1 * (0.5 * 100 + 0.6 * 102 + 0.2 * 99)
+    got = trading.trading_pnl(p, h, proportional=0.01, quadratic=0.1, rate=0.05, dt=0.1)
+    assert float(got) == pytest.approx(gains - cost - financing, rel=1e-12)
+    assert float(trading.turnover(h)) == pytest.approx(0.5 + 0.1 + 0.4)
+    # differentiable in the positions and the cost rate
+    g = jax.grad(lambda h, c: trading.trading_pnl(p, h, proportional=c), argnums=(0, 1))(h, 0.01)
+    assert np.all(np.isfinite(g[0])) and float(g[1]) == pytest.approx(-(50 + 10.2 + 39.6))
+
+
+def test_delta_hedge_error_matches_derman_kamal():
+    """The Black–Scholes delta hedge of a short call, rebalanced N = 30 times: the std of its
+    P&L ≈ sqrt(π/4)·σ·vega/sqrt(N) (Derman & Kamal), within 5 %."""
+    S0 = K = 100.0
+    sigma, N = 0.2, 30
+    T = N / 365
+    dt = T / N
+    p = gbm(KEY, S0, 0.0, sigma, dt, N, 100_000)[..., 0]
+    tau = T - dt * jnp.arange(N)
+    d1 = (jnp.log(p[:, :-1] / K) + 0.5 * sigma ** 2 * tau) / (sigma * jnp.sqrt(tau))
+    delta = jax.scipy.stats.norm.cdf(d1)
+    d1_0 = 0.5 * sigma * math.sqrt(T)
+    premium = S0 * (norm.cdf(d1_0) - norm.cdf(d1_0 - sigma * math.sqrt(T)))
+    pnl = jax.vmap(lambda s, h: trading.hedged_short_option_pnl(
+        s, h, lambda x: trading.call_payoff(x, K), premium))(p, delta)
+    vega = S0 * norm.pdf(d1_0) * math.sqrt(T)
+    expected = math.sqrt(math.pi / 4) * sigma * vega / math.sqrt(N)
+    assert abs(float(jnp.std(pnl)) / expected - 1) < 0.05
+    assert abs(float(jnp.mean(pnl))) < 0.02  # fair premium: no drift in the hedged book
+
+
+def test_block_bootstrap_replays_real_blocks_and_mixes_by_regime():
+    r = jnp.asarray(np.arange(40.0).reshape(20, 2))  # row t is (2t, 2t + 1): traceable
+    paths = block_bootstrap(KEY, r, 10, 50, 4)
+    assert paths.shape == (50, 10, 2)
+    rows = np.asarray(paths[..., 0]) / 2
+    steps = np.diff(rows, axis=1)
+    inside = np.ones_like(steps, bool)
+    inside[:, 3::4] = False  # block boundaries after 4 steps
+    assert np.all(steps[inside] == 1)  # consecutive real days within a block
+    assert np.array_equal(np.asarray(paths[..., 1]), np.asarray(paths[..., 0]) + 1)
+    assert np.array_equal(paths, block_bootstrap(KEY, r, 10, 50, 4))
+    prices = prices_from_log_returns(100.0, jnp.zeros((3, 5, 2)))
+    assert prices.shape == (3, 6, 2) and np.allclose(np.asarray(prices), 100.0, rtol=1e-14)
+    regimes = jnp.array([[0, 1, 1, 0]])
+    mixed = hybrid(regimes, jnp.ones((1, 4, 1)), jnp.zeros((1, 4, 1)), [False, True])
+    assert np.array_equal(np.asarray(mixed[0, :, 0]), [0, 1, 1, 0])

@@ -9,12 +9,16 @@ same key gives the same bits. Prices are differentiable (pathwise) in every cont
 - :func:`heston`  Heston stochastic volatility (log-Euler price, full-truncation variance)
 - :func:`merton`  Merton jump diffusion (log-normal jumps, compensated drift)
 - :func:`regime`  Markov regime-switching volatility
+- :func:`block_bootstrap`, :func:`hybrid`  historical replay and regime-wise mixing
+- ``trading``: P&L with proportional and quadratic costs and financing, payoffs, turnover
 
 Work in progress (issue 4): not yet declared in the language or used by the training loop.
 """
+from ddm.library.market.bootstrap import block_bootstrap, hybrid, prices_from_log_returns
 from ddm.library.market.gbm import gbm
 from ddm.library.market.heston import heston
 from ddm.library.market.merton import merton
 from ddm.library.market.regime import regime
 
-__all__ = ["gbm", "heston", "merton", "regime"]
+__all__ = ["gbm", "heston", "merton", "regime", "block_bootstrap", "hybrid",
+           "prices_from_log_returns"]
