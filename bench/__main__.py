@@ -23,11 +23,12 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from ddm.bench import argmin, front_end, train_step  # noqa: E402
+from ddm.bench import argmin, front_end, simulator, train_step  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "latest.json")
-GROUPS = {"train_step": train_step, "front_end": front_end, "argmin": argmin}
+GROUPS = {"train_step": train_step, "front_end": front_end, "argmin": argmin,
+          "simulator": simulator}
 
 
 def _names() -> list[str]:
@@ -91,6 +92,8 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
     name = r["name"]
     if name.startswith("argmin."):
         return argmin.row(r)
+    if name.startswith("simulator."):
+        return simulator.row(r)
     ok = "[green]ok[/]" if r.get("meets_target") else "[yellow]over[/]"
     if name.startswith("train_step."):
         check = ("[green]loss ok[/]" if r["loss_agrees"]
@@ -113,6 +116,8 @@ def notes(r: dict) -> str | None:
     name = r["name"]
     if name.startswith("argmin."):
         return argmin.notes(r)
+    if name.startswith("simulator."):
+        return simulator.notes(r)
     if name.startswith("train_step."):
         return (f"{name}: {r['program']}, batch {r['batch']}; ratio = median ddm / median hand "
                 f"over {r['repeats']} blocks of {r['steps_per_repeat']} steps (median of the "
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: list[dict] = []
     for group, module in (("front_end", front_end), ("train_step", train_step),
-                          ("argmin", argmin)):
+                          ("argmin", argmin), ("simulator", simulator)):
         if args.only is None or args.only == group:
             sub = None
         else:
@@ -244,7 +249,8 @@ def _kept(path: str, fresh: list[dict]) -> list[dict]:
 
 
 def _ordered(results: list[dict]) -> list[dict]:
-    order = [f"{g}.{n}" for g in ("front_end", "train_step", "argmin") for n in GROUPS[g].NAMES]
+    order = [f"{g}.{n}" for g in ("front_end", "train_step", "argmin", "simulator")
+             for n in GROUPS[g].NAMES]
     return sorted(results, key=lambda r: order.index(r["name"]) if r["name"] in order
                   else len(order))
 
