@@ -128,6 +128,8 @@ class RunConfig:
                 value = dict(value)
                 for k_node, v_node in value_node.value:
                     self.where[f"{key}.{k_node.value}"] = _mark_span(path, v_node)
+                    # an unknown setting is reported at its name, not its value
+                    self.where[f"{key}.{k_node.value}:name"] = _mark_span(path, k_node)
             self._set(key, value, span, None, _mark_span(path, value_node))
 
     def apply_set(self, assignment: str, index: int) -> None:
@@ -210,7 +212,8 @@ def _kwargs(cfg: RunConfig, key: str, given: dict, specs) -> dict:
         if k == "name":
             continue
         if k not in by_name:
-            raise cfg.error(f"{key}.{k}", f"{given['name']} has no setting '{k}'",
+            at = f"{key}.{k}:name" if f"{key}.{k}:name" in cfg.where else f"{key}.{k}"
+            raise cfg.error(at, f"{given['name']} has no setting '{k}'",
                             hint="its settings: " + (", ".join(by_name) or "none"))
         out[k] = _coerce(cfg, f"{key}.{k}", value, by_name[k].kind, None,
                          by_name[k].choices)
