@@ -35,11 +35,12 @@ def _vector_pair_rule(name):
     return rule
 
 
-def _vector_rule(name):
+def vector_rule(name, what="returns"):
+    """One vector (a value per sample) → a scalar; floats kept, integers give f32."""
     def rule(types, static):
         (r,) = types
         if r.ndim != 1:
-            raise ShapeError(f"{name} takes a vector of returns, got {r}", arg=0)
+            raise ShapeError(f"{name} takes a vector of {what}, got {r}", arg=0)
         if r.dtype == "bool":
             raise DtypeError(f"{name} expects numbers, got {r}", arg=0)
         return TensorType(r.dtype if r.is_float else "f32", ())
@@ -84,7 +85,7 @@ def _accuracy(p, y, threshold=0.5):
 
 def _risk_rule(name, check=None):
     """A vector of P&L or returns → a scalar; ``check(static)`` validates static arguments."""
-    base = _vector_rule(name)
+    base = vector_rule(name)
 
     def rule(types, static):
         if check is not None:
@@ -146,7 +147,7 @@ OPS = (
        "Area under the ROC curve of scores against labels in {0, 1} (rank statistic; ties "
        "count half). Not differentiable in any useful sense: a metric.", family="vector_pair"),
     Op("sharpe", (Arg("r"), Arg("periods", "int", 1), Arg("eps", "float", 1e-12)),
-       _vector_rule("sharpe"), _sharpe,
+       vector_rule("sharpe"), _sharpe,
        "mean(r) / sqrt(var(r) + eps) · sqrt(periods): periods=252 annualises daily returns.",
        family="vector"),
     Op("smooth_sharpe", (Arg("r"), Arg("eps", "float", 1e-6), Arg("cap", "float", 100.0)),

@@ -235,6 +235,12 @@ def diag_case(draw, op):
 
 
 @st.composite
+def path_case(draw, op):
+    n = draw(st.integers(1, 8))
+    return Case((T("f32", (n + 1,)), T("f32", (n,))), defaults(op))
+
+
+@st.composite
 def vector_case(draw, op):
     static = defaults(op)
     if "periods" in static:
@@ -353,7 +359,7 @@ STRATEGIES = {
     "logical": logical_case, "where": where_case, "clip": clip_case, "reduce": reduce_case,
     "along": along_case, "dot": dot_case, "matmul": matmul_case, "quad": quad_case,
     "outer": outer_case, "transpose": transpose_case, "eye": eye_case, "square": square_case,
-    "diag": diag_case, "vector": vector_case, "solve": solve_case, "concat": concat_case,
+    "diag": diag_case, "vector": vector_case, "path": path_case, "solve": solve_case, "concat": concat_case,
     "stack": stack_case, "reshape": reshape_case, "fill": fill_case, "cov": cov_case,
     "zscore": zscore_case, "pair": pair_case, "vector_pair": vector_pair_case,
 }

@@ -33,4 +33,4 @@ def gbm(key, s0, mu, sigma, dt: float, n_steps: int, n_paths: int, corr=None):
         return log_s, log_s
 
     _, logs = simulate(step, jnp.log(s0), key, n_paths, n_steps)
-    return jnp.exp(with_start(jnp.log(s0), logs))
+    return with_start(s0, jnp.exp(logs))

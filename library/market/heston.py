@@ -37,4 +37,4 @@ def heston(key, s0, v0, kappa, theta, xi, rho, dt: float, n_steps: int, n_paths:
         return (log_s, v), (log_s, v)
 
     _, (logs, vs) = simulate(step, (jnp.log(s0), v0), key, n_paths, n_steps)
-    return jnp.exp(with_start(jnp.log(s0), logs)), with_start(v0, vs)
+    return with_start(s0, jnp.exp(logs)), with_start(v0, vs)

@@ -38,4 +38,4 @@ def merton(key, s0, mu, sigma, lam, jump_mean, jump_std, dt: float, n_steps: int
         return log_s, log_s
 
     _, logs = simulate(step, jnp.log(s0), key, n_paths, n_steps)
-    return jnp.exp(with_start(jnp.log(s0), logs))
+    return with_start(s0, jnp.exp(logs))

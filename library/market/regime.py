@@ -37,4 +37,4 @@ def regime(key, s0, mu, sigma, transition, start: int, dt: float, n_steps: int,
 
     r0 = jnp.asarray(start, jnp.int32)
     _, (logs, rs) = simulate(step, (jnp.log(s0), r0), key, n_paths, n_steps)
-    return jnp.exp(with_start(jnp.log(s0), logs)), with_start(r0, rs)
+    return with_start(s0, jnp.exp(logs)), with_start(r0, rs)
