@@ -247,6 +247,13 @@ class Method:
     eager = False
 
     def solve(self, S, b):
+        """The batch: ``one(P, q)`` per instance, P = λ(Σ + Σᵀ), q = −b (min ½vᵀPv + qᵀv)."""
+        import jax
+        import jax.numpy as jnp
+        P = LAM * (S + jnp.swapaxes(S, -1, -2))
+        return jax.vmap(self.one)(P, -b)
+
+    def one(self, P, q):
         raise NotImplementedError
 
     def forward(self):
@@ -338,13 +345,7 @@ class Hand(Method):
 
     def __init__(self, problem: str, n: int):
         assert problem == "budget"
-        self._one = hand_budget_solver()
-
-    def solve(self, S, b):
-        import jax
-        import jax.numpy as jnp
-        P = LAM * (S + jnp.swapaxes(S, -1, -2))
-        return jax.vmap(self._one)(P, -b)
+        self.one = hand_budget_solver()
 
 
 class JaxoptMethod(Method):
@@ -377,12 +378,6 @@ class JaxoptMethod(Method):
                                        jnp.asarray(self.u, P.dtype)))
         return sol.params.primal[0]
 
-    def solve(self, S, b):
-        import jax
-        import jax.numpy as jnp
-        P = LAM * (S + jnp.swapaxes(S, -1, -2))
-        return jax.vmap(self.one)(P, -b)
-
 
 class QpaxMethod(Method):
     name = "qpax"
@@ -402,16 +397,10 @@ class QpaxMethod(Method):
                 h.append(hi)
             self.G, self.h = np.concatenate(G), np.concatenate(h)
 
-    def solve(self, S, b):
-        import jax
-        import jax.numpy as jnp
+    def one(self, P, q):
         import qpax
-
-        P = LAM * (S + jnp.swapaxes(S, -1, -2))
-        one = lambda P, q: qpax.solve_qp_primal(  # noqa: E731
-            P, q, self.A, self.be, self.G, self.h, solver_tol=1e-8, target_kappa=1e-8,
-            max_iter=50)
-        return jax.vmap(one)(P, -b)
+        return qpax.solve_qp_primal(P, q, self.A, self.be, self.G, self.h, solver_tol=1e-8,
+                                    target_kappa=1e-8, max_iter=50)
 
 
 class CvxpyLayersMethod(Method):

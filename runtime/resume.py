@@ -1,10 +1,11 @@
 """Training checkpoints: everything needed to continue a run so that it ends bit for bit where
 an uninterrupted one would.
 
-A checkpoint in a run's directory is two files, each written atomically:
+A checkpoint in a run's directory is these files, each written atomically:
 
-- ``checkpoint.npz``: params (``params/a/b``) and the optimiser state's leaves (``opt/0000`` …,
-  in ``jax.tree`` order), NumPy arrays, no pickle;
+- ``checkpoint.npz`` (with its ``.sha256``, by :func:`~ddm.runtime.checkpoint.save_params`):
+  params (``params/a/b``) and the optimiser state's leaves (``opt/0000`` …, in ``jax.tree``
+  order), NumPy arrays, no pickle;
 - ``checkpoint.json``: the step reached, the SHA-256 of ``checkpoint.npz``, a fingerprint of
   the program text and run config (resuming with different ones is refused), the log lines so
   far and the count of skipped steps. It is written last and names the digest it expects, so a
@@ -17,7 +18,6 @@ restoring params, optimiser state and step is enough for bit-identical continuat
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ddm.runtime.checkpoint import atomic_write, flatten, unflatten, write_json
+from ddm.runtime.checkpoint import load_params, save_params, write_json
 
 STATE, META = "checkpoint.npz", "checkpoint.json"
 
@@ -57,16 +57,11 @@ def save(out_dir: str, step: int, params, opt_state, log: list, skipped: int,
     """Write the checkpoint of ``step`` into ``out_dir``; returns the state file's path."""
     import jax
 
-    arrays = {f"params/{k}": v for k, v in flatten(params).items()}
-    for i, leaf in enumerate(jax.tree.leaves(opt_state)):
-        arrays[f"opt/{i:04d}"] = np.asarray(leaf)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
     path = os.path.join(out_dir, STATE)
-    atomic_write(path, data)
+    opt = {f"{i:04d}": leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
+    digest = save_params(path, {"params": params, "opt": opt})
     write_json(os.path.join(out_dir, META), {
-        "step": step, "state_sha256": hashlib.sha256(data).hexdigest(), "fingerprint": print_,
+        "step": step, "state_sha256": digest, "fingerprint": print_,
         "skipped_steps": skipped, "clipped_steps": clipped, "log": log})
     return path
 
@@ -83,23 +78,21 @@ def load(out_dir: str, params_like, opt_state_like, print_: str) -> Resumed:
     with open(meta_path) as fh:
         meta = json.load(fh)
     with open(state_path, "rb") as fh:
-        data = fh.read()
-    if hashlib.sha256(data).hexdigest() != meta.get("state_sha256"):
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    if digest != meta.get("state_sha256"):
         raise ValueError(f"{state_path} does not match {META} (corrupt, or written by an "
                          "interrupted save)")
     if meta.get("fingerprint") != print_:
         raise ValueError("the checkpoint was written by a different program or run config; "
                          "resume with the same ones (only steps may change)")
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    params = unflatten({k[len("params/"):]: v for k, v in arrays.items()
-                        if k.startswith("params/")})
+    state = load_params(state_path)
     params = jax.tree.map(lambda like, a: jnp.asarray(a, dtype=jnp.asarray(like).dtype),
-                          params_like, params)
+                          params_like, state["params"])
     leaves, treedef = jax.tree.flatten(opt_state_like)
-    saved = [arrays[f"opt/{i:04d}"] for i in range(len(leaves))]
-    if len([k for k in arrays if k.startswith("opt/")]) != len(leaves) or any(
-            np.shape(a) != np.shape(b) for a, b in zip(saved, leaves)):
+    opt = state.get("opt", {})
+    saved = [opt.get(f"{i:04d}") for i in range(len(leaves))]
+    if len(opt) != len(leaves) or any(
+            a is None or np.shape(a) != np.shape(b) for a, b in zip(saved, leaves)):
         raise ValueError("the checkpoint's optimiser state does not fit this optimiser")
     opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a, dtype=jnp.asarray(b).dtype)
                                              for a, b in zip(saved, leaves)])

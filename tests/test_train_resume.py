@@ -45,8 +45,8 @@ def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path):
 
     proc = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--out", str(cut))
     meta = cut / "checkpoint.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
+    # wait for the checkpoint of step 50 (a hang is caught by the suite's per-test timeout)
+    while proc.poll() is None:
         if meta.exists() and json.loads(meta.read_text() or "{}").get("step", 0) >= 50:
             break
         time.sleep(0.02)
