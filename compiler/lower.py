@@ -8,18 +8,18 @@ program computes exactly the types the checker inferred.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from ddm.compiler.binding import resolve as resolve_dim
 from ddm.compiler.ir import Graph, Value
-from ddm.dsl.diagnostics import DataDiagnostic, DtypeDiagnostic
+from ddm.dsl.diagnostics import DataDiagnostic, DtypeDiagnostic, ShapeDiagnostic
 from ddm.library import OPS
 from ddm.library.layers import apply_layer
 from ddm.library.lazy import jax, jnp
 from ddm.library.op import Op
 from ddm.library.precision import resolve_dtype
-from ddm.library.types import SymDim
+from ddm.library.types import DtypeError, ShapeError, SymDim
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,46 @@ class Lowered:
         if needs_batch and needs_batch(static) and not batched:
             raise DataDiagnostic(v.span, f"{op}(stats=\"batch\") needs a batch; call "
                                  "apply_batch (or use fixed statistics) for one sample")
+        self._recheck_bound(v, spec, static, dims)
+        args = self._grouped(v, [env[i] for i in v.inputs])
+        return spec.impl(*args, **static)
+
+    def _grouped(self, v: Value, items):
+        """``items`` (one per input) in the op's argument layout: a tensor, None, or a list."""
         args, k = [], 0
         for n in v.attr("_layout"):
             if n == -1:
-                args.append(env[v.inputs[k]])
+                args.append(items[k])
                 k += 1
             elif n == 0:
                 args.append(None)
             else:
-                args.append([env[j] for j in v.inputs[k:k + n]])
+                args.append(list(items[k:k + n]))
                 k += n
-        return spec.impl(*args, **static)
+        return args
+
+    def _recheck_bound(self, v: Value, spec: Op, static, dims) -> None:
+        """Run the shape rule again once the dims are bound. Over symbolic dims a rule cannot
+        relate N to M (``hedge_pnl`` needs len(S) = len(h) + 1); with sizes known, a mismatch
+        is a diagnostic at the node instead of an error from inside JAX. Trace time only."""
+        types = [self.graph.values[i].type for i in v.inputs]
+        if not any(isinstance(d, SymDim) for t in types for d in getattr(t, "shape", ())):
+            return
+        def size(d):
+            if isinstance(d, SymDim) and d.value is None:
+                return dims.get(d.name)  # None: not bound here (e.g. the batch axis)
+            return d
+
+        bound = [replace(t, shape=tuple(size(d) for d in t.shape)) for t in types]
+        if any(d is None for t in bound for d in t.shape):
+            return
+        grouped = [tuple(a) if isinstance(a, list) else a for a in self._grouped(v, bound)]
+        try:
+            spec.rule(tuple(grouped), static)
+        except ShapeError as err:
+            cls = DtypeDiagnostic if isinstance(err, DtypeError) else ShapeDiagnostic
+            raise cls(v.span, f"{err.message} (with the dims bound by the data)",
+                      hint=err.hint) from None
 
     def _index(self, v: Value, env):
         out = []

@@ -70,3 +70,14 @@ def test_hedge_call_example_smoke_run_approaches_the_delta_hedge(tmp_path):
     assert m["std_pnl"] <= 1.3 * m["std_delta"]
     assert m["entropic"] < 0.2 * m["entropic_none"]  # far better than not hedging
     assert m["mean_abs_gap_to_delta"] < 0.05
+
+
+def test_lengths_known_only_from_the_data_are_checked_when_the_dims_are_bound():
+    """Over symbolic dims the rule cannot relate N to M; once the data bind them, a mismatch
+    is a located diagnostic, not an error from inside JAX."""
+    prog = ddm.loads("dim N\ndim M\ninput S: f32[N]\ninput h: f32[M]\n"
+                     "node p = hedge_pnl(S, h)\noutput p\n", file="sym.ddm")
+    with pytest.raises(ddm.DdmError) as info:
+        prog.apply({}, S=np.ones(5), h=np.ones(2))
+    assert "sym.ddm:5:10" in str(info.value) and "h needs 4 positions" in str(info.value)
+    assert float(prog.apply({}, S=np.ones(5), h=np.ones(4))["p"]) == 0.0
