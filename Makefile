@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ddm-installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider --import-mode=importlib
 
-.PHONY: run test test-slow bench install dot lock clean
+.PHONY: run test test-slow bench deep-hedge-grid install dot lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,15 +42,26 @@ test: install dot
 test-slow: install dot
 	$(PYTEST) -m slow -q || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
 
-bench: install
+BENCH_STAMP := $(VENV)/.ddm-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install --quiet -c constraints.txt -e '.[test,bench]'
+	$(PIP) install --quiet --no-deps -c constraints.txt pfhedge
+	@touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	$(PY) -m ddm.bench
+
+# the deep-hedging results grid (markets × costs × losses, ~40 min on 2 cores) → docs/results/deep_hedge.md
+deep-hedge-grid: install
+	$(PY) -m ddm.bench.deep_hedge_grid
 
 # Re-resolve the pins from pyproject.toml in a scratch environment.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet --upgrade pip && .lock-venv/bin/pip install --quiet '.[test]'
+	.lock-venv/bin/pip install --quiet --upgrade pip && .lock-venv/bin/pip install --quiet '.[test,bench]'
 	{ echo "# Versions resolved and tested (pip install -c constraints.txt). Regenerate with 'make lock'."; \
-	  .lock-venv/bin/pip freeze | grep -v '^ddm'; echo "skfolio==1.12.2"; } > constraints.txt
+	  .lock-venv/bin/pip freeze | grep -v '^ddm' | sed 's/+cpu$$//'; echo "skfolio==1.12.2"; \
+	  echo "pfhedge==0.23.0"; } > constraints.txt
 	rm -rf .lock-venv
 
 clean:

@@ -23,12 +23,12 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from ddm.bench import argmin, front_end, simulator, train_step  # noqa: E402
+from ddm.bench import argmin, front_end, pfhedge_step, simulator, train_step  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "latest.json")
-GROUPS = {"train_step": train_step, "front_end": front_end, "argmin": argmin,
-          "simulator": simulator}
+GROUPS = {"front_end": front_end, "train_step": train_step, "argmin": argmin,
+          "simulator": simulator, "deep_hedge": pfhedge_step}
 
 
 def _names() -> list[str]:
@@ -94,6 +94,8 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
         return argmin.row(r)
     if name.startswith("simulator."):
         return simulator.row(r)
+    if name.startswith("deep_hedge."):
+        return pfhedge_step.row(r)
     ok = "[green]ok[/]" if r.get("meets_target") else "[yellow]over[/]"
     if name.startswith("train_step."):
         check = ("[green]loss ok[/]" if r["loss_agrees"]
@@ -118,6 +120,8 @@ def notes(r: dict) -> str | None:
         return argmin.notes(r)
     if name.startswith("simulator."):
         return simulator.notes(r)
+    if name.startswith("deep_hedge."):
+        return pfhedge_step.notes(r)
     if name.startswith("train_step."):
         return (f"{name}: {r['program']}, batch {r['batch']}; ratio = median ddm / median hand "
                 f"over {r['repeats']} blocks of {r['steps_per_repeat']} steps (median of the "
@@ -186,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     results: list[dict] = []
-    for group, module in (("front_end", front_end), ("train_step", train_step),
-                          ("argmin", argmin), ("simulator", simulator)):
+    for group, module in GROUPS.items():
         if args.only is None or args.only == group:
             sub = None
         else:

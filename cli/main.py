@@ -117,18 +117,24 @@ def summary_table(graph) -> str:
     if graph.loss is not None:
         v = graph.values[graph.loss]
         rows.append(("loss", "loss", str(v.type), _at(v.span)))
+    for name, vid in graph.losses:
+        v = graph.values[vid]
+        rows.append((f"loss {name}", "loss (--set loss=" + name + ")", str(v.type), _at(v.span)))
     for name, vid in graph.metrics:
         v = graph.values[vid]
         rows.append((name, "metric", str(v.type), _at(v.span)))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    problems = [v for v in graph.values if v.op == "argmin"]
-    if problems:
+    special = [v for v in graph.values if v.op in ("argmin", "scan")]
+    if special:
         lines.append("")
-        for v in problems:
-            label = v.name or "(unnamed)"
-            lines.append(f"{label} ({_at(v.span)}): {v.attr('problem').describe()}")
+        inside = {i: s.name for s in special if s.op == "scan"
+                  for i in range(*s.attr("scan").body)}
+        for v in special:
+            label = v.name or (f"(in scan {inside[v.id]})" if v.id in inside else "(unnamed)")
+            what = v.attr("problem") if v.op == "argmin" else v.attr("scan")
+            lines.append(f"{label} ({_at(v.span)}): {what.describe()}")
     outs = ", ".join(n for n, _ in graph.outputs) or "none"
     lines.append(f"\n{os.path.basename(graph.file)}: ok — {len(graph.values)} IR values, outputs: "
                  f"{outs}")
@@ -171,7 +177,9 @@ def cmd_compile(args) -> int:
               "--run to train, --emit ir|jaxpr|hlo to inspect")
         return EXIT_OK
     from ddm.runtime.data import SOURCES
-    cfg.validate(SOURCES)
+    cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
+    if cfg.values["loss"]:
+        prog = prog.with_loss(cfg.values["loss"])
     from rich.console import Console
     from ddm.cli.report import print_report
     from ddm.runtime.train import run

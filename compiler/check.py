@@ -108,9 +108,14 @@ class _Checker:
             loss = self.batch_scalar(r.loss.value, "loss")
         metrics = tuple((name, self.batch_scalar(m.value, f"metric '{name}'"))
                         for name, m in r.metrics.items())
+        named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
+                      for name, d in r.named_losses.items())
+        if loss is None and named:  # only named losses: the first is the default
+            loss = named[0][1]
         dims = tuple(DimSpec(n, d.value, d.name_span) for n, d in r.dims.items())
         return Graph(r.module.file, tuple(self.values), dims, tuple(inputs), tuple(params),
-                     nodes, outputs, loss, metrics, tuple(fns), r.run, tuple(r.warnings))
+                     nodes, outputs, loss, metrics, tuple(fns), r.run, tuple(r.warnings),
+                     named)
 
     def batch_scalar(self, expr, what: str) -> int:
         vid = self.expr(expr, _Scope("batch", dims=self.dims))
@@ -357,6 +362,10 @@ class _Checker:
     def e_Argmin(self, e: ast.Argmin, scope) -> int:
         from ddm.compiler.declarative import check_argmin
         return check_argmin(self, e, scope)
+
+    def e_Scan(self, e: ast.Scan, scope) -> int:
+        from ddm.compiler.sequential import check_scan
+        return check_scan(self, e, scope)
 
     def e_Attr(self, e: ast.Attr, scope) -> int:
         raise NameDiagnostic(e.span, f"'{e.name}' is a fn of module '{e.base.id}'; call it")

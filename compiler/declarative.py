@@ -537,7 +537,9 @@ def _classify(ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, cons
                                     f"'{e.var}' with no inequality constraints: the problem is "
                                     "unbounded or has no unique solution",
                                     hint=f"add a quadratic term, e.g. + 1e-3 * sum({e.var} ** 2)")
-    solver, opts = _options(ch, e, klass)
+    solver, opts = _options(ch, e, klass, constraints)
+    if solver == "prox" and klass == 2:
+        _check_prox_constraints(ch, e, constraints)
     backward, steps, by, reason = _backward(e, klass, solver, top, opts)
     return Problem(e.sense, var, e.var, typ, objective, terms, tuple(constraints), body, klass,
                    solver, opts.get("tol"), opts.get("max_iter"), opts.get("dtype"),
@@ -570,7 +572,7 @@ def _check_prox_constraints(ch, e: ast.Argmin, constraints) -> None:
                                 "data)")
 
 
-def _options(ch, e: ast.Argmin, klass: int):
+def _options(ch, e: ast.Argmin, klass: int, constraints=()):
     from ddm.compiler.check import _num_literal, _int_literal, _span
 
     hint = e.using
@@ -580,7 +582,10 @@ def _options(ch, e: ast.Argmin, klass: int):
     if name != "auto" and name not in SOLVERS:
         raise ProblemDiagnostic(hint.span, f"unknown solver '{name}'",
                                 hint="solvers: auto, " + ", ".join(SOLVERS))
-    if name != "auto" and klass not in SOLVERS[name]:
+    # a quadratic with bounds only is also a smooth objective with bounds: the proximal
+    # solver projects onto them exactly, far cheaper than an interior point on tiny problems
+    bounds_only = klass == 2 and all(c.form in ("lower", "upper") for c in constraints)
+    if name != "auto" and klass not in SOLVERS[name] and not (name == "prox" and bounds_only):
         fits = [s for s, ks in SOLVERS.items() if klass in ks]
         raise ProblemDiagnostic(hint.span, f"solver '{name}' does not solve this problem: it is "
                                 f"class {klass} ({CLASS_NAMES[klass]})",

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, LayerType, TensorType
 
-KINDS = ("input", "param", "const", "imperative", "declarative", "decision")
+KINDS = ("input", "param", "const", "imperative", "declarative", "decision", "sequential",
+         "state")
 STAGES = ("static", "sample", "batch")
 
 
@@ -91,6 +92,12 @@ class Graph:
     fns: tuple[FnInfo, ...]
     run: Any = None  # the RunDecl AST; the runtime validates it with spans
     warnings: tuple = field(default=())
+    losses: tuple[tuple[str, int], ...] = ()  # named alternatives: ``loss NAME = …``
+
+    def with_loss(self, name: str) -> "Graph":
+        """This graph training its named loss ``name`` instead of the default."""
+        from dataclasses import replace
+        return replace(self, loss=dict(self.losses)[name])
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -109,6 +116,27 @@ class Graph:
             seen.add(i)
             stack.extend(self.values[i].inputs)
         return seen
+
+    def nested(self) -> set[int]:
+        """Ids of the values inside a scan's body: evaluated per step by the scan, never on
+        their own (their placeholders have no value outside it)."""
+        out: set[int] = set()
+        for v in self.values:
+            if v.op == "scan":
+                out.update(range(*v.attr("scan").body))
+        return out
+
+    def solver_roots(self) -> list[int]:
+        """The values whose evaluation yields every declarative node's solver info: the
+        argmin nodes outside scans, and each outermost scan with an argmin in its body."""
+        nested = self.nested()
+        argmins = {v.id for v in self.values if v.op == "argmin"}
+        roots = [i for i in sorted(argmins) if i not in nested]
+        for v in self.values:
+            if v.op == "scan" and v.id not in nested:
+                if any(i in argmins for i in range(*v.attr("scan").body)):
+                    roots.append(v.id)
+        return sorted(roots)
 
     def inputs_needed(self, roots) -> tuple[InputSpec, ...]:
         need = self.ancestors(roots)
@@ -142,6 +170,10 @@ def format_ir(graph: Graph) -> str:
             p = v.attr("problem")
             lines.append(f"# %{v.id}: {p.describe()}; body %{p.body[0]}..%{p.body[1] - 1}, "
                          f"objective %{p.objective}, decision %{p.var}")
+        if v.op == "scan":
+            s = v.attr("scan")
+            lines.append(f"# %{v.id}: {s.describe()}; body %{s.body[0]}..%{s.body[1] - 1}, "
+                         f"new carry %{s.result}, index %{s.index}, carry %{s.carry}")
     for name, i in graph.outputs:
         lines.append(f"output {name} = %{i}")
     if graph.loss is not None:

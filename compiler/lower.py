@@ -109,6 +109,12 @@ class Lowered:
             x, info = solve_node(self, v, env, params, inputs, dims, batched)
             env[("info", v.id)] = info
             return x
+        if op == "scan":
+            from ddm.compiler.lower_scan import scan_node
+            return scan_node(self, v, env, params, inputs, dims, batched)
+        if op == "as_carry":
+            shape = tuple(resolve_dim(d, dims, v.span) for d in v.attr("shape"))
+            return jnp.broadcast_to(env[v.inputs[0]], shape)
         if op == "layer":
             name = v.attr("param")
             return apply_layer(params[name], self.graph.param(name).type, env[v.inputs[0]])

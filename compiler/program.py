@@ -92,6 +92,25 @@ class Program:
         self._metrics = jax.jit(self._metrics_info_impl)
         self._solver_info = jax.jit(self._solver_info_impl, static_argnums=(2,))
 
+    def with_loss(self, name: str) -> "Program":
+        """The same program minimising its named loss ``name`` (``loss NAME = …``).
+
+        >>> import ddm
+        >>> prog = ddm.loads("input x: f32\\nnode y = x\\noutput y\\nloss = mean(y)\\n"
+        ...                  "loss squared = mean(y ** 2)")
+        >>> float(prog.with_loss("squared").loss({}, {"x": [1.0, 3.0]}))
+        5.0
+        """
+        names = [n for n, _ in self.graph.losses]
+        if name not in names:
+            from difflib import get_close_matches
+            close = get_close_matches(name, names, n=1)
+            hint = (f"did you mean '{close[0]}'?" if close else
+                    "its named losses: " + ", ".join(names) if names else
+                    "declare one: loss NAME = ...")
+            raise DataDiagnostic(None, f"{self.file} has no loss named '{name}'", hint=hint)
+        return Program(self.graph.with_loss(name), self.sources, self.x64, self.strict)
+
     # --- facts ---------------------------------------------------------------------------------
     @property
     def file(self) -> str:
@@ -185,7 +204,7 @@ class Program:
     def solver_info(self, params, **inputs) -> dict[str, Any]:
         """Per declarative node (by name), its solver :class:`Info` for a batch of inputs:
         status codes, iterations and residuals, one per instance."""
-        roots = [v.id for v in self.graph.values if v.op == "argmin"]
+        roots = self.graph.solver_roots()
         infos = self._solver_info(params, self._inputs(inputs), tuple(roots))
         return {self.node_label(i): info for i, info in infos.items()}
 

@@ -41,6 +41,7 @@ class Resolved:
     fn_order: tuple[str, ...] = ()
     outputs: list[ast.Name] = field(default_factory=list)
     loss: ast.LossDecl | None = None
+    named_losses: dict[str, ast.LossDecl] = field(default_factory=dict)
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
     run: ast.RunDecl | None = None
     warnings: list[Warning_] = field(default_factory=list)
@@ -113,10 +114,17 @@ def _declare(module: ast.Module, r: Resolved) -> None:
             r.fns[item.name] = FnDef(item, r.dims, item.name)
         elif isinstance(item, ast.OutputDecl):
             r.outputs.extend(item.names)
+        elif isinstance(item, ast.LossDecl) and item.name is not None:
+            first = r.named_losses.get(item.name)
+            if first is not None:
+                raise NameDiagnostic(item.name_span, f"loss '{item.name}' is declared twice",
+                                     notes=(Note(first.name_span, "first declared here"),))
+            r.named_losses[item.name] = item
         elif isinstance(item, ast.LossDecl):
             if r.loss is not None:
                 raise NameDiagnostic(item.span, "a program has one loss; this is the second",
-                                     hint="add the terms into one loss expression",
+                                     hint="add the terms into one loss expression, or name "
+                                          "an alternative a run may choose: loss NAME = ...",
                                      notes=(Note(r.loss.span, "first loss here"),))
             r.loss = item
         elif isinstance(item, ast.MetricDecl):
@@ -218,6 +226,17 @@ def iter_names(expr) -> Iterator[tuple[ast.Name, bool]]:
                 stack += [(k.value, False, bound) for k in reversed(e.using.options)]
             parts = [e.objective, *e.constraints]
             stack += [(x, False, inner) for x in reversed(parts)]
+            continue
+        if isinstance(e, ast.Scan):
+            # the init sees the outer names; each let sees the index, the carry and the lets
+            # before it (pushed in reverse: the stack pops in source order)
+            inner = bound | {e.index, e.carry}
+            scoped = []
+            for s in e.body:
+                scoped.append((s.value, False, inner))
+                inner = inner | {s.name}
+            scoped.append((e.result, False, inner))
+            stack += list(reversed(scoped)) + [(e.init, False, bound)]
             continue
         stack += [(x, c, bound) for x, c in _children(e)]
 
@@ -348,6 +367,8 @@ class _Refs:
                         stack.append(it)
             elif isinstance(e, ast.ListExpr):
                 stack.extend(e.items)
+            elif isinstance(e, ast.Scan):
+                stack += [e.init, *(s.value for s in e.body), e.result]
             elif isinstance(e, ast.Argmin):
                 stack += [e.objective, *e.constraints]
                 if e.using is not None:
@@ -366,6 +387,8 @@ def _check_references(r: Resolved) -> None:
         _check_fn(fn, r, refs)
     if r.loss is not None:
         r.used |= refs.check(r.loss.value, "loss")
+    for alt in r.named_losses.values():
+        r.used |= refs.check(alt.value, "loss")
     for m in r.metrics.values():
         r.used |= refs.check(m.value, "loss")
     for out in r.outputs:

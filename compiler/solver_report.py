@@ -47,9 +47,11 @@ def failures(prog, infos: Mapping[int, Any], policy: str = "error"):
         bad = np.flatnonzero(~np.isin(status, problem.accepted))
         if bad.size:
             k = int(bad[0])
-            residual = np.atleast_1d(np.asarray(info.residual))
-            out.append((vid, k, int(status[k]), float(residual[k]), int(bad.size),
-                        int(status.size)))
+            residual = np.atleast_1d(np.asarray(info.residual)).ravel()
+            # inside a scan the infos are [samples, steps]: name both
+            where = tuple(int(i) for i in np.unravel_index(k, status.shape))
+            out.append((vid, where if status.ndim > 1 else k, int(status.ravel()[k]),
+                        float(residual[k]), int(bad.size), int(status.size)))
     return out
 
 
@@ -64,7 +66,10 @@ def enforce(prog, infos: Mapping[int, Any], what: str = "") -> None:
     vid, k, status, residual, n_bad, n = found[0]
     v = prog.graph.values[vid]
     label = prog.node_label(vid)
-    where = f"instance {k}" + (f" of {n}" if n > 1 else "")
+    if isinstance(k, tuple):  # a node inside a scan: (sample, step)
+        where = f"instance {k[0]}, step {k[-1]}"
+    else:
+        where = f"instance {k}" + (f" of {n}" if n > 1 else "")
     more = f"; {n_bad - 1} more instance(s) failed" if n_bad > 1 else ""
     during = f" during {what}" if what else ""
     err = SolverDiagnostic(v.span, f"{v.attr('problem').sense} node '{label}' failed on {where}"

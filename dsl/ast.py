@@ -141,7 +141,30 @@ class Argmin:
     var_span: Span = _span()
 
 
-Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr, Argmin]
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """``scan t in N, prev: f32 = init { let … ; new_prev }``: a sequential sub-graph.
+
+    The body runs once per step ``t = 0 … N−1`` (``t`` an i32 scalar) with ``carry`` holding
+    the previous step's value (``init`` at the first); the body's value is the new carry. The
+    expression's value stacks the carries of every step: ``f32[N, *carry]``. ``index``,
+    ``carry`` and the ``let`` names are in scope in the body only.
+    """
+
+    index: str
+    length: "DimRef"
+    carry: str
+    carry_type: "TypeExpr"
+    init: "Expr"
+    body: tuple["NodeDecl", ...]  # let statements
+    result: "Expr"
+    span: Span = _span()
+    index_span: Span = _span()
+    carry_span: Span = _span()
+
+
+Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr, Argmin,
+             Scan]
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -216,8 +239,13 @@ class OutputDecl:
 
 @dataclass(frozen=True, slots=True)
 class LossDecl:
+    """``loss = …`` (the default) or ``loss NAME = …``, an alternative a run may choose
+    (``loss = "NAME"`` in the run section, ``--set loss=NAME``)."""
+
     value: Expr
     span: Span = _span()
+    name: str | None = None
+    name_span: Span = _span()
 
 
 @dataclass(frozen=True, slots=True)

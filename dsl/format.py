@@ -151,8 +151,22 @@ def _argmin(e: ast.Argmin) -> tuple[str, int]:
     return text, ATOM
 
 
+def _scan_header(e: ast.Scan) -> str:
+    return (f"scan {e.index} in {e.length.value}, {e.carry}: {_type(e.carry_type)} = "
+            f"{format_expr(e.init)} {{")
+
+
+def _scan(e: ast.Scan) -> tuple[str, int]:
+    """``scan t in N, prev: f32 = 0.0 { let a = … return a + prev }`` on one line; a node
+    whose value is a scan with ``let`` statements is laid out over lines by :func:`_lines`."""
+    lets = "".join(f"{_node(s, 'let')} " for s in e.body)
+    ret = "return " if e.body else ""
+    return f"{_scan_header(e)} {lets}{ret}{format_expr(e.result)} }}", ATOM
+
+
 _EXPR = {
     ast.Argmin: _argmin,
+    ast.Scan: _scan,
     ast.Name: _name, ast.Number: _number, ast.String: _string, ast.Bool: _bool,
     ast.ListExpr: _list, ast.BinOp: _binop, ast.UnaryOp: _unary, ast.Call: _call,
     ast.Index: _index, ast.Attr: _attr,
@@ -199,7 +213,8 @@ def _output(d: ast.OutputDecl) -> str:
 
 
 def _loss(d: ast.LossDecl) -> str:
-    return f"loss = {format_expr(d.value)}"
+    name = f" {d.name}" if d.name else ""
+    return f"loss{name} = {format_expr(d.value)}"
 
 
 def _metric(d: ast.MetricDecl) -> str:
@@ -237,6 +252,8 @@ def _lines(module: ast.Module) -> list[_Line]:
             out += _fn_lines(d)
         elif isinstance(d, ast.RunDecl):
             out += _run_lines(d)
+        elif isinstance(d, ast.NodeDecl) and isinstance(d.value, ast.Scan) and d.value.body:
+            out += _scan_lines(d)
         else:
             out.append(_Line(_DECL[type(d)](d), 0, d.span.line, d.span.end_line))
     return out
@@ -253,6 +270,18 @@ def _fn_lines(d: ast.FnDecl) -> list[_Line]:
     out += [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in d.body]
     out.append(_Line(f"return {format_expr(d.result)}", 1, d.result.span.line,
                      d.result.span.end_line))
+    out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
+    return out
+
+
+def _scan_lines(d: ast.NodeDecl) -> list[_Line]:
+    """``node h = scan t in N, c: f32 = 0.0 {``, one ``let`` per line, ``return ...``, ``}``."""
+    e: ast.Scan = d.value
+    head = f"{d.keyword} {d.name}{_annotation(d.type)} = {_scan_header(e)}"
+    out = [_Line(head, 0, d.span.line, e.init.span.end_line or d.span.line, "open")]
+    out += [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in e.body]
+    out.append(_Line(f"return {format_expr(e.result)}", 1, e.result.span.line,
+                     e.result.span.end_line))
     out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
     return out
 

@@ -240,7 +240,9 @@ class _Builder:
         return ast.OutputDecl(tuple(ast.Name(str(n), self.span(n)) for n in t.children), span)
 
     def d_loss_decl(self, t, span):
-        return ast.LossDecl(self.expr(t.children[0]), span)
+        name, value = t.children
+        return ast.LossDecl(self.expr(value), span, str(name) if name is not None else None,
+                            self.span(name) if name is not None else span)
 
     def d_metric_decl(self, t, span):
         name, value = t.children
@@ -360,6 +362,15 @@ class _Builder:
                                     self.span(backward))
         return ast.Argmin(str(sense), str(var), self.type(typ), self.expr(objective),
                           constraints, hint, back, span, self.span(var))
+
+    def e_scan_expr(self, t, span):
+        index, length, carry, typ, init, *rest = t.children
+        *lets, result = rest
+        length = ast.DimRef(str(length.children[0]) if length.data == "dim_name"
+                            else int(length.children[0]), self.span(length))
+        return ast.Scan(str(index), length, str(carry), self.type(typ), self.expr(init),
+                        tuple(self.decl(s) for s in lets), self.expr(result), span,
+                        self.span(index), self.span(carry))
 
     def e_attr(self, t, span):
         base, name = t.children

@@ -15,24 +15,27 @@ from ddm.library.types import DtypeError, ShapeError, TensorType, promote
 
 def _path_rule(name):
     def rule(types, static):
-        s, h = types
-        for i, t in enumerate(types):
+        s, h, *rates = types
+        for i, t in enumerate((s, h)):
             if t.ndim != 1:
                 raise ShapeError(f"{name} takes one path: S[N + 1] and h[N], got {t}", arg=i)
             if not t.is_float:
                 raise DtypeError(f"{name} expects floats, got {t}", arg=i)
+        # cost and impact are scalars: numbers in the program, or a market's inputs
+        for i, (key, t) in enumerate(zip(("cost", "impact"), rates), start=2):
+            if t.ndim != 0:
+                raise ShapeError(f"{name}: {key} is a scalar rate, got {t}", arg=i)
+            if t.dtype == "bool":
+                raise DtypeError(f"{name}: {key} is a number, got {t}", arg=i)
         n_s, n_h = s.shape[0], h.shape[0]
         if isinstance(n_s, int) and isinstance(n_h, int) and n_s != n_h + 1:
             raise ShapeError(f"{name}: S has {n_s} prices, so h needs {n_s - 1} positions "
                              f"(one per period), got {n_h}", arg=1)
-        for key in ("cost", "impact"):
-            if key in static and static[key] < 0:
-                raise ShapeError(f"{name}: {key} must be at least 0, got {static[key]}")
         return TensorType(promote(s, h, name), ())
     return rule
 
 
-def _hedge_pnl(S, h, strike=100.0, option="call", cost=0.0, impact=0.0, premium=0.0):
+def _hedge_pnl(S, h, cost=0.0, impact=0.0, strike=100.0, option="call", premium=0.0):
     from ddm.library.market import trading
     payoff = trading.call_payoff if option == "call" else trading.put_payoff
     return trading.hedged_short_option_pnl(S, h, lambda s: payoff(s, strike), premium,
@@ -52,16 +55,16 @@ def _turnover(h):
 
 
 OPS = (
-    Op("hedge_pnl", (Arg("S"), Arg("h"), Arg("strike", "float", 100.0),
+    Op("hedge_pnl", (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0),
+                     Arg("impact", "tensor", 0.0), Arg("strike", "float", 100.0),
                      Arg("option", "str", "call", choices=("call", "put")),
-                     Arg("cost", "float", 0.0), Arg("impact", "float", 0.0),
                      Arg("premium", "float", 0.0)),
        _path_rule("hedge_pnl"), _hedge_pnl,
        "P&L of selling a European option (call or put at strike) for premium and holding h "
        "over the path S: premium − payoff(S[-1]) + Σ h·ΔS − Σ (cost·|Δh| + impact·Δh²)·S.",
        family="path"),
-    Op("trading_pnl", (Arg("S"), Arg("h"), Arg("cost", "float", 0.0),
-                       Arg("impact", "float", 0.0)),
+    Op("trading_pnl", (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0),
+                       Arg("impact", "tensor", 0.0)),
        _path_rule("trading_pnl"), _trading_pnl,
        "Σ h·ΔS less proportional (cost) and quadratic (impact) transaction costs.",
        family="path"),

@@ -25,7 +25,9 @@ from ddm.library.op import Arg
 # remaining steps to final_lr·lr (cosine, linear, exponential).
 SCHEDULE = (Arg("schedule", "str", "constant",
                 choices=("constant", "cosine", "linear", "exponential")),
-            Arg("warmup", "int", 0), Arg("final_lr", "float", 0.0))
+            Arg("warmup", "int", 0), Arg("final_lr", "float", 0.0),
+            # > 0: the learning rate is trained with the model (runtime/optimizers.py)
+            Arg("hypergradient", "float", 0.0))
 
 OPTIMIZERS = {
     "adam": (Arg("lr", "float", 1e-3), Arg("b1", "float", 0.9), Arg("b2", "float", 0.999))
@@ -46,6 +48,7 @@ SCALARS = {
     "log_every": ("int", 50, 1),
     "clip_norm": ("float", 0.0, 0.0),
     "checkpoint_every": ("int", 0, 0),
+    "loss": ("str", "", None),  # a named loss (``loss NAME = …``) to train instead
 }
 CALLS = ("data", "optimizer")
 KEYS = tuple(SCALARS) + CALLS
@@ -177,10 +180,20 @@ class RunConfig:
         self.values[key] = value
 
     # --- validation ----------------------------------------------------------------------------
-    def validate(self, sources) -> "RunConfig":
+    def validate(self, sources, losses: tuple[str, ...] | None = None) -> "RunConfig":
+        """Check every value; ``losses``: the program's named losses, which ``loss`` must
+        name when it is set (None: not checked here)."""
         v = self.values
+        if v["loss"] is None:  # ``--set loss=``: back to the default loss
+            v["loss"] = ""
         for key, (kind, _, minimum) in SCALARS.items():
             v[key] = _coerce(self, key, v[key], kind, minimum)
+        if v["loss"] and losses is not None and v["loss"] not in losses:
+            close = difflib.get_close_matches(v["loss"], losses, n=1)
+            raise self.error("loss", f"the program has no loss named '{v['loss']}'",
+                             hint=f"did you mean '{close[0]}'?" if close else
+                             ("its named losses: " + ", ".join(losses) if losses else
+                              "name one in the program: loss NAME = ..."))
         opt = v["optimizer"]
         if not isinstance(opt, dict) or "name" not in opt:
             raise self.error("optimizer", "optimizer must name an optimiser, e.g. adam(lr=1e-3)")
@@ -192,6 +205,15 @@ class RunConfig:
             if v["optimizer"][k] <= 0:
                 raise self.error(f"optimizer.{k}", f"optimizer {k} must be > 0, got "
                                  f"{v['optimizer'][k]}")
+        o = v["optimizer"]
+        if o["hypergradient"] < 0:
+            raise self.error("optimizer.hypergradient", "hypergradient is the step size of the "
+                             f"learned log learning rate and must be >= 0, got "
+                             f"{o['hypergradient']}")
+        if o["hypergradient"] > 0 and (o["schedule"] != "constant" or o["warmup"]):
+            raise self.error("optimizer.hypergradient", "a learned learning rate "
+                             "(hypergradient > 0) replaces the schedule",
+                             hint="drop schedule=/warmup=, or set hypergradient=0")
         data = v["data"]
         if data is None:
             raise ConfigDiagnostic(None, "no data to train on: add data = SOURCE(...) to the "

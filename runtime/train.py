@@ -24,7 +24,7 @@ from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
-from ddm.runtime.optimizers import make_optimizer, make_schedule
+from ddm.runtime.optimizers import learned_lr, make_optimizer, make_schedule
 
 
 @dataclass
@@ -76,6 +76,13 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     import optax
 
     v = cfg.values
+    if v.get("loss"):  # a named loss chosen by the run (cli.main switches before the banner)
+        named = dict(prog.graph.losses)
+        if v["loss"] not in named:
+            raise cfg.error("loss", f"the program has no loss named '{v['loss']}'",
+                            hint="its named losses: " + (", ".join(named) or "none"))
+        if prog.graph.loss != named[v["loss"]]:
+            prog = prog.with_loss(v["loss"])
     g = prog.graph
     if g.loss is None:
         raise ConfigDiagnostic(None, f"{g.file} declares no loss, so --run has nothing to train",
@@ -231,6 +238,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                     line["clipped"] = bool(clipped)
                 if callable(lr_at):
                     line["lr"] = float(lr_at(s + 1))
+                elif (eta := learned_lr(opt_state)) is not None:
+                    line["lr"] = float(eta)  # after this step's update of it
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped
@@ -272,6 +281,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         metrics["skipped_steps"] = skipped
     if clip_norm > 0:
         metrics["clipped_steps"] = int(tally["clipped"])
+    if (eta := learned_lr(opt_state)) is not None:
+        metrics["learned_lr"] = float(eta)
     compiled = (train_step, evaluate_info, evaluate_train_info)
     timing = {
         "trace_s": round(sum(c.trace_s for c in compiled), 4),

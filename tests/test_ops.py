@@ -237,7 +237,8 @@ def diag_case(draw, op):
 @st.composite
 def path_case(draw, op):
     n = draw(st.integers(1, 8))
-    return Case((T("f32", (n + 1,)), T("f32", (n,))), defaults(op))
+    # S, h, then the scalar cost and impact rates
+    return Case((T("f32", (n + 1,)), T("f32", (n,)), T("f32", ()), T("f32", ())), defaults(op))
 
 
 @st.composite

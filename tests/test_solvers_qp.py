@@ -18,7 +18,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from ddm.library.solvers.eq_qp import eq_qp, eq_qp_with_duals  # noqa: E402
@@ -49,10 +49,11 @@ def spd(rng, n, ridge=1.0):
 def eq_instance(seed, n, p):
     """A well-conditioned class 1 instance: P SPD, A [p, n] of full row rank."""
     rng = np.random.default_rng(seed)
-    A = rng.normal(size=(p, n))
-    if p:
-        s = np.linalg.svd(A, compute_uv=False)
-        A = A if s[-1] > 0.2 * s[0] else A + np.eye(p, n)
+    # A is built from its SVD so its condition number is at most 4 whatever the seed: finite
+    # differences of an ill-conditioned solve are noise, and the test would measure the noise.
+    U = np.linalg.qr(rng.normal(size=(p, p)))[0] if p else np.zeros((0, 0))
+    V = np.linalg.qr(rng.normal(size=(n, n)))[0][:p]
+    A = U @ np.diag(rng.uniform(0.5, 2.0, size=p)) @ V
     return spd(rng, n), rng.normal(size=n), A, rng.normal(size=p)
 
 
@@ -216,6 +217,7 @@ def test_eq_qp_accepts_P_semidefinite_but_definite_on_the_feasible_set():
 
 @settings(max_examples=12, deadline=None)
 @given(shape=st.sampled_from(EQ_SHAPES), seed=st.integers(0, 2**31))
+@example(shape=(4, 4), seed=3206)      # drew a condition-1e3 A before instances were built by SVD
 def test_eq_qp_gradients_match_finite_differences(shape, seed):
     """∂(w·x*)/∂(P, c, A, b) — b is the parameter-dependent constant term of the constraints."""
     args = eq_instance(seed, *shape)

@@ -1,0 +1,52 @@
+"""Lowering a sequential node: its body becomes the step function of one ``jax.lax.scan``.
+
+The step evaluates the body's values (only those the new carry needs) with the placeholders
+bound to the step index and the carry, and the captured outer values taken from the enclosing
+environment — closed over, so their gradients flow through ``lax.scan``'s own rule. Declarative
+nodes inside the body return their solver infos per step; they come out stacked ``[N, ...]``
+and are put in the enclosing environment under the nested node's id, as if it ran outside.
+"""
+from __future__ import annotations
+
+from ddm.compiler.binding import resolve as resolve_dim
+from ddm.library.lazy import jax, jnp
+from ddm.library.precision import resolve_dtype
+
+
+def scan_node(low, v, env, params, inputs, dims, batched):
+    """The stacked carries of scan node ``v`` for one sample."""
+    spec = v.attr("scan")
+    values = low.graph.values
+    steps = resolve_dim(spec.length, dims, v.span)
+    shape = tuple(resolve_dim(d, dims, v.span) for d in spec.carry_type.shape)
+    dtype = resolve_dtype(spec.carry_type.dtype, low.x64)
+    init = jnp.broadcast_to(jnp.asarray(env[v.inputs[0]], dtype), shape)
+    outer = {i: env[i] for i in v.inputs[1:]}
+    body = range(*spec.body)
+    need = _needed(values, spec, body)
+
+    def step(carry, t):
+        local = dict(outer)
+        local[spec.index] = t
+        local[spec.carry] = carry
+        for i in need:
+            local[i] = low.value(values[i], local, params, inputs, dims, batched)
+        new = jnp.broadcast_to(jnp.asarray(local[spec.result], dtype), shape)
+        infos = {k: a for k, a in local.items() if isinstance(k, tuple)}
+        return new, (new, infos)
+
+    _, (stacked, infos) = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
+    env.update(infos)
+    return stacked
+
+
+def _needed(values, spec, body) -> list[int]:
+    """Body values the new carry depends on, in order (the placeholders are bound per step)."""
+    need, stack = set(), [spec.result]
+    while stack:
+        i = stack.pop()
+        if i in need or i not in body or i in (spec.index, spec.carry):
+            continue
+        need.add(i)
+        stack.extend(values[i].inputs)
+    return sorted(need)
