@@ -132,7 +132,8 @@ def summary_table(graph) -> str:
         inside = {i: s.name for s in special if s.op == "scan"
                   for i in range(*s.attr("scan").body)}
         for v in special:
-            label = v.name or (f"(in scan {inside[v.id]})" if v.id in inside else "(unnamed)")
+            label = v.name or (f"(in scan {inside[v.id] or 'expression'})" if v.id in inside
+                               else "(unnamed)")
             what = v.attr("problem") if v.op == "argmin" else v.attr("scan")
             lines.append(f"{label} ({_at(v.span)}): {what.describe()}")
     outs = ", ".join(n for n, _ in graph.outputs) or "none"
@@ -169,6 +170,10 @@ def cmd_compile(args) -> int:
     from ddm.compiler.program import Program
     prog = Program(graph, sources, x64=x64)
     if args.emit in ("jaxpr", "hlo"):
+        if isinstance(cfg.values.get("loss"), str) and cfg.values["loss"]:
+            from ddm.runtime.data import SOURCES
+            cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
+            prog = prog.with_loss(cfg.values["loss"])
         from ddm.cli.emit import emit
         print(emit(prog, args.emit, _dims(args.dim), cfg.values.get("batch", 256)))
         return EXIT_OK

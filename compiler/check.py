@@ -50,6 +50,7 @@ class _Checker:
         self.lifted: dict[int, int] = {}
         self.dim_values: dict[str, int] = {}
         self.generic_ok: set[int] = set()
+        self.scan_index: dict[int, tuple[str, object]] = {}  # index value → (name, length)
 
     # --- building values ---------------------------------------------------------------------
     def add(self, op: str, kind: str, inputs, attrs, typ: TensorType, span: Span,
@@ -397,11 +398,41 @@ class _Checker:
             if it.dtype != "i32" or it.shape:
                 raise DtypeDiagnostic(_span(item), f"an index must be an i32 scalar, got {it}",
                                       hint="slices take literal bounds: x[1:3]")
+            self.check_step_index(item, scope, dim, axis, t)
             items.append(("d", len(inputs)))
             inputs.append(vid)
         shape.extend(t.shape[len(e.items):])
         return self.add("index", "imperative", inputs, (("items", tuple(items)),),
                         TensorType(t.dtype, tuple(shape)), e.span, scope)
+
+    def check_step_index(self, item, scope: _Scope, dim, axis: int, t: TensorType) -> None:
+        """``x[t + k]`` with ``t`` a scan's step index: JAX clamps an index past the end and
+        wraps a negative one, so a range that leaves the axis is an error when both sizes are
+        known (the last step of ``S[t + 1]`` with S as long as the scan, say)."""
+        offset, name = 0, None
+        if isinstance(item, ast.Name):
+            name = item.id
+        elif isinstance(item, ast.BinOp) and item.op in ("+", "-"):
+            left, right = item.left, item.right
+            k = _int_literal(right)
+            if isinstance(left, ast.Name) and k is not None:
+                name, offset = left.id, (k if item.op == "+" else -k)
+            elif item.op == "+" and isinstance(right, ast.Name) and _int_literal(left) is not None:
+                name, offset = right.id, _int_literal(left)
+        vid = scope.local.get(name) if name is not None else None
+        if vid not in self.scan_index:
+            return
+        index, length = self.scan_index[vid]
+        steps, size = _dim_int(length), _dim_int(dim)
+        if steps is None or size is None:
+            return
+        lo, hi = offset, steps - 1 + offset
+        if lo < 0 or hi >= size:
+            at, value = (0, lo) if lo < 0 else (steps - 1, hi)
+            what = "wraps to the end" if lo < 0 else "is past the end"
+            raise ShapeDiagnostic(_span(item), f"at step {index} = {at} this index is {value}, "
+                                  f"which {what} of axis {axis} of {t} (size {size})",
+                                  hint="shorten the scan or index within the axis")
 
     def index_literal(self, expr, dim, what) -> int:
         k = _int_literal(expr)
@@ -491,6 +522,11 @@ class _Checker:
                         layout.append(0)
                         continue
                     value = ast.Number(arg.default, repr(arg.default), e.span)
+                literal = _num_literal(value)
+                if arg.name in op.extra.get("nonnegative", ()) and literal is not None \
+                        and literal < 0:
+                    raise ShapeDiagnostic(_span(value), f"{op.name}(): {arg.name} must be at "
+                                          f"least 0, got {literal}")
                 tensors.append(self.expr(value, scope))
                 exprs.append(value)
                 layout.append(-1)

@@ -178,6 +178,8 @@ def format_ir(graph: Graph) -> str:
         lines.append(f"output {name} = %{i}")
     if graph.loss is not None:
         lines.append(f"loss = %{graph.loss}")
+    for name, i in graph.losses:
+        lines.append(f"loss {name} = %{i}")
     for name, i in graph.metrics:
         lines.append(f"metric {name} = %{i}")
     return "\n".join(lines)

@@ -83,6 +83,9 @@ def _declare(module: ast.Module, r: Resolved) -> None:
         first.setdefault(alias, ("import", Span(module.file, 0, 0, 0, 0)))
 
     def claim(kind: str, name: str, span: Span):
+        if name in KEYWORDS:
+            raise NameDiagnostic(span, f"'{name}' is a keyword of the language and cannot name "
+                                 f"{_article(kind)} {kind}", hint="choose another name")
         if name in first:
             prev_kind, prev_span = first[name]
             what = f"{_article(prev_kind)} {prev_kind}"
@@ -205,6 +208,12 @@ class _Imports:
                 r.fns.setdefault(name, fn)
 
 
+# words an expression may start with or contain where a name could stand: declared as names,
+# they would parse here and fail later where they are used
+KEYWORDS = frozenset({"scan", "return", "not", "and", "or", "true", "false", "argmin",
+                      "argmax"})
+
+
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
@@ -219,6 +228,8 @@ def iter_names(expr) -> Iterator[tuple[ast.Name, bool]]:
         if isinstance(e, ast.Name):
             if e.id not in bound:  # an argmin's decision variable is local to its problem
                 yield e, called
+            elif called:  # a decision variable, scan index, carry or scan let
+                raise NameDiagnostic(e.span, f"'{e.id}' is a value, not a function")
             continue
         if isinstance(e, ast.Argmin):
             inner = bound | {e.var}

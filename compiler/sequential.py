@@ -55,27 +55,32 @@ def check_scan(ch: "_Checker", e: ast.Scan, scope: "_Scope") -> int:
         raise ShapeDiagnostic(e.span, "scan belongs in a node, not in loss or metric",
                               hint="node h = scan t in N, ... then use h here")
     _distinct_names(e)
-    length = _length(e.length, scope)
-    carry_t = ch.type_expr(e.carry_type, scope.dims, generic=False)
+    dims = _dims(scope)
+    length = _length(e.length, dims)
+    carry_t = ch.type_expr(e.carry_type, dims, generic=False)
     init = ch.expr(e.init, scope)
     init = _as_carry(ch, init, carry_t, e.init, "the initial carry", scope)
 
     start = len(ch.values)
     index = ch.add("scan_index", "state", (), (("name", e.index),), TensorType("i32", ()),
                    e.index_span, scope, stage="sample")
+    ch.scan_index[index] = (e.index, length)
     carry = ch.add("scan_carry", "state", (), (("name", e.carry),), carry_t, e.carry_span,
                    scope, stage="sample")
     inner = _Scope(scope.context, dict(scope.local), scope.dims, scope.fn, scope.tag)
     inner.local[e.index] = index
     inner.local[e.carry] = carry
     for stmt in e.body:
-        vid = ch.rename(ch.expr(stmt.value, inner), stmt.name)
+        # not renamed: a let is local to one step, and names in the IR label whole nodes
+        vid = ch.expr(stmt.value, inner)
         if stmt.type is not None:
-            ch.expect(stmt.type, vid, f"'{stmt.name}'", scope.dims)
+            ch.expect(stmt.type, vid, f"'{stmt.name}'", dims)
         inner.local[stmt.name] = vid
     result = ch.expr(e.result, inner)
     result = _as_carry(ch, result, carry_t, e.result, "the body's value (the new carry)", inner,
                        declared=e.carry_type.span)
+    if result < start:  # the new carry is an outer value itself: give the body a value of it
+        result = ch.add("identity", "imperative", (result,), (), carry_t, e.result.span, inner)
     end = len(ch.values)
 
     body = set(range(start, end))
@@ -94,21 +99,26 @@ def _distinct_names(e: ast.Scan) -> None:
         seen[name] = span
 
 
-def _length(ref: ast.DimRef, scope: "_Scope") -> Dim:
+def _dims(scope: "_Scope"):
+    """The dims a scan's length and carry type may name: the scope's, and inside a fn checked
+    at its definition the symbolic dims of its signature."""
+    if scope.fn is None:
+        return scope.dims
+    generic = {d.value for p in scope.fn.decl.params for d in p.type.dims
+               if isinstance(d.value, str)}
+    return {**{g: SymDim(g) for g in generic}, **scope.dims}
+
+
+def _length(ref: ast.DimRef, dims) -> Dim:
     if isinstance(ref.value, int):
         if ref.value <= 0:
             raise ShapeDiagnostic(ref.span, f"a scan runs at least one step, got {ref.value}")
         return ref.value
-    if ref.value not in scope.dims and scope.fn is not None:
-        # a fn checked at its definition: its signature's dims are symbolic there
-        generic = {d.value for p in scope.fn.decl.params for d in p.type.dims}
-        if ref.value in generic:
-            return SymDim(ref.value)
-    if ref.value not in scope.dims:
+    if ref.value not in dims:
         raise NameDiagnostic(ref.span, f"undefined dim '{ref.value}'",
                              hint=f"a scan runs over a dim or a literal count: declare "
                                   f"dim {ref.value} = ...")
-    return scope.dims[ref.value]
+    return dims[ref.value]
 
 
 def _as_carry(ch, vid: int, want: TensorType, expr, what: str, scope,

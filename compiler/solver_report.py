@@ -39,6 +39,7 @@ def failures(prog, infos: Mapping[int, Any], policy: str = "error"):
     """``(vid, instance, status, residual, n_failed, n)`` of the first failed instance of each
     node whose infeasibility policy is ``policy``."""
     out = []
+    depth = _scan_depth(prog.graph)
     for vid, info in sorted(infos.items()):
         problem = prog.graph.values[vid].attr("problem")
         if problem.on_infeasible != policy:
@@ -48,11 +49,24 @@ def failures(prog, infos: Mapping[int, Any], policy: str = "error"):
         if bad.size:
             k = int(bad[0])
             residual = np.atleast_1d(np.asarray(info.residual)).ravel()
-            # inside a scan the infos are [samples, steps]: name both
-            where = tuple(int(i) for i in np.unravel_index(k, status.shape))
-            out.append((vid, where if status.ndim > 1 else k, int(status.ravel()[k]),
-                        float(residual[k]), int(bad.size), int(status.size)))
+            where: int | tuple = k
+            steps = depth.get(vid, 0)  # inside scans the last axes are their steps
+            if steps:
+                index = [int(i) for i in np.unravel_index(k, np.asarray(info.status).shape)]
+                where = (tuple(index[:-steps]), tuple(index[-steps:]))
+            out.append((vid, where, int(status.ravel()[k]), float(residual[k]),
+                        int(bad.size), int(status.size)))
     return out
+
+
+def _scan_depth(graph) -> dict[int, int]:
+    """For each value inside scans, how many scans enclose it."""
+    depth: dict[int, int] = {}
+    for v in graph.values:
+        if v.op == "scan":
+            for i in range(*v.attr("scan").body):
+                depth[i] = depth.get(i, 0) + 1
+    return depth
 
 
 def enforce(prog, infos: Mapping[int, Any], what: str = "") -> None:
@@ -66,8 +80,10 @@ def enforce(prog, infos: Mapping[int, Any], what: str = "") -> None:
     vid, k, status, residual, n_bad, n = found[0]
     v = prog.graph.values[vid]
     label = prog.node_label(vid)
-    if isinstance(k, tuple):  # a node inside a scan: (sample, step)
-        where = f"instance {k[0]}, step {k[-1]}"
+    if isinstance(k, tuple):  # a node inside a scan: (sample index, step indices)
+        sample, steps = k
+        step = ", ".join(str(s) for s in steps)
+        where = (f"instance {sample[0]}, " if sample else "") + f"step {step}"
     else:
         where = f"instance {k}" + (f" of {n}" if n > 1 else "")
     more = f"; {n_bad - 1} more instance(s) failed" if n_bad > 1 else ""

@@ -364,8 +364,8 @@ class _Builder:
                           constraints, hint, back, span, self.span(var))
 
     def e_scan_expr(self, t, span):
-        index, length, carry, typ, init, *rest = t.children
-        *lets, result = rest
+        index, length, carry, typ, init, body = t.children
+        *lets, result = body.children
         length = ast.DimRef(str(length.children[0]) if length.data == "dim_name"
                             else int(length.children[0]), self.span(length))
         return ast.Scan(str(index), length, str(carry), self.type(typ), self.expr(init),

@@ -55,19 +55,19 @@ def _turnover(h):
 
 
 OPS = (
-    Op("hedge_pnl", (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0),
-                     Arg("impact", "tensor", 0.0), Arg("strike", "float", 100.0),
+    Op("hedge_pnl", (Arg("S"), Arg("h"), Arg("strike", "float", 100.0),
                      Arg("option", "str", "call", choices=("call", "put")),
+                     Arg("cost", "tensor", 0.0), Arg("impact", "tensor", 0.0),
                      Arg("premium", "float", 0.0)),
        _path_rule("hedge_pnl"), _hedge_pnl,
        "P&L of selling a European option (call or put at strike) for premium and holding h "
        "over the path S: premium − payoff(S[-1]) + Σ h·ΔS − Σ (cost·|Δh| + impact·Δh²)·S.",
-       family="path"),
+       family="path", extra={"nonnegative": ("cost", "impact")}),
     Op("trading_pnl", (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0),
                        Arg("impact", "tensor", 0.0)),
        _path_rule("trading_pnl"), _trading_pnl,
        "Σ h·ΔS less proportional (cost) and quadratic (impact) transaction costs.",
-       family="path"),
+       family="path", extra={"nonnegative": ("cost", "impact")}),
     Op("turnover", (Arg("h"),), vector_rule("turnover", "positions"), _turnover,
        "Σ |Δh|, the units traded along the path, from a flat start.", family="vector"),
 )

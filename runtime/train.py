@@ -375,14 +375,17 @@ def solver_stats(prog: Program, infos):
     ok = jnp.bool_(True)
     stats = {}
     for vid, info in infos.items():
-        status = jnp.atleast_1d(info.status)
-        residual = jnp.atleast_1d(info.residual)
+        # flat over the batch and, for a node inside a scan, its steps ([B, N] row-major)
+        status = jnp.ravel(info.status)
+        residual = jnp.ravel(info.residual)
         problem = prog.graph.values[vid].attr("problem")
         bad = ~jnp.isin(status, jnp.asarray(problem.accepted))
         first = jnp.argmax(bad)
         if problem.on_infeasible == "error":
             ok = ok & ~jnp.any(bad)
         stats[vid] = {"failed": jnp.sum(bad), "first": first, "status": status[first],
+                      "per_sample": status.size // max(jnp.shape(info.status)[0], 1)
+                      if jnp.ndim(info.status) else 1,
                       "residual": residual[first], "max_residual": jnp.max(residual),
                       "mean_iterations": jnp.mean(jnp.atleast_1d(info.iterations)
                                                   .astype(jnp.float32))}
@@ -397,12 +400,13 @@ def solver_failure(prog: Program, stats, step: int, idx) -> DdmError:
         problem = prog.graph.values[vid].attr("problem")
         if problem.on_infeasible != "error" or int(st["failed"]) == 0:
             continue
-        k = int(st["first"])
+        k, at = divmod(int(st["first"]), int(st["per_sample"]))  # at: the scan step, if any
         code = int(st["status"])
         v = prog.graph.values[vid]
+        inside = f", scan step {at}" if vid in prog.graph.nested() else ""
         err = SolverDiagnostic(v.span, f"{problem.sense} node '{prog.node_label(vid)}' failed at "
                                f"step {step} on training sample {int(idx[k])} (instance {k} of "
-                               f"the batch): {status_name(code)} (residual "
+                               f"the batch{inside}): {status_name(code)} (residual "
                                f"{float(st['residual']):.3g}); {int(st['failed'])} instance(s) "
                                "failed; training stopped before applying that step's update",
                                hint=STATUS_HINTS[code])

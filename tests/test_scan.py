@@ -183,3 +183,34 @@ output c, m
     out = prog.apply({}, x=np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(out["c"], [1.0, 3.0, 6.0])
     np.testing.assert_allclose(out["m"], [[1.0, 3.0, 6.0], [3.0, 9.0, 18.0]])
+
+
+def test_one_sample_names_the_step_of_a_failed_solve_inside_a_scan():
+    src = BAND.replace("v >= d[t] - w", "v >= d[t] - w + 10.0 * f32(d[t] > 5.0)") % ""
+    prog = ddm.loads(src, x64=True, strict=True)
+    params = prog.init(jax.random.key(0))
+    d = np.zeros(5)
+    d[2] = 6.0
+    with pytest.raises(ddm.DdmError) as info:
+        prog.apply(params, d=d)
+    assert "failed on step 2 during apply" in info.value.message
+
+
+def test_training_stops_at_a_failed_solve_inside_a_scan_naming_sample_and_step(monkeypatch,
+                                                                                tmp_path):
+    from ddm.runtime import train
+    from ddm.runtime.config import RunConfig
+    from ddm.runtime.data import Dataset, Source
+
+    d = np.zeros((8, 5))
+    d[3, 4] = 6.0  # only training sample 3, at step 4
+    sources = {"bands": Source("bands", (), lambda: Dataset({"d": d}, {"d": d[:2]}), "")}
+    monkeypatch.setattr(train, "SOURCES", sources)
+    cfg = RunConfig.defaults()
+    cfg.values.update(data={"name": "bands"}, batch=8, steps=3, x64=True)
+    cfg.validate(sources)
+    src = BAND.replace("v >= d[t] - w", "v >= d[t] - w + 10.0 * f32(d[t] > 5.0)") % ""
+    with pytest.raises(ddm.DdmError) as info:
+        train.run(ddm.loads(src, file="band.ddm", x64=True), cfg, str(tmp_path))
+    msg = info.value.message
+    assert "failed at step 1 on training sample 3" in msg and "scan step 4" in msg, msg
