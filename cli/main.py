@@ -57,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--x64", action="store_true", help="compute in float64")
     t.set_defaults(run=True, emit=None, dim=[])
 
+    r = sub.add_parser("render", help="draw the program's graph (DOT, SVG, PNG)",
+                       description="Draw FILE's typed graph as the seed article draws pipelines: "
+                       "inputs, params, imperative and declarative nodes told apart, edges "
+                       "labelled with tensor names and types, argmin, scan and fn bodies as "
+                       "clusters. Prints DOT, or writes -o PATH (.dot, .svg, .png; SVG and PNG "
+                       "need graphviz's dot).")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("-o", "--out", metavar="PATH", help="write here (format from the extension)")
+    r.add_argument("--format", choices=("dot", "svg", "png"), help="override the extension")
+    r.add_argument("--backward", action="store_true",
+                   help="draw the backward (adjoint) edges only, dashed")
+    r.add_argument("--both", action="store_true", help="forward and backward edges")
+    r.add_argument("--grads", metavar="RUN_DIR", help="label and colour backward edges with "
+                   "the gradient norms a run measured (RUN_DIR/grad_norms.json); implies --both "
+                   "unless --backward")
+    r.add_argument("--rankdir", choices=("LR", "TB"), default="LR",
+                   help="layout direction (default LR)")
+
     f = sub.add_parser("fmt", help="print the canonical formatting of a file",
                        description="Print FILE in canonical form (comments kept).")
     f.add_argument("file", metavar="FILE")
@@ -75,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"check": cmd_check, "compile": cmd_compile, "train": cmd_compile,
-                "fmt": cmd_fmt}[args.command](args)
+                "fmt": cmd_fmt, "render": cmd_render}[args.command](args)
     except DdmError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER
@@ -205,6 +223,45 @@ def _dims(pairs) -> dict[str, int]:
             raise ConfigDiagnostic(None, f"--dim takes NAME=SIZE, got '{pair}'")
         out[name] = int(size)
     return out
+
+
+def cmd_render(args) -> int:
+    import json
+
+    from ddm.compiler.driver import front_end_file
+    from ddm.compiler.render import DotMissing, measured, render_file, to_dot
+    from ddm.dsl.diagnostics import ConfigDiagnostic
+    graph, sources = front_end_file(args.file)
+    _warn(graph, sources)
+    grads = None
+    if args.grads:
+        path = os.path.join(args.grads, "grad_norms.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                grads = measured(graph, json.load(fh))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigDiagnostic(None, f"--grads {args.grads}: cannot read {path} ({exc})",
+                                   hint="train with ddmc compile FILE --run --out DIR first; "
+                                        "the run writes grad_norms.json") from None
+    show = "backward" if args.backward else ("both" if args.both or grads is not None
+                                             else "forward")
+    text = to_dot(graph, show, grads, args.rankdir)
+    if not args.out:
+        if args.format not in (None, "dot"):
+            print("ddmc render: SVG and PNG need -o PATH", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        fmt = render_file(text, args.out, args.format)
+    except DotMissing as exc:
+        print(f"ddmc render: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"ddmc render: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {args.out} ({fmt}, {len(graph.values)} IR values)")
+    return EXIT_OK
 
 
 def cmd_fmt(args) -> int:

@@ -126,6 +126,15 @@ class Graph:
                 out.update(range(*v.attr("scan").body))
         return out
 
+    def in_bodies(self) -> set[int]:
+        """Ids of the values inside an argmin's problem or a scan's body: evaluated only by
+        their node (a decision variable or a carry has no value of its own)."""
+        out = self.nested()
+        for v in self.values:
+            if v.op == "argmin":
+                out.update(range(*v.attr("problem").body))
+        return out
+
     def solver_roots(self) -> list[int]:
         """The values whose evaluation yields every declarative node's solver info: the
         argmin nodes outside scans, and each outermost scan with an argmin in its body."""
@@ -144,6 +153,45 @@ class Graph:
 
     def dim_values(self) -> dict[str, int]:
         return {d.name: d.value for d in self.dims if d.value is not None}
+
+
+def gradient_path(g: Graph) -> set[int]:
+    """Values the loss depends on that depend on a param: where the adjoint flows. Layer
+    params enter through layer values; a problem's or a scan's body feeds its node."""
+    feeds: dict[int, set[int]] = {v.id: set(v.inputs) for v in g.values}
+    for v in g.values:
+        if v.op == "argmin":
+            p = v.attr("problem")
+            feeds[v.id] |= {p.objective, p.var}
+            feeds[p.var] = set(range(*p.body)) - {p.var}
+        elif v.op == "scan":
+            s = v.attr("scan")
+            feeds[v.id] |= {s.result}
+            feeds[s.carry] = {v.inputs[0], s.result}
+    roots = [g.loss] if g.loss is not None else []
+    upstream: set[int] = set()
+    stack = list(roots)
+    while stack:
+        i = stack.pop()
+        if i in upstream:
+            continue
+        upstream.add(i)
+        stack.extend(feeds[i])
+    sources = {v.id for v in g.values if v.op == "param" or v.op == "layer"}
+    downstream: set[int] = set()
+    users: dict[int, list[int]] = {}
+    for dst, srcs in feeds.items():
+        for s in srcs:
+            users.setdefault(s, []).append(dst)
+    stack = list(sources)
+    while stack:
+        i = stack.pop()
+        if i in downstream:
+            continue
+        downstream.add(i)
+        stack.extend(users.get(i, ()))
+    floats = {v.id for v in g.values if v.type.is_float}
+    return upstream & downstream & floats
 
 
 def format_ir(graph: Graph) -> str:

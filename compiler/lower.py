@@ -30,22 +30,29 @@ class Lowered:
 
     # --- one sample ----------------------------------------------------------------------------
     def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-               batched: bool = False, infos: dict | None = None) -> dict[int, object]:
+               batched: bool = False, infos: dict | None = None,
+               taps: Mapping | None = None) -> dict[int, object]:
         """Values ``roots`` (static or sample stage) for one sample's ``inputs``. Declarative
-        nodes among them put their solver :class:`Info` into ``infos`` (by value id)."""
+        nodes among them put their solver :class:`Info` into ``infos`` (by value id).
+        ``taps``: zeros added to some values, by id, so that the gradient with respect to a
+        tap is the loss's adjoint at that value (:meth:`Program.grad_norms`)."""
         need = self.graph.ancestors(roots)
         env: dict = {}
         for i in sorted(need):
             env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched)
+            if taps is not None and i in taps:
+                env[i] = env[i] + taps[i]
         if infos is not None:
             infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
         return {i: env[i] for i in roots}
 
     # --- a batch -------------------------------------------------------------------------------
     def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-              infos: dict | None = None) -> dict[int, object]:
+              infos: dict | None = None, taps: Mapping | None = None) -> dict[int, object]:
         """Values ``roots`` of any stage for a batch of inputs (leading axis). Solver infos of
-        per-sample declarative nodes come back batched (leading axis) in ``infos``."""
+        per-sample declarative nodes come back batched (leading axis) in ``infos``. ``taps``
+        as in :meth:`sample`: batched ``[B, …]`` for sample-stage values."""
+        taps = taps or {}
         g = self.graph
         need = g.ancestors(roots)
         lifts = [i for i in sorted(need) if g.values[i].op == "lift"]
@@ -56,13 +63,15 @@ class Lowered:
             wanted = g.inputs_needed(sample_roots)
             batch_inputs = {s.name: inputs[s.name] for s in wanted}
 
-            def one(sample_inputs):
+            sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
+
+            def one(sample_inputs, tapped):
                 found: dict = {}
                 out = self.sample(params, sample_inputs, dims, sample_roots, batched=True,
-                                  infos=found)
+                                  infos=found, taps=tapped or None)
                 return out, found
 
-            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs)
+            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps)
             env.update(per_sample)
             if infos is not None:
                 infos.update(found)
@@ -73,6 +82,8 @@ class Lowered:
             if i in env or v.stage == "sample":
                 continue
             env[i] = self.value(v, env, params, inputs, dims, batched=True)
+            if i in taps:
+                env[i] = env[i] + taps[i]
         if infos is not None:
             infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
         return {i: env[i] for i in roots}

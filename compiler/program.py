@@ -208,6 +208,34 @@ class Program:
         infos = self._solver_info(params, self._inputs(inputs), tuple(roots))
         return {self.node_label(i): info for i, info in infos.items()}
 
+    def grad_norms(self, params, batch: Mapping[str, Any]) -> dict[int, float]:
+        """‖∂loss/∂value‖ over ``batch`` for every value on the gradient path (the values the
+        loss depends on that depend on a param; values inside a scan's body are measured
+        through the scan, those of an argmin's problem through its solution), by value id — what ``ddmc render --grads`` draws. Sample values
+        count over the whole batch: the norm of the ``[B, …]`` adjoint."""
+        import numpy as np
+
+        from ddm.compiler.ir import gradient_path
+
+        g = self.graph
+        if g.loss is None:
+            raise DataDiagnostic(None, f"{self.file} declares no loss")
+        inside = g.in_bodies()
+        ids = sorted(i for i in gradient_path(g)
+                     if i not in inside and g.values[i].stage != "static"
+                     and g.values[i].op != "lift" and not g.values[i].type.weak)
+        inputs, dims = self._bind(self._inputs(batch), [g.loss] + ids, True, "grad_norms")
+        found = self._lowered.batch(params, inputs, dims, ids, infos={})
+        zeros = {i: jnp.zeros_like(found[i]) for i in ids}
+
+        def loss(taps):
+            out = self._lowered.batch(params, inputs, dims, [g.loss], infos={}, taps=taps)
+            return out[g.loss]
+
+        grads = jax.jit(jax.grad(loss))(zeros)
+        return {i: float(np.sqrt(np.sum(np.square(np.asarray(grads[i], np.float64)))))
+                for i in ids}
+
     def node_label(self, vid: int) -> str:
         v = self.graph.values[vid]
         return v.name or f"{v.attr('problem').sense}@{v.span.line}:{v.span.column}"

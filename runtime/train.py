@@ -298,6 +298,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         write_json(os.path.join(out_dir, "timing.json"), timing)
         save_params(os.path.join(out_dir, "params.npz"), params)
+        write_json(os.path.join(out_dir, "grad_norms.json"),
+                   _grad_norms(prog, params, train, batch, v["steps"]))
         with open(os.path.join(out_dir, "log.jsonl"), "w") as fh:
             for line in log_lines:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
@@ -365,6 +367,22 @@ def _nonfinite_error(prog: Program, params, sample, step: int, last_checkpoint) 
                          hint="lower the learning rate, set clip_norm, or guard the operation "
                          "(log of a non-positive value, division by zero)")
     return prog.sources.locate(err) if where is not None else err
+
+
+def _grad_norms(prog: Program, params, arrays, batch: int, steps: int) -> dict:
+    """‖∂loss/∂value‖ of the final params on the first training batch, by value id (what
+    ``ddmc render --grads`` draws), with each value's label and type beside it."""
+    import jax
+    import optax
+    first = {k: a[:batch] for k, a in arrays.items()}
+    norms = prog.grad_norms(params, first)
+    grads = jax.grad(prog._loss_impl)(params, first)
+    g = prog.graph
+    return {"step": steps, "batch": batch,
+            "values": {str(i): n for i, n in norms.items()},
+            "params": {k: float(optax.tree.norm(x)) for k, x in grads.items()},
+            "labels": {str(i): f"{g.values[i].name or g.values[i].op}: {g.values[i].type}"
+                       for i in norms}}
 
 
 def solver_stats(prog: Program, infos):
