@@ -49,6 +49,7 @@ SCALARS = {
     "clip_norm": ("float", 0.0, 0.0),
     "checkpoint_every": ("int", 0, 0),
     "loss": ("str", "", None),  # a named loss (``loss NAME = …``) to train instead
+    "diagnostics": ("bool", True, None),  # gradient statistics on log steps (diagnostics.py)
 }
 CALLS = ("data", "optimizer")
 KEYS = tuple(SCALARS) + CALLS

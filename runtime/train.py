@@ -24,6 +24,7 @@ from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
+from ddm.runtime import diagnostics
 from ddm.runtime.optimizers import learned_lr, make_optimizer, make_schedule
 
 
@@ -149,6 +150,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                 finite, clipped, stats)
 
     train_step = Compiled(step, "train step", donate_argnums=(0, 1, 2))
+    diagnose = Compiled(diagnostics.make(prog, batch)[0], "gradient diagnostics")
     evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
     evaluate_train_info = Compiled(prog._metrics_info_impl, "metrics on the training set")
 
@@ -243,6 +245,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped
+                if v["diagnostics"]:
+                    line["grad"] = diagnostics.to_floats(diagnose(params, train, idx))
                 log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
@@ -262,7 +266,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     if not declarative and int(tally["bad"]):
         nonfinite_stop()
     jax.block_until_ready(params)
-    run_s = time.perf_counter() - started - train_step.trace_s - train_step.compile_s
+    # run_s: training alone (the diagnostics' compilation is reported with the others)
+    run_s = (time.perf_counter() - started - train_step.trace_s - train_step.compile_s
+             - diagnose.trace_s - diagnose.compile_s)
     final_train = _floats(evaluate_train(params, {k: train[k] for k in test}))
     final_test = _floats(evaluate(params, test))
     metrics = {
@@ -281,9 +287,13 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         metrics["skipped_steps"] = skipped
     if clip_norm > 0:
         metrics["clipped_steps"] = int(tally["clipped"])
+        metrics["clip_frequency"] = int(tally["clipped"]) / max(v["steps"], 1)
+    grad_summary = diagnostics.summary(log_lines)
+    if grad_summary:
+        metrics["gradients"] = grad_summary
     if (eta := learned_lr(opt_state)) is not None:
         metrics["learned_lr"] = float(eta)
-    compiled = (train_step, evaluate_info, evaluate_train_info)
+    compiled = (train_step, evaluate_info, evaluate_train_info, diagnose)
     timing = {
         "trace_s": round(sum(c.trace_s for c in compiled), 4),
         "xla_compile_s": round(sum(c.compile_s for c in compiled), 4),

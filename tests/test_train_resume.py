@@ -16,6 +16,7 @@ import pytest
 
 import ddm
 from conftest import EXAMPLES, ROOT
+from test_examples import ddmc as run_ddmc
 from ddm.dsl.diagnostics import DataDiagnostic
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
@@ -141,3 +142,40 @@ def test_a_scheduled_run_logs_its_learning_rate(monkeypatch, tmp_path):
                       "final_lr": 0.0})
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [round(line["lr"], 6) for line in lines] == [0.01, 0.0075, 0.0025, 0.0]
+
+
+def test_log_steps_carry_gradient_diagnostics_and_metrics_summarise_them(tmp_path):
+    r = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(tmp_path),
+             "--set", "steps=100", "--set", "log_every=25")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    grads = [line["grad"] for line in lines if "grad" in line]
+    assert len(grads) == 4
+    for stats in grads[-1].values():
+        assert stats["norm"] >= 0 and 0 <= stats["signal_fraction"] <= 1 + 1e-6
+        assert 0 <= stats["sparsity"] <= 1 and stats["snr"] >= 0
+    m = json.loads((tmp_path / "metrics.json").read_text())["gradients"]
+    layer = next(name for name, s in m.items() if "first_last_ratio" in s)
+    assert 0 <= m[layer]["ratio_in_band"] <= 1 and "noise_trend" in m[layer]
+    assert "gradient " in r.stdout and "SNR" in r.stdout
+    off = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(tmp_path / "off"),
+               "--set", "steps=20", "--set", "diagnostics=false")
+    assert off.returncode == 0, off.stderr
+    assert "gradients" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+
+
+def test_micro_batch_statistics_are_exact_on_a_known_gradient():
+    """Loss mean((w − x)²) over micro-batches with known means: ḡ and the noise by hand."""
+    import jax
+    from ddm.runtime import diagnostics
+    prog = ddm.loads("input x: f32\nparam w: f32 = 0.0\nloss = mean((w - x) ** 2)\n")
+    x = np.repeat(np.arange(8, dtype=np.float32), 8)  # micro-batch k holds x = k
+    fn, k = diagnostics.make(prog, 64)
+    s = diagnostics.to_floats(jax.jit(fn)({"w": np.float32(0.0)}, {"x": x},
+                                          np.arange(64)))["w"]
+    g = -2.0 * np.arange(8)  # ∂/∂w of mean((w − k)²) at w = 0
+    assert k == 8
+    assert abs(s["norm"] - abs(g.mean())) < 1e-5
+    assert abs(s["noise"] - np.mean((g - g.mean()) ** 2)) < 1e-3
+    assert abs(s["snr"] - g.mean() ** 2 / np.mean((g - g.mean()) ** 2)) < 1e-5
+    assert abs(s["signal_fraction"] - g.mean() ** 2 / np.mean(g ** 2)) < 1e-5
