@@ -22,6 +22,13 @@ def print_report(console, result) -> None:
         console.print(f"{node}: {st['instances']} test solves — {counts}; worst residual "
                       f"{st['max_residual']:.2g}, mean iterations {st['mean_iterations']:.1f}",
                       highlight=False)
+    sal = m.get("saliency")
+    if sal:
+        overlap = (f"; overlap with the reference {sal['overlap']:.0%}" if "overlap" in sal
+                   else "")
+        console.print(f"saliency of {sal['of']} w.r.t. {sal['wrt']} ({sal['samples']} test "
+                      f"samples): top {sal['top']} features {sal['top_overall']}{overlap}",
+                      highlight=False)
     for name, g in m.get("gradients", {}).items():
         ratio = (f", first/last layer {g['first_last_ratio']:.2g} (in [0.1, 10] on "
                  f"{g['ratio_in_band']:.0%} of log steps)" if "first_last_ratio" in g else "")

@@ -51,7 +51,10 @@ SCALARS = {
     "loss": ("str", "", None),  # a named loss (``loss NAME = …``) to train instead
     "diagnostics": ("bool", True, None),  # gradient statistics on log steps (diagnostics.py)
 }
-CALLS = ("data", "optimizer")
+# Jacobian saliency of a decision w.r.t. an input's features, on the test set (saliency.py)
+SALIENCY = {"jacobian": (Arg("of", "str"), Arg("wrt", "str"), Arg("top", "int", 10),
+                         Arg("reference", "ints", ()), Arg("samples", "int", 512))}
+CALLS = ("data", "optimizer", "saliency")
 KEYS = tuple(SCALARS) + CALLS
 
 
@@ -66,6 +69,7 @@ class RunConfig:
         values: dict[str, Any] = {k: d for k, (_, d, _) in SCALARS.items()}
         values["optimizer"] = {"name": "adam", "lr": 1e-3}
         values["data"] = None
+        values["saliency"] = None
         return cls(values)
 
     def span(self, key: str) -> Span | None:
@@ -225,6 +229,17 @@ class RunConfig:
             raise self.error("data", f"unknown data source '{name}'",
                              hint="sources: " + ", ".join(sources))
         v["data"] = _kwargs(self, "data", data, sources[data["name"]].kwargs)
+        sal = v.get("saliency")
+        if sal is not None:
+            if not isinstance(sal, dict) or sal.get("name") not in SALIENCY:
+                name = sal.get("name") if isinstance(sal, dict) else sal
+                raise self.error("saliency", f"unknown saliency '{name}'",
+                                 hint="saliency = jacobian(of=\"w\", wrt=\"x\", top=10, "
+                                      "reference=[0, 3])")
+            v["saliency"] = _kwargs(self, "saliency", sal, SALIENCY[sal["name"]])
+            for k in ("top", "samples"):
+                if v["saliency"][k] < 1:
+                    raise self.error(f"saliency.{k}", f"saliency {k} must be at least 1")
         return self
 
 
@@ -263,6 +278,13 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, minimum, choices=None):
     elif kind == "bool":
         if not isinstance(value, bool):
             raise cfg.error(key, f"'{key}' must be true or false, got {value!r}")
+    elif kind == "ints":
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)
+        if not ok:
+            raise cfg.error(key, f"'{key}' must be a list of feature indices (integers >= 0), "
+                                 f"got {value!r}")
+        value = tuple(value)
     elif kind == "str":
         if not isinstance(value, str):
             raise cfg.error(key, f"'{key}' must be a string, got {value!r}")
@@ -285,6 +307,8 @@ def _from_expr(e, cfg: RunConfig):
         return e.value
     if isinstance(e, ast.Name):
         return {"name": e.id}
+    if isinstance(e, ast.ListExpr):
+        return [_from_expr(item, cfg) for item in e.items]
     if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
         if e.args:
             raise ConfigDiagnostic(getattr(e.args[0], "span", None), "run settings take keyword "

@@ -24,7 +24,7 @@ from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
-from ddm.runtime import diagnostics
+from ddm.runtime import diagnostics, saliency
 from ddm.runtime.optimizers import learned_lr, make_optimizer, make_schedule
 
 
@@ -112,6 +112,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             out[s.name] = jnp.asarray(a, fdt if a.dtype.kind == "f" else None)
         return out
 
+    if v.get("saliency"):
+        saliency.check(prog, cfg)
     train = device(data.train, needed)
     test = device(data.test, metric_needed)
     n = data.n("train")
@@ -288,6 +290,10 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     if clip_norm > 0:
         metrics["clipped_steps"] = int(tally["clipped"])
         metrics["clip_frequency"] = int(tally["clipped"]) / max(v["steps"], 1)
+    if v.get("saliency"):
+        vid = g.nodes[v["saliency"]["of"]]
+        metrics["saliency"] = saliency.compute(
+            prog, params, device(data.test, g.inputs_needed([vid])), v["saliency"])
     grad_summary = diagnostics.summary(log_lines)
     if grad_summary:
         metrics["gradients"] = grad_summary
