@@ -235,14 +235,7 @@ def cmd_render(args) -> int:
     _warn(graph, sources)
     grads = None
     if args.grads:
-        path = os.path.join(args.grads, "grad_norms.json")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                grads = measured(graph, json.load(fh))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigDiagnostic(None, f"--grads {args.grads}: cannot read {path} ({exc})",
-                                   hint="train with ddmc compile FILE --run --out DIR first; "
-                                        "the run writes grad_norms.json") from None
+        grads = measured(graph, _run_grad_norms(graph, sources, args.grads))
     show = "backward" if args.backward else ("both" if args.both or grads is not None
                                              else "forward")
     text = to_dot(graph, show, grads, args.rankdir)
@@ -262,6 +255,29 @@ def cmd_render(args) -> int:
         return EXIT_USAGE
     print(f"wrote {args.out} ({fmt}, {len(graph.values)} IR values)")
     return EXIT_OK
+
+
+def _run_grad_norms(graph, sources, run_dir: str) -> dict:
+    """RUN_DIR/grad_norms.json, measured now (and cached there) when it is missing or older
+    than the run's params."""
+    import json
+
+    from ddm.dsl.diagnostics import ConfigDiagnostic
+    cache = os.path.join(run_dir, "grad_norms.json")
+    params = os.path.join(run_dir, "params.npz")
+    for need in (params, os.path.join(run_dir, "metrics.json")):
+        if not os.path.exists(need):
+            raise ConfigDiagnostic(None, f"--grads {run_dir}: no {os.path.basename(need)} there",
+                                   hint="train first: ddmc compile FILE --run --out DIR, then "
+                                        "ddmc render FILE --grads DIR")
+    if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(params):
+        with open(cache, encoding="utf-8") as fh:
+            return json.load(fh)
+    from ddm.compiler.program import Program
+    from ddm.runtime.train import grad_norms_of_run
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+        x64 = bool(json.load(fh).get("config", {}).get("x64"))
+    return grad_norms_of_run(Program(graph, sources, x64=x64), run_dir)
 
 
 def cmd_fmt(args) -> int:

@@ -32,10 +32,10 @@ def print_report(console, result) -> None:
     for name, g in m.get("gradients", {}).items():
         ratio = (f", first/last layer {g['first_last_ratio']:.2g} (in [0.1, 10] on "
                  f"{g['ratio_in_band']:.0%} of log steps)" if "first_last_ratio" in g else "")
-        console.print(f"gradient {name}: ‖g‖ {g['norm']:.3g}, SNR {g['snr']:.3g}, signal "
-                      f"{g['signal_fraction']:.0%} of total, sparsity {g['sparsity']:.0%}, "
-                      f"noise trend {g['noise_trend']:+.2f}/1000 steps{ratio}",
-                      highlight=False)
+        noise = (f", SNR {g['snr']:.3g}, signal {g['signal_fraction']:.0%} of total, noise "
+                 f"trend {g['noise_trend']:+.2f}/1000 steps" if "snr" in g else "")
+        console.print(f"gradient {name}: ‖g‖ {g['norm']:.3g}, sparsity {g['sparsity']:.0%}"
+                      f"{noise}{ratio}", highlight=False)
     scalars = {k: v for k, v in m["params"].items() if isinstance(v, float)}
     if "learned_lr" in m:
         scalars["learning rate"] = m["learned_lr"]

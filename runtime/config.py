@@ -49,7 +49,7 @@ SCALARS = {
     "clip_norm": ("float", 0.0, 0.0),
     "checkpoint_every": ("int", 0, 0),
     "loss": ("str", "", None),  # a named loss (``loss NAME = …``) to train instead
-    "diagnostics": ("bool", True, None),  # gradient statistics on log steps (diagnostics.py)
+    "diagnostics": ("str", "basic", None),  # gradient statistics on log steps (diagnostics.py)
 }
 # Jacobian saliency of a decision w.r.t. an input's features, on the test set (saliency.py)
 SALIENCY = {"jacobian": (Arg("of", "str"), Arg("wrt", "str"), Arg("top", "int", 10),
@@ -191,8 +191,13 @@ class RunConfig:
         v = self.values
         if v["loss"] is None:  # ``--set loss=``: back to the default loss
             v["loss"] = ""
+        if isinstance(v["diagnostics"], bool):  # YAML reads ``off`` as false (and ``on``)
+            v["diagnostics"] = "basic" if v["diagnostics"] else "off"
         for key, (kind, _, minimum) in SCALARS.items():
             v[key] = _coerce(self, key, v[key], kind, minimum)
+        if v["diagnostics"] not in ("basic", "full", "off"):
+            raise self.error("diagnostics", "diagnostics must be basic, full or off; got "
+                             f"{v['diagnostics']!r}")
         if v["loss"] and losses is not None and v["loss"] not in losses:
             close = difflib.get_close_matches(v["loss"], losses, n=1)
             raise self.error("loss", f"the program has no loss named '{v['loss']}'",

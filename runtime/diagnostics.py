@@ -1,18 +1,21 @@
-"""Gradient diagnostics of a training run, measured on the log steps.
+"""Gradient diagnostics of a training run, logged on the log steps.
 
-A log step's batch is split into ``k`` micro-batches and the loss's gradient is taken on each
-(one vmapped, jitted function). Per param, from the micro-batch gradients gₖ and their mean ḡ:
+``diagnostics = "basic"`` (the default) takes them from the step's own gradient g, inside the
+compiled train step (a few reductions, no extra compilation). Per param:
 
-- ``norm`` ‖ḡ‖, ``mean`` and ``std`` of ḡ's entries, ``sparsity`` the fraction of entries of ḡ
-  at most 1e-6·max|ḡ| (dead units show up here), ``var_abs`` the variance of |ḡ|;
-- ``snr`` = ‖ḡ‖² / mean‖gₖ − ḡ‖² (signal against micro-batch noise) and
-  ``signal_fraction`` = ‖ḡ‖² / mean‖gₖ‖² (signal-to-total, in [0, 1]).
+- ``norm`` ‖g‖, ``mean`` and ``std`` of its entries, ``sparsity`` the fraction of entries at
+  most 1e-6·max|g| (dead units show up here), ``var_abs`` the variance of |g|;
+- per layer (``mlp`` params) ``first_last_ratio`` = ‖g of the first weight‖ / ‖g of the
+  last‖, healthy in [0.1, 10].
 
-Per layer (``mlp`` params): ``first_last_ratio`` = ‖ḡ of the first weight‖ / ‖ḡ of the last‖,
-healthy in [0.1, 10]. Over the run, :func:`summary` fits the slope of log(noise) against the
-step over the last ``window`` log steps: the variance trend (negative: the gradient noise is
-settling). The batch-level losses of ddm (entropic risk, Sharpe, ES over the batch) have no
-per-sample gradient, which is why micro-batches and not samples are the unit.
+``diagnostics = "full"`` adds, on log steps, the noise of the gradient: the batch is split into
+``k`` micro-batches, the gradient is taken on each (one vmapped function, compiled once), and
+from the gₖ and their mean ḡ: ``snr`` = ‖ḡ‖² / mean‖gₖ − ḡ‖² and ``signal_fraction`` =
+‖ḡ‖² / mean‖gₖ‖² (signal-to-total, in [0, 1]), ``noise`` = mean‖gₖ − ḡ‖². Over the run,
+:func:`summary` fits the slope of log(noise) against the step over the last ``window`` log
+steps: the variance trend (negative: the noise is settling). ddm's losses are batch-level
+(entropic risk, Sharpe, ES over the batch) and have no per-sample gradient, which is why
+micro-batches and not samples are the unit.
 """
 from __future__ import annotations
 
@@ -22,13 +25,46 @@ from typing import Any, Mapping
 HEALTH_BAND = (0.1, 10.0)
 
 
+MODES = ("basic", "full", "off")
+
+
+def basic(grads) -> dict:
+    """Per param: norm, mean, std, sparsity, var|g| (and an mlp's first/last ratio) of the
+    step's gradient — traced inside the train step."""
+    import jax
+    import jax.numpy as jnp
+
+    out = {}
+    for name, tree in grads.items():
+        flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+        flat = flat.astype(jnp.float32)
+        peak = jnp.max(jnp.abs(flat))
+        out[name] = {"norm": jnp.sqrt(jnp.sum(flat ** 2)), "mean": jnp.mean(flat),
+                     "std": jnp.std(flat), "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak),
+                     "var_abs": jnp.var(jnp.abs(flat))}
+        ratio = _first_last(tree)
+        if ratio is not None:
+            out[name]["first_last_ratio"] = ratio
+    return out
+
+
+def _first_last(tree):
+    import jax.numpy as jnp
+    if not (isinstance(tree, dict) and "w0" in tree):
+        return None
+    last = max(int(key[1:]) for key in tree if key[0] == "w" and key[1:].isdigit())
+    first_n = jnp.sqrt(jnp.sum(tree["w0"] ** 2))
+    return first_n / jnp.maximum(jnp.sqrt(jnp.sum(tree[f"w{last}"] ** 2)), 1e-30)
+
+
 def micro_batches(batch: int) -> int:
     """How many micro-batches a batch is split into: 8, fewer for small batches."""
     return max(1, min(8, batch // 8))
 
 
 def make(prog, batch: int):
-    """``(params, arrays, idx) -> per-param statistics`` for log steps (jit it), and ``k``."""
+    """``(params, arrays, idx) -> per-param noise statistics`` for log steps (jit it), and
+    ``k``, the number of micro-batches."""
     import jax
     import jax.numpy as jnp
 
@@ -50,20 +86,9 @@ def make(prog, batch: int):
             signal = jnp.sum(mean ** 2)
             noise = jnp.mean(jnp.sum((flat - mean) ** 2, axis=1))
             total = jnp.mean(jnp.sum(flat ** 2, axis=1))
-            peak = jnp.max(jnp.abs(mean))
-            out[name] = {
-                "norm": jnp.sqrt(signal), "mean": jnp.mean(mean), "std": jnp.std(mean),
-                "sparsity": jnp.mean(jnp.abs(mean) <= 1e-6 * peak),
-                "var_abs": jnp.var(jnp.abs(mean)),
-                "snr": signal / jnp.maximum(noise, 1e-30),
-                "signal_fraction": signal / jnp.maximum(total, 1e-30),
-                "noise": noise,
-            }
-            if isinstance(tree, dict) and "w0" in tree:
-                last = max(int(key[1:]) for key in tree if key[0] == "w" and key[1:].isdigit())
-                first_n = jnp.sqrt(jnp.sum(jnp.mean(tree["w0"], axis=0) ** 2))
-                last_n = jnp.sqrt(jnp.sum(jnp.mean(tree[f"w{last}"], axis=0) ** 2))
-                out[name]["first_last_ratio"] = first_n / jnp.maximum(last_n, 1e-30)
+            out[name] = {"snr": signal / jnp.maximum(noise, 1e-30),
+                         "signal_fraction": signal / jnp.maximum(total, 1e-30),
+                         "noise": noise, "signal": jnp.sqrt(signal)}
         return out
 
     return diagnose, k
@@ -84,9 +109,11 @@ def summary(lines: list[dict], window: int = 10) -> dict:
     out = {}
     for name, stats in last.items():
         entry = dict(stats)
-        steps = [line["step"] for line in recent if name in line["grad"]]
-        noise = [line["grad"][name]["noise"] for line in recent if name in line["grad"]]
-        entry["noise_trend"] = _slope(steps, [math.log(max(x, 1e-30)) for x in noise])
+        if "noise" in stats:
+            steps = [line["step"] for line in recent if "noise" in line["grad"].get(name, {})]
+            noise = [line["grad"][name]["noise"] for line in recent
+                     if "noise" in line["grad"].get(name, {})]
+            entry["noise_trend"] = _slope(steps, [math.log(max(x, 1e-30)) for x in noise])
         if "first_last_ratio" in stats:
             ratios = [line["grad"][name]["first_last_ratio"] for line in logged
                       if name in line["grad"]]

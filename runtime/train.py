@@ -148,10 +148,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         tally = {"step": tally["step"] + 1, "bad": bad,
                  "clipped": tally["clipped"] + clipped.astype(jnp.int32)}
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)  # noqa
+        grad_stats = diagnostics.basic(grads) if v["diagnostics"] != "off" else {}
         return (keep(new_params, params), keep(new_state, opt_state), tally, loss, gnorm, ok,
-                finite, clipped, stats)
+                finite, clipped, stats, grad_stats)
 
     train_step = Compiled(step, "train step", donate_argnums=(0, 1, 2))
+    # the noise of the gradient on log steps: one extra compilation, so only when asked
     diagnose = Compiled(diagnostics.make(prog, batch)[0], "gradient diagnostics")
     evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
     evaluate_train_info = Compiled(prog._metrics_info_impl, "metrics on the training set")
@@ -215,8 +217,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             if pos == 0 or perm is None:
                 perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
             idx = perm[pos * batch:(pos + 1) * batch]
-            params, opt_state, tally, loss, gnorm, ok, finite, clipped, stats = train_step(
-                params, opt_state, tally, train, idx)
+            (params, opt_state, tally, loss, gnorm, ok, finite, clipped, stats,
+             grad_stats) = train_step(params, opt_state, tally, train, idx)
             if declarative and not bool(ok):
                 raise solver_failure(prog, stats, s + 1, np.asarray(idx))
             skip = declarative and not bool(finite)
@@ -247,8 +249,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped
-                if v["diagnostics"]:
-                    line["grad"] = diagnostics.to_floats(diagnose(params, train, idx))
+                if v["diagnostics"] != "off":
+                    line["grad"] = diagnostics.to_floats(grad_stats)
+                if v["diagnostics"] == "full":
+                    noise = diagnostics.to_floats(diagnose(params, train, idx))
+                    for name, extra in noise.items():
+                        line["grad"][name].update(extra)
                 log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
@@ -314,8 +320,6 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         write_json(os.path.join(out_dir, "timing.json"), timing)
         save_params(os.path.join(out_dir, "params.npz"), params)
-        write_json(os.path.join(out_dir, "grad_norms.json"),
-                   _grad_norms(prog, params, train, batch, v["steps"]))
         with open(os.path.join(out_dir, "log.jsonl"), "w") as fh:
             for line in log_lines:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
@@ -385,20 +389,37 @@ def _nonfinite_error(prog: Program, params, sample, step: int, last_checkpoint) 
     return prog.sources.locate(err) if where is not None else err
 
 
-def _grad_norms(prog: Program, params, arrays, batch: int, steps: int) -> dict:
-    """‖∂loss/∂value‖ of the final params on the first training batch, by value id (what
-    ``ddmc render --grads`` draws), with each value's label and type beside it."""
+def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
+    """‖∂loss/∂value‖ by value id and ‖∂loss/∂param‖ by name, at the params a run ended with
+    (``RUN_DIR/params.npz``) on the first ``batch`` rows of its training data (rebuilt from the
+    config in ``RUN_DIR/metrics.json``): what ``ddmc render --grads RUN_DIR`` draws. Written
+    to ``RUN_DIR/grad_norms.json`` as a cache; runs themselves do not pay for it."""
     import jax
     import optax
-    first = {k: a[:batch] for k, a in arrays.items()}
-    norms = prog.grad_norms(params, first)
-    grads = jax.grad(prog._loss_impl)(params, first)
+
+    from ddm.runtime.checkpoint import load_params
+
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+        metrics = json.load(fh)
+    cfg = RunConfig.defaults()
+    cfg.values.update(metrics["config"])
+    if cfg.values.get("loss"):
+        prog = prog.with_loss(cfg.values["loss"])
+    params = load_params(os.path.join(run_dir, "params.npz"))
+    data = load_data(prog, cfg)
+    batch = min(int(cfg.values["batch"]), data.n("train"))
     g = prog.graph
-    return {"step": steps, "batch": batch,
+    names = {s.name for s in g.inputs_needed([g.loss])}
+    first = {k: np.asarray(a[:batch]) for k, a in data.train.items() if k in names}
+    norms = prog.grad_norms(params, first)
+    grads = jax.jit(jax.grad(prog._loss_impl))(params, first)
+    out = {"step": metrics["steps"], "batch": batch,
             "values": {str(i): n for i, n in norms.items()},
             "params": {k: float(optax.tree.norm(x)) for k, x in grads.items()},
             "labels": {str(i): f"{g.values[i].name or g.values[i].op}: {g.values[i].type}"
                        for i in norms}}
+    write_json(os.path.join(run_dir, "grad_norms.json"), out)
+    return out
 
 
 def solver_stats(prog: Program, infos):

@@ -145,27 +145,35 @@ def test_a_scheduled_run_logs_its_learning_rate(monkeypatch, tmp_path):
 
 
 def test_log_steps_carry_gradient_diagnostics_and_metrics_summarise_them(tmp_path):
-    r = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(tmp_path),
-             "--set", "steps=100", "--set", "log_every=25")
-    assert r.returncode == 0, r.stderr
-    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
-    grads = [line["grad"] for line in lines if "grad" in line]
+    runs = {}
+    for mode in ("basic", "full", "off"):
+        out = tmp_path / mode
+        r = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(out), "--set",
+                     "steps=100", "--set", "log_every=25", "--set", f"diagnostics={mode}")
+        assert r.returncode == 0, r.stderr
+        lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+        runs[mode] = (r, [line["grad"] for line in lines if "grad" in line],
+                      json.loads((out / "metrics.json").read_text()))
+    r, grads, metrics = runs["basic"]
     assert len(grads) == 4
     for stats in grads[-1].values():
-        assert stats["norm"] >= 0 and 0 <= stats["signal_fraction"] <= 1 + 1e-6
-        assert 0 <= stats["sparsity"] <= 1 and stats["snr"] >= 0
-    m = json.loads((tmp_path / "metrics.json").read_text())["gradients"]
-    layer = next(name for name, s in m.items() if "first_last_ratio" in s)
-    assert 0 <= m[layer]["ratio_in_band"] <= 1 and "noise_trend" in m[layer]
-    assert "gradient " in r.stdout and "SNR" in r.stdout
-    off = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(tmp_path / "off"),
-               "--set", "steps=20", "--set", "diagnostics=false")
-    assert off.returncode == 0, off.stderr
-    assert "gradients" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+        assert stats["norm"] >= 0 and 0 <= stats["sparsity"] <= 1 and "snr" not in stats
+    layer = next(name for name, s in metrics["gradients"].items() if "first_last_ratio" in s)
+    assert 0 <= metrics["gradients"][layer]["ratio_in_band"] <= 1
+    assert "gradient " in r.stdout
+    r, grads, metrics = runs["full"]
+    for stats in grads[-1].values():
+        assert 0 <= stats["signal_fraction"] <= 1 + 1e-6 and stats["snr"] >= 0
+    assert all("noise_trend" in s for s in metrics["gradients"].values())
+    assert "SNR" in r.stdout
+    # the statistics observe; they never change the training
+    assert metrics["params"] == runs["basic"][2]["params"] == runs["off"][2]["params"]
+    assert runs["off"][1] == [] and "gradients" not in runs["off"][2]
 
 
 def test_micro_batch_statistics_are_exact_on_a_known_gradient():
-    """Loss mean((w − x)²) over micro-batches with known means: ḡ and the noise by hand."""
+    """Loss mean((w − x)²) over micro-batches with known means: the signal and the noise by
+    hand."""
     import jax
     from ddm.runtime import diagnostics
     prog = ddm.loads("input x: f32\nparam w: f32 = 0.0\nloss = mean((w - x) ** 2)\n")
@@ -175,7 +183,7 @@ def test_micro_batch_statistics_are_exact_on_a_known_gradient():
                                           np.arange(64)))["w"]
     g = -2.0 * np.arange(8)  # ∂/∂w of mean((w − k)²) at w = 0
     assert k == 8
-    assert abs(s["norm"] - abs(g.mean())) < 1e-5
+    assert abs(s["signal"] - abs(g.mean())) < 1e-5
     assert abs(s["noise"] - np.mean((g - g.mean()) ** 2)) < 1e-3
     assert abs(s["snr"] - g.mean() ** 2 / np.mean((g - g.mean()) ** 2)) < 1e-5
     assert abs(s["signal_fraction"] - g.mean() ** 2 / np.mean(g ** 2)) < 1e-5
