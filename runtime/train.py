@@ -424,8 +424,11 @@ def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
 
 def solver_stats(prog: Program, infos):
     """(all error-policy solves converged, per node: failures, first failure, its status and
-    residual, worst residual, mean iterations) — computed on device, a few scalars each."""
+    residual, worst residual, mean iterations, count of each status) — computed on device, a
+    few scalars each."""
     import jax.numpy as jnp
+
+    from ddm.library.solvers.status import STATUS_NAMES
 
     ok = jnp.bool_(True)
     stats = {}
@@ -438,7 +441,9 @@ def solver_stats(prog: Program, infos):
         first = jnp.argmax(bad)
         if problem.on_infeasible == "error":
             ok = ok & ~jnp.any(bad)
+        counts = jnp.stack([jnp.sum(status == code) for code in range(len(STATUS_NAMES))])
         stats[vid] = {"failed": jnp.sum(bad), "first": first, "status": status[first],
+                      "counts": counts,
                       "per_sample": status.size // max(jnp.shape(info.status)[0], 1)
                       if jnp.ndim(info.status) else 1,
                       "residual": residual[first], "max_residual": jnp.max(residual),
@@ -475,10 +480,17 @@ def _nan_policy_failed(prog: Program, stats) -> bool:
 
 
 def _solver_log(prog: Program, stats) -> dict:
-    return {prog.node_label(k): {name: (int(x) if name in ("failed",) else float(x))
-                     for name, x in st.items() if name in ("failed", "max_residual",
-                                                           "mean_iterations")}
-            for k, st in stats.items()}
+    """Per declarative node on a log step: failures, the count of each status met, worst
+    residual and mean iterations."""
+    from ddm.library.solvers.status import STATUS_NAMES
+    out = {}
+    for k, st in stats.items():
+        entry = {name: (int(x) if name == "failed" else float(x)) for name, x in st.items()
+                 if name in ("failed", "max_residual", "mean_iterations")}
+        counts = [int(c) for c in st["counts"]]
+        entry["status"] = {STATUS_NAMES[i]: c for i, c in enumerate(counts) if c}
+        out[prog.node_label(k)] = entry
+    return out
 
 
 def _floats(tree) -> dict[str, float]:

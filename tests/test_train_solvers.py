@@ -69,6 +69,11 @@ def test_nan_policy_skips_the_steps_it_poisons_and_trains_on(monkeypatch, tmp_pa
     skipped = [x for x in steps if x.get("skipped")]
     assert len(skipped) == 2  # sample 11 is in one batch per epoch
     assert all(x["solvers"]["w"]["failed"] == 1 for x in skipped)
+    # each log step counts the statuses it met: the infeasible instance beside the others
+    assert all(x["solvers"]["w"]["status"] == {"converged": 3, "infeasible": 1}
+               for x in skipped)
+    assert all(x["solvers"]["w"]["status"] == {"converged": 4}
+               for x in steps if not x.get("skipped"))
     assert result.metrics["skipped_steps"] == 2
     assert all(np.isfinite(x["loss"]) for x in steps if not x.get("skipped"))
     assert np.all(np.isfinite(result.metrics["params"]["a"]))  # no NaN update was applied
