@@ -116,7 +116,7 @@ class _Checker:
         dims = tuple(DimSpec(n, d.value, d.name_span) for n, d in r.dims.items())
         return Graph(r.module.file, tuple(self.values), dims, tuple(inputs), tuple(params),
                      nodes, outputs, loss, metrics, tuple(fns), r.run, tuple(r.warnings),
-                     named)
+                     named, tuple(info for info, _ in r.rules))
 
     def batch_scalar(self, expr, what: str) -> int:
         vid = self.expr(expr, _Scope("batch", dims=self.dims))

@@ -93,6 +93,7 @@ class Graph:
     run: Any = None  # the RunDecl AST; the runtime validates it with spans
     warnings: tuple = field(default=())
     losses: tuple[tuple[str, int], ...] = ()  # named alternatives: ``loss NAME = …``
+    rules: tuple = ()  # compiler.rules.RuleInfo: each rule's name, intent and span
 
     def with_loss(self, name: str) -> "Graph":
         """This graph training its named loss ``name`` instead of the default."""

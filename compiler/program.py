@@ -91,6 +91,7 @@ class Program:
         self._loss = jax.jit(self._loss_info_impl)
         self._metrics = jax.jit(self._metrics_info_impl)
         self._solver_info = jax.jit(self._solver_info_impl, static_argnums=(2,))
+        self._values = jax.jit(self._values_impl, static_argnums=(2,))
 
     def with_loss(self, name: str) -> "Program":
         """The same program minimising its named loss ``name`` (``loss NAME = …``).
@@ -352,6 +353,11 @@ class Program:
 
     def _metrics_impl(self, params, batch):
         return self._metrics_info_impl(params, batch)[0]
+
+    def _values_impl(self, params, batch, roots):
+        """Values ``roots`` (value ids, any stage) over a batch: e.g. a rule's audit."""
+        inputs, dims = self._bind(batch, list(roots), True, "values")
+        return self._lowered.batch(params, inputs, dims, list(roots), infos={})
 
     def _solver_info_impl(self, params, inputs, roots):
         inputs, dims = self._bind(inputs, list(roots), True, "solver_info")

@@ -42,6 +42,7 @@ class Resolved:
     outputs: list[ast.Name] = field(default_factory=list)
     loss: ast.LossDecl | None = None
     named_losses: dict[str, ast.LossDecl] = field(default_factory=dict)
+    rules: list = field(default_factory=list)  # RuleInfo, in program order
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
     run: ast.RunDecl | None = None
     warnings: list[Warning_] = field(default_factory=list)
@@ -136,11 +137,33 @@ def _declare(module: ast.Module, r: Resolved) -> None:
                                      notes=(Note(r.metrics[item.name].name_span,
                                                  "first declared here"),))
             r.metrics[item.name] = item
+        elif isinstance(item, ast.RuleDecl):
+            from ddm.compiler.rules import RuleInfo, desugar
+            nodes, metrics, term = desugar(item)
+            for node in nodes:
+                claim("node", node.name, item.name_span)
+                r.nodes[node.name] = node
+            for m in metrics:
+                if m.name in r.metrics:
+                    raise NameDiagnostic(item.name_span, f"metric '{m.name}' of rule "
+                                         f"'{item.name}' is already declared")
+                r.metrics[m.name] = m
+            r.rules.append((RuleInfo(item.name, item.intent or item.name, item.span), term))
         elif isinstance(item, ast.RunDecl):
             if r.run is not None:
                 raise NameDiagnostic(item.span, "a program has one run section; this is the "
                                      "second", notes=(Note(r.run.span, "first run here"),))
             r.run = item
+    if r.rules:
+        from ddm.compiler.rules import add_terms
+        terms = [t for _, t in r.rules]
+        if r.loss is None and not r.named_losses:
+            info = r.rules[0][0]
+            raise NameDiagnostic(info.span, f"rule '{info.name}' adds a term to the loss, and "
+                                 "the program has none", hint="declare one: loss = ...")
+        if r.loss is not None:
+            r.loss = add_terms(r.loss, terms)
+        r.named_losses = {n: add_terms(d, terms) for n, d in r.named_losses.items()}
     seen_out: dict[str, ast.Name] = {}
     for out in r.outputs:
         if out.id in seen_out:

@@ -287,8 +287,26 @@ class RunDecl:
     span: Span = _span()
 
 
+@dataclass(frozen=True, slots=True)
+class RuleEntry:
+    key: str  # when | sharpness | penalty | weight
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDecl:
+    """``rule NAME "intent" { when … sharpness … penalty … weight … }``: a Φ-rule."""
+
+    name: str
+    intent: str | None
+    entries: tuple[RuleEntry, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
 Decl = Union[Import, DimDecl, InputDecl, ParamDecl, NodeDecl, OutputDecl, LossDecl, MetricDecl,
-             FnDecl, RunDecl]
+             FnDecl, RunDecl, RuleDecl]
 
 
 @dataclass(frozen=True, slots=True)

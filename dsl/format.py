@@ -252,6 +252,8 @@ def _lines(module: ast.Module) -> list[_Line]:
             out += _fn_lines(d)
         elif isinstance(d, ast.RunDecl):
             out += _run_lines(d)
+        elif isinstance(d, ast.RuleDecl):
+            out += _rule_lines(d)
         elif isinstance(d, ast.NodeDecl) and isinstance(d.value, ast.Scan) and d.value.body:
             out += _scan_lines(d)
         else:
@@ -282,6 +284,16 @@ def _scan_lines(d: ast.NodeDecl) -> list[_Line]:
     out += [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in e.body]
     out.append(_Line(f"return {format_expr(e.result)}", 1, e.result.span.line,
                      e.result.span.end_line))
+    out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
+    return out
+
+
+def _rule_lines(d: ast.RuleDecl) -> list[_Line]:
+    """``rule NAME "intent" {``, one ``key value`` per line, ``}``."""
+    intent = f" {_quote(d.intent)}" if d.intent is not None else ""
+    out = [_Line(f"rule {d.name}{intent} {{", 0, d.span.line, d.span.line, "open")]
+    out += [_Line(f"{e.key} {format_expr(e.value)}", 1, e.span.line, e.span.end_line)
+            for e in d.entries]
     out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
     return out
 

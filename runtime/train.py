@@ -155,6 +155,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     train_step = Compiled(step, "train step", donate_argnums=(0, 1, 2))
     # the noise of the gradient on log steps: one extra compilation, so only when asked
     diagnose = Compiled(diagnostics.make(prog, batch)[0], "gradient diagnostics")
+    metric_ids = dict(g.metrics)
+    rule_roots = tuple((r.name, r.intent, metric_ids[f"rule_{r.name}_activation"],
+                        metric_ids[f"rule_{r.name}_effective_penalty"]) for r in g.rules)
     evaluate_info = Compiled(prog._metrics_info_impl, "metrics on the test set")
     evaluate_train_info = Compiled(prog._metrics_info_impl, "metrics on the training set")
 
@@ -249,6 +252,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                 if declarative:
                     line["solvers"] = _solver_log(prog, stats)
                     line["skipped_steps"] = skipped
+                if rule_roots:
+                    line["rules"] = _rule_log(prog, rule_roots, params,
+                                              {k: a[idx] for k, a in train.items()})
                 if v["diagnostics"] != "off":
                     line["grad"] = diagnostics.to_floats(grad_stats)
                 if v["diagnostics"] == "full":
@@ -477,6 +483,14 @@ def solver_failure(prog: Program, stats, step: int, idx) -> DdmError:
 def _nan_policy_failed(prog: Program, stats) -> bool:
     return any(prog.graph.values[vid].attr("problem").on_infeasible == "nan"
                and int(st["failed"]) > 0 for vid, st in stats.items())
+
+
+def _rule_log(prog: Program, rules, params, sample) -> dict:
+    """Each Φ-rule on the step's batch: its intent, activation rate and effective penalty."""
+    roots = tuple(i for _, _, a, e in rules for i in (a, e))
+    values = prog._values(params, sample, roots)
+    return {name: {"intent": intent, "activation": float(values[a]),
+                   "effective_penalty": float(values[e])} for name, intent, a, e in rules}
 
 
 def _solver_log(prog: Program, stats) -> dict:
