@@ -172,6 +172,13 @@ class _Drawing:
             if v.id not in owner and v.scope:
                 owner[v.id] = f"fn:{v.scope}"
                 parent.setdefault(f"fn:{v.scope}", None)
+        for rule in self.g.rules:  # the values a rule's text stands for
+            span = rule.span
+            for v in self.g.values:
+                if v.id not in owner and v.span.file == span.file \
+                        and span.line <= v.span.line <= span.end_line:
+                    owner[v.id] = f"rule:{rule.name}"
+                    parent.setdefault(f"rule:{rule.name}", None)
         out: dict[str, list[int]] = {key: [] for key in parent}
         for vid, key in sorted(owner.items()):
             out[key].append(vid)
@@ -186,6 +193,9 @@ class _Drawing:
             else:
                 title = f"{v.name or 'scan'}: the policy at each step"
                 colour = "#8e7cc3"
+        elif key.startswith("rule:"):
+            rule = next(r for r in self.g.rules if r.name == key[5:])
+            title, colour = f"rule {rule.name}: {rule.intent}", "#e06666"
         else:
             title, colour = f"fn {key[3:]}", "#9fc5e8"
         lines = [f'{indent}subgraph "cluster_{key}" {{', f"{indent}  label={_q(title)};",

@@ -110,3 +110,15 @@ def test_bad_rules_are_located(body, message):
 def test_format_round_trips_a_rule():
     text = PROGRAM.format(rule=RULE)
     assert format_source(text) == text
+
+
+def test_a_rule_is_its_own_cluster_in_the_diagram():
+    from ddm.compiler.driver import front_end
+    from ddm.compiler.render import to_dot
+    g, _ = front_end(PROGRAM.format(rule=RULE), "rule.ddm")
+    text = to_dot(g)
+    assert 'label="rule high_vol: reduce position in high volatility"' in text
+    block = text.split('subgraph "cluster_rule:high_vol"')[1].split("\n  }")[0]
+    for name in ("rule_high_vol_trigger", "rule_high_vol_term"):
+        vid = g.nodes[name]
+        assert f'"v{vid}"' in block, name
