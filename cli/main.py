@@ -200,9 +200,7 @@ def cmd_compile(args) -> int:
               "--run to train, --emit ir|jaxpr|hlo to inspect")
         return EXIT_OK
     from ddm.runtime.data import SOURCES
-    cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
-    if cfg.values["loss"]:
-        prog = prog.with_loss(cfg.values["loss"])
+    cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))  # run() switches to a named loss
     from rich.console import Console
     from ddm.cli.report import print_report
     from ddm.runtime.train import run

@@ -108,15 +108,7 @@ class Graph:
 
     def ancestors(self, roots) -> set[int]:
         """Ids of the values ``roots`` depend on, roots included (iterative)."""
-        seen: set[int] = set()
-        stack = list(roots)
-        while stack:
-            i = stack.pop()
-            if i in seen:
-                continue
-            seen.add(i)
-            stack.extend(self.values[i].inputs)
-        return seen
+        return reachable(roots, lambda i: self.values[i].inputs)
 
     def nested(self) -> set[int]:
         """Ids of the values inside a scan's body: evaluated per step by the scan, never on
@@ -169,30 +161,28 @@ def gradient_path(g: Graph) -> set[int]:
             s = v.attr("scan")
             feeds[v.id] |= {s.result}
             feeds[s.carry] = {v.inputs[0], s.result}
-    roots = [g.loss] if g.loss is not None else []
-    upstream: set[int] = set()
-    stack = list(roots)
-    while stack:
-        i = stack.pop()
-        if i in upstream:
-            continue
-        upstream.add(i)
-        stack.extend(feeds[i])
-    sources = {v.id for v in g.values if v.op == "param" or v.op == "layer"}
-    downstream: set[int] = set()
+    upstream = reachable([g.loss] if g.loss is not None else [], feeds.__getitem__)
     users: dict[int, list[int]] = {}
     for dst, srcs in feeds.items():
         for s in srcs:
             users.setdefault(s, []).append(dst)
-    stack = list(sources)
-    while stack:
-        i = stack.pop()
-        if i in downstream:
-            continue
-        downstream.add(i)
-        stack.extend(users.get(i, ()))
+    sources = [v.id for v in g.values if v.op == "param" or v.op == "layer"]
+    downstream = reachable(sources, lambda i: users.get(i, ()))
     floats = {v.id for v in g.values if v.type.is_float}
     return upstream & downstream & floats
+
+
+def reachable(starts, step) -> set[int]:
+    """Ids reachable from ``starts`` (included) following ``step(i)`` (iterative)."""
+    seen: set[int] = set()
+    stack = list(starts)
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        stack.extend(step(i))
+    return seen
 
 
 def format_ir(graph: Graph) -> str:

@@ -226,8 +226,10 @@ class Program:
                      if i not in inside and g.values[i].stage != "static"
                      and g.values[i].op != "lift" and not g.values[i].type.weak)
         inputs, dims = self._bind(self._inputs(batch), [g.loss] + ids, True, "grad_norms")
-        found = self._lowered.batch(params, inputs, dims, ids, infos={})
-        zeros = {i: jnp.zeros_like(found[i]) for i in ids}
+        # the taps' shapes only: no forward pass is run for them
+        shapes = jax.eval_shape(
+            lambda: self._lowered.batch(params, inputs, dims, ids, infos={}))
+        zeros = {i: jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in ids}
 
         def loss(taps):
             out = self._lowered.batch(params, inputs, dims, [g.loss], infos={}, taps=taps)

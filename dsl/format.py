@@ -266,13 +266,18 @@ def _fn_lines(d: ast.FnDecl) -> list[_Line]:
     params = ", ".join(f"{p.name}: {_type(p.type)}" for p in d.params)
     # The header ends at the result type; the '{' after it has no span of its own.
     header_end = d.result_type.span.end_line or d.span.line
-    out = [_Line(f"fn {d.name}({params}) -> {_type(d.result_type)} {{", 0, d.span.line,
-                 header_end, "open")]
-    # A fn body admits only ``let``: a hand-built "node" statement would not parse back.
-    out += [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in d.body]
-    out.append(_Line(f"return {format_expr(d.result)}", 1, d.result.span.line,
-                     d.result.span.end_line))
-    out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
+    head = _Line(f"fn {d.name}({params}) -> {_type(d.result_type)} {{", 0, d.span.line,
+                 header_end, "open")
+    return _let_block(head, d.body, d.result, d.span.end_line)
+
+
+def _let_block(head: _Line, lets, result, end_line: int) -> list[_Line]:
+    """``head {``, one ``let`` per line, ``return …``, ``}``: fn and scan bodies. A body
+    admits only ``let``: a hand-built "node" statement would not parse back."""
+    out = [head] + [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in lets]
+    out.append(_Line(f"return {format_expr(result)}", 1, result.span.line,
+                     result.span.end_line))
+    out.append(_Line("}", 0, end_line, end_line, "close"))
     return out
 
 
@@ -280,12 +285,8 @@ def _scan_lines(d: ast.NodeDecl) -> list[_Line]:
     """``node h = scan t in N, c: f32 = 0.0 {``, one ``let`` per line, ``return ...``, ``}``."""
     e: ast.Scan = d.value
     head = f"{d.keyword} {d.name}{_annotation(d.type)} = {_scan_header(e)}"
-    out = [_Line(head, 0, d.span.line, e.init.span.end_line or d.span.line, "open")]
-    out += [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in e.body]
-    out.append(_Line(f"return {format_expr(e.result)}", 1, e.result.span.line,
-                     e.result.span.end_line))
-    out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
-    return out
+    return _let_block(_Line(head, 0, d.span.line, e.init.span.end_line or d.span.line, "open"),
+                      e.body, e.result, d.span.end_line)
 
 
 def _rule_lines(d: ast.RuleDecl) -> list[_Line]:

@@ -77,7 +77,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     import optax
 
     v = cfg.values
-    if v.get("loss"):  # a named loss chosen by the run (cli.main switches before the banner)
+    if v.get("loss"):  # a named loss chosen by the run
         named = dict(prog.graph.losses)
         if v["loss"] not in named:
             raise cfg.error("loss", f"the program has no loss named '{v['loss']}'",
