@@ -236,6 +236,9 @@ class RunConfig:
         v["data"] = _kwargs(self, "data", data, sources[data["name"]].kwargs)
         sal = v.get("saliency")
         if sal is not None:
+            if isinstance(sal, dict) and "name" not in sal:
+                raise self.error("saliency", "saliency needs a kind: {name: jacobian, of: w, "
+                                 "wrt: x} (in YAML, a space after each colon)")
             if not isinstance(sal, dict) or sal.get("name") not in SALIENCY:
                 name = sal.get("name") if isinstance(sal, dict) else sal
                 raise self.error("saliency", f"unknown saliency '{name}'",

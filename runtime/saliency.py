@@ -17,8 +17,9 @@ from ddm.dsl.diagnostics import ConfigDiagnostic
 MAX_ROWS = 20
 
 
-def check(prog, cfg) -> None:
-    """``of`` names a float node or output, ``wrt`` a float input it depends on."""
+def check(prog, cfg, dims: Mapping[str, int] | None = None) -> None:
+    """``of`` names a float node or output, ``wrt`` a float input it depends on, and the
+    reference features exist (``dims``: the sizes the data bound)."""
     s = cfg.values["saliency"]
     g = prog.graph
     vid = g.nodes.get(s["of"])
@@ -34,7 +35,7 @@ def check(prog, cfg) -> None:
     if spec.value not in g.ancestors([vid]):
         raise cfg.error("saliency.wrt", f"saliency: '{s['of']}' does not depend on "
                         f"'{s['wrt']}'")
-    sizes = [d for d in spec.type.shape]
+    sizes = [_size(d, dims) for d in spec.type.shape]
     if s["reference"] and all(isinstance(d, int) for d in sizes):
         features = 1
         for d in sizes:
@@ -43,6 +44,13 @@ def check(prog, cfg) -> None:
         if bad:
             raise cfg.error("saliency.reference", f"saliency: reference features {bad} are "
                             f"outside the {features} features of '{s['wrt']}'")
+
+
+def _size(d, dims) -> int | None:
+    """A dim's size: fixed, or bound by the data (None when neither)."""
+    if isinstance(d, int):
+        return d
+    return d.value if d.value is not None else (dims or {}).get(d.name)
 
 
 def compute(prog, params, arrays: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:

@@ -113,7 +113,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         return out
 
     if v.get("saliency"):
-        saliency.check(prog, cfg)
+        saliency.check(prog, cfg, dims)
     train = device(data.train, needed)
     test = device(data.test, metric_needed)
     n = data.n("train")
