@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ddm-installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider --import-mode=importlib
 
-.PHONY: run test test-slow bench deep-hedge-grid install dot lock clean
+.PHONY: run test test-slow bench deep-hedge-grid phi-vs-dp install dot lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench: install $(BENCH_STAMP)
 # the deep-hedging results grid (markets × costs × losses, ~40 min on 2 cores) → docs/results/deep_hedge.md
 deep-hedge-grid: install
 	$(PY) -m ddm.bench.deep_hedge_grid
+
+phi-vs-dp: install
+	$(PY) -m ddm.bench.phi_vs_dp
 
 # Re-resolve the pins from pyproject.toml in a scratch environment.
 lock:

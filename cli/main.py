@@ -207,9 +207,40 @@ def cmd_compile(args) -> int:
     out = args.resume or args.out or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.file))[0])
     console = Console(stderr=False)
+    if cfg.values.get("compare_rules"):
+        from ddm.dsl.diagnostics import ConfigDiagnostic
+        if args.resume:
+            raise ConfigDiagnostic(None, "--resume continues one run; compare_rules trains two",
+                                   hint=f"resume one of them: --resume {out}/phi_guided "
+                                        "--set compare_rules=false")
+        from ddm.cli.report import print_comparison
+        from ddm.runtime.compare import run_both
+        both = run_both(prog, cfg, out, console)
+        for name, result in both["runs"].items():
+            console.rule(name)
+            print_report(console, result)
+        print_comparison(console, both["comparison"])
+        _diagram(graph, sources, os.path.join(out, "phi_guided"), out, console)
+        return EXIT_OK
     result = run(prog, cfg, out, console, resume=bool(args.resume))
     print_report(console, result)
     return EXIT_OK
+
+
+def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
+    """The program's diagram, backward edges annotated with the run's gradient norms:
+    OUT/diagram.svg, or OUT/diagram.dot where graphviz's dot is missing."""
+    from ddm.compiler.render import DotMissing, measured, render_file, to_dot
+    text = to_dot(graph, "both", measured(graph, _run_grad_norms(graph, sources, run_dir)),
+                  "LR")
+    path = os.path.join(out, "diagram.svg")
+    try:
+        render_file(text, path, None)
+    except DotMissing:
+        path = os.path.join(out, "diagram.dot")
+        render_file(text, path, "dot")
+    console.print(f"wrote {path} (backward edges: gradient norms of {run_dir})",
+                  highlight=False)
 
 
 def _dims(pairs) -> dict[str, int]:

@@ -111,12 +111,19 @@ class _Checker:
                         for name, m in r.metrics.items())
         named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
                       for name, d in r.named_losses.items())
+        task = loss
+        if r.task_loss is not None:
+            task = self.batch_scalar(r.task_loss.value, "loss")
+        task_named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
+                           for name, d in r.task_named.items())
         if loss is None and named:  # only named losses: the first is the default
             loss = named[0][1]
+            task = (task_named or named)[0][1]
         dims = tuple(DimSpec(n, d.value, d.name_span) for n, d in r.dims.items())
         return Graph(r.module.file, tuple(self.values), dims, tuple(inputs), tuple(params),
                      nodes, outputs, loss, metrics, tuple(fns), r.run, tuple(r.warnings),
-                     named, tuple(info for info, _ in r.rules))
+                     named, tuple(info for info, _ in r.rules), tuple(r.guards), task,
+                     task_named)
 
     def batch_scalar(self, expr, what: str) -> int:
         vid = self.expr(expr, _Scope("batch", dims=self.dims))

@@ -94,11 +94,21 @@ class Graph:
     warnings: tuple = field(default=())
     losses: tuple[tuple[str, int], ...] = ()  # named alternatives: ``loss NAME = …``
     rules: tuple = ()  # compiler.rules.RuleInfo: each rule's name, intent and span
+    guards: tuple = ()  # compiler.guards.GuardInfo: each guardrail, in program order
+    # the loss without its Φ-rules' terms (the "pure DP" loss), and each named loss's
+    task_loss: int | None = None
+    task_losses: tuple[tuple[str, int], ...] = ()
 
     def with_loss(self, name: str) -> "Graph":
         """This graph training its named loss ``name`` instead of the default."""
         from dataclasses import replace
-        return replace(self, loss=dict(self.losses)[name])
+        return replace(self, loss=dict(self.losses)[name],
+                       task_loss=dict(self.task_losses).get(name, dict(self.losses)[name]))
+
+    def without_rules(self) -> "Graph":
+        """This graph training its loss without the Φ-rules' terms (rules still measured)."""
+        from dataclasses import replace
+        return replace(self, loss=self.task_loss if self.task_loss is not None else self.loss)
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)

@@ -5,6 +5,14 @@ vectorises the per-sample part with ``jax.vmap(axis_name="batch")`` (so batch-st
 use collectives) and then evaluates the batch-stage values of ``loss`` and ``metric`` on the
 lifted arrays. Every value is converted to the concrete dtype its IR type names, so the JAX
 program computes exactly the types the checker inferred.
+
+Randomness is explicit: an evaluation given a JAX ``key`` hands every random op (``Op.extra``
+``"random"``, e.g. ``gumbel_softmax``) ``key=fold_in(k, value id)``, where ``k`` is
+``fold_in(key, b)`` for values computed per sample under ``batch`` (``b`` the sample's position
+in the batch), ``key`` itself for batch-stage values and under ``sample``; inside a scan's body
+``k`` is first replaced by ``fold_in(fold_in(k, scan id), t)`` at step ``t``, so every step
+draws fresh noise. Without a key random ops are deterministic (evaluation: ``apply``,
+``metrics``); the same key gives the same bits. Training passes a key per step.
 """
 from __future__ import annotations
 
@@ -31,15 +39,16 @@ class Lowered:
     # --- one sample ----------------------------------------------------------------------------
     def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
                batched: bool = False, infos: dict | None = None,
-               taps: Mapping | None = None) -> dict[int, object]:
+               taps: Mapping | None = None, key=None) -> dict[int, object]:
         """Values ``roots`` (static or sample stage) for one sample's ``inputs``. Declarative
         nodes among them put their solver :class:`Info` into ``infos`` (by value id).
         ``taps``: zeros added to some values, by id, so that the gradient with respect to a
-        tap is the loss's adjoint at that value (:meth:`Program.grad_norms`)."""
+        tap is the loss's adjoint at that value (:meth:`Program.grad_norms`). ``key``: this
+        sample's JAX key for random ops (``None``: they are deterministic)."""
         need = self.graph.ancestors(roots)
         env: dict = {}
         for i in sorted(need):
-            env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched)
+            env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched, key)
             if taps is not None and i in taps:
                 env[i] = env[i] + taps[i]
         if infos is not None:
@@ -48,10 +57,12 @@ class Lowered:
 
     # --- a batch -------------------------------------------------------------------------------
     def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-              infos: dict | None = None, taps: Mapping | None = None) -> dict[int, object]:
+              infos: dict | None = None, taps: Mapping | None = None,
+              key=None) -> dict[int, object]:
         """Values ``roots`` of any stage for a batch of inputs (leading axis). Solver infos of
         per-sample declarative nodes come back batched (leading axis) in ``infos``. ``taps``
-        as in :meth:`sample`: batched ``[B, …]`` for sample-stage values."""
+        as in :meth:`sample`: batched ``[B, …]`` for sample-stage values. ``key``: a JAX key
+        for random ops; sample ``b`` draws from ``fold_in(key, b)`` (``None``: deterministic)."""
         taps = taps or {}
         g = self.graph
         need = g.ancestors(roots)
@@ -65,13 +76,18 @@ class Lowered:
 
             sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
 
-            def one(sample_inputs, tapped):
+            def one(sample_inputs, tapped, sample_key):
                 found: dict = {}
                 out = self.sample(params, sample_inputs, dims, sample_roots, batched=True,
-                                  infos=found, taps=tapped or None)
+                                  infos=found, taps=tapped or None, key=sample_key)
                 return out, found
 
-            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps)
+            keys = None
+            if key is not None:
+                size = jax.tree.leaves(batch_inputs)[0].shape[0]
+                keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(size))
+            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps,
+                                                                 keys)
             env.update(per_sample)
             if infos is not None:
                 infos.update(found)
@@ -81,7 +97,7 @@ class Lowered:
             v = g.values[i]
             if i in env or v.stage == "sample":
                 continue
-            env[i] = self.value(v, env, params, inputs, dims, batched=True)
+            env[i] = self.value(v, env, params, inputs, dims, batched=True, key=key)
             if i in taps:
                 env[i] = env[i] + taps[i]
         if infos is not None:
@@ -89,15 +105,17 @@ class Lowered:
         return {i: env[i] for i in roots}
 
     # --- one value -----------------------------------------------------------------------------
-    def value(self, v: Value, env, params, inputs, dims, batched: bool):
-        out = self._compute(v, env, params, inputs, dims, batched)
+    def value(self, v: Value, env, params, inputs, dims, batched: bool, key=None):
+        """``v``'s value from the values in ``env``; ``key``: the JAX key random ops fold
+        ``v.id`` into (``None``: they are deterministic)."""
+        out = self._compute(v, env, params, inputs, dims, batched, key)
         if v.type.weak:
             return out  # Python scalars stay weakly typed, as the checker assumed
         want = resolve_dtype(v.type.dtype, self.x64)
         out = jnp.asarray(out)
         return out if out.dtype == want else out.astype(want)
 
-    def _compute(self, v: Value, env, params, inputs, dims, batched):
+    def _compute(self, v: Value, env, params, inputs, dims, batched, key=None):
         op = v.op
         if op == "input":
             return inputs[v.attr("name")]
@@ -116,13 +134,14 @@ class Lowered:
         if op == "index":
             return env[v.inputs[0]][self._index(v, env)]
         if op == "argmin":
+            # an argmin's problem is evaluated without a key: its solution is deterministic
             from ddm.compiler.lower_argmin import solve_node
             x, info = solve_node(self, v, env, params, inputs, dims, batched)
             env[("info", v.id)] = info
             return x
         if op == "scan":
             from ddm.compiler.lower_scan import scan_node
-            return scan_node(self, v, env, params, inputs, dims, batched)
+            return scan_node(self, v, env, params, inputs, dims, batched, key)
         if op == "as_carry":
             shape = tuple(resolve_dim(d, dims, v.span) for d in v.attr("shape"))
             return jnp.broadcast_to(env[v.inputs[0]], shape)
@@ -137,6 +156,8 @@ class Lowered:
                                  "apply_batch (or use fixed statistics) for one sample")
         self._recheck_bound(v, spec, static, dims)
         args = self._grouped(v, [env[i] for i in v.inputs])
+        if key is not None and spec.extra.get("random"):
+            static["key"] = jax.random.fold_in(key, v.id)
         return spec.impl(*args, **static)
 
     def _grouped(self, v: Value, items):

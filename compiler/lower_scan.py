@@ -5,6 +5,7 @@ bound to the step index and the carry, and the captured outer values taken from 
 environment — closed over, so their gradients flow through ``lax.scan``'s own rule. Declarative
 nodes inside the body return their solver infos per step; they come out stacked ``[N, ...]``
 and are put in the enclosing environment under the nested node's id, as if it ran outside.
+Random ops in the body draw from ``fold_in(fold_in(key, scan id), t)``: fresh noise per step.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from ddm.library.lazy import jax, jnp
 from ddm.library.precision import resolve_dtype
 
 
-def scan_node(low, v, env, params, inputs, dims, batched):
-    """The stacked carries of scan node ``v`` for one sample."""
+def scan_node(low, v, env, params, inputs, dims, batched, key=None):
+    """The stacked carries of scan node ``v`` for one sample (``key``: the sample's JAX key
+    for random ops in the body, or ``None``)."""
     spec = v.attr("scan")
     values = low.graph.values
     steps = resolve_dim(spec.length, dims, v.span)
@@ -24,13 +26,15 @@ def scan_node(low, v, env, params, inputs, dims, batched):
     outer = {i: env[i] for i in v.inputs[1:]}
     body = range(*spec.body)
     need = _needed(values, spec, body)
+    body_key = None if key is None else jax.random.fold_in(key, v.id)
 
     def step(carry, t):
         local = dict(outer)
         local[spec.index] = t
         local[spec.carry] = carry
+        step_key = None if body_key is None else jax.random.fold_in(body_key, t)
         for i in need:
-            local[i] = low.value(values[i], local, params, inputs, dims, batched)
+            local[i] = low.value(values[i], local, params, inputs, dims, batched, step_key)
         new = jnp.broadcast_to(jnp.asarray(local[spec.result], dtype), shape)
         infos = {k: a for k, a in local.items() if isinstance(k, tuple)}
         return new, (new, infos)

@@ -112,6 +112,11 @@ class Program:
             raise DataDiagnostic(None, f"{self.file} has no loss named '{name}'", hint=hint)
         return Program(self.graph.with_loss(name), self.sources, self.x64, self.strict)
 
+    def without_rules(self) -> "Program":
+        """The same program trained without its Φ-rules' loss terms ("pure DP"); the rules'
+        activations are still measured. Guards, being hard limits, stay."""
+        return Program(self.graph.without_rules(), self.sources, self.x64, self.strict)
+
     # --- facts ---------------------------------------------------------------------------------
     @property
     def file(self) -> str:
@@ -177,22 +182,25 @@ class Program:
         return out
 
     @_located
-    def loss(self, params, batch: Mapping[str, Any]):
-        """The scalar ``loss`` over a batch of inputs."""
+    def loss(self, params, batch: Mapping[str, Any], key=None):
+        """The scalar ``loss`` over a batch of inputs. ``key``: a JAX key from which random
+        ops (``gumbel_softmax``) draw their noise, as in training; without one (the default)
+        they are deterministic."""
         if self.graph.loss is None:
             raise DataDiagnostic(None, f"{self.file} declares no loss")
-        loss, infos = self._loss(params, self._inputs(batch))
+        loss, infos = self._loss(params, self._inputs(batch), key)
         self.check_solvers(infos, "loss")
         return loss
 
     @_located
-    def loss_and_info(self, params, batch: Mapping[str, Any]):
+    def loss_and_info(self, params, batch: Mapping[str, Any], key=None):
         """``(loss, infos)``: the loss and, per declarative node, its solver :class:`Info`
         batched over instances — for ``jax.value_and_grad(..., has_aux=True)`` in your own
-        training loop (then call :meth:`check_solvers` on the concrete infos)."""
+        training loop (then call :meth:`check_solvers` on the concrete infos). ``key`` as in
+        :meth:`loss`: pass a fresh one per step to train through random ops."""
         if self.graph.loss is None:
             raise DataDiagnostic(None, f"{self.file} declares no loss")
-        return self._loss(params, self._inputs(batch))
+        return self._loss(params, self._inputs(batch), key)
 
     @_located
     def metrics(self, params, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,32 +220,63 @@ class Program:
     def grad_norms(self, params, batch: Mapping[str, Any]) -> dict[int, float]:
         """‖∂loss/∂value‖ over ``batch`` for every value on the gradient path (the values the
         loss depends on that depend on a param; values inside a scan's body are measured
-        through the scan, those of an argmin's problem through its solution), by value id — what ``ddmc render --grads`` draws. Sample values
+        through the scan, those of an argmin's problem through its solution), by value id —
+        what ``ddmc render --grads`` draws. Sample values
         count over the whole batch: the norm of the ``[B, …]`` adjoint."""
         import numpy as np
 
+        if self.graph.loss is None:
+            raise DataDiagnostic(None, f"{self.file} declares no loss")
+        norms = jax.jit(self._adjoint_norms_impl)(params, self._inputs(batch))
+        return {i: float(np.asarray(n, np.float64)) for i, n in norms.items()}
+
+    def adjoint_ids(self) -> list[int]:
+        """The values :meth:`grad_norms` measures: on the gradient path, outside scan bodies,
+        neither static nor weak."""
         from ddm.compiler.ir import gradient_path
 
         g = self.graph
-        if g.loss is None:
-            raise DataDiagnostic(None, f"{self.file} declares no loss")
         inside = g.in_bodies()
-        ids = sorted(i for i in gradient_path(g)
-                     if i not in inside and g.values[i].stage != "static"
-                     and g.values[i].op != "lift" and not g.values[i].type.weak)
-        inputs, dims = self._bind(self._inputs(batch), [g.loss] + ids, True, "grad_norms")
+        return sorted(i for i in gradient_path(g)
+                      if i not in inside and g.values[i].stage != "static"
+                      and g.values[i].op != "lift" and not g.values[i].type.weak)
+
+    def _adjoint_norms_impl(self, params, batch, key=None):
+        """Traceable :meth:`grad_norms`: ‖∂loss/∂value‖ by value id, as arrays."""
+        g = self.graph
+        ids = self.adjoint_ids()
+        inputs, dims = self._bind(batch, [g.loss] + ids, True, "grad_norms")
         # the taps' shapes only: no forward pass is run for them
         shapes = jax.eval_shape(
             lambda: self._lowered.batch(params, inputs, dims, ids, infos={}))
         zeros = {i: jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in ids}
 
         def loss(taps):
-            out = self._lowered.batch(params, inputs, dims, [g.loss], infos={}, taps=taps)
+            out = self._lowered.batch(params, inputs, dims, [g.loss], infos={}, taps=taps,
+                                      key=key)
             return out[g.loss]
 
-        grads = jax.jit(jax.grad(loss))(zeros)
-        return {i: float(np.sqrt(np.sum(np.square(np.asarray(grads[i], np.float64)))))
-                for i in ids}
+        grads = jax.grad(loss)(zeros)
+        return {i: jnp.sqrt(jnp.sum(jnp.square(grads[i]))) for i in ids}
+
+    def _orthogonality_impl(self, params, batch, vid: int, key=None):
+        """⟨∂L_task/∂d, ∂L_rules/∂d⟩² at the value ``vid`` (a decision, over the batch), where
+        L_rules = loss − task loss: the seed's orthogonality penalty (§7.5) that keeps the
+        rules from double-counting what the task loss already says."""
+        g = self.graph
+        roots = [g.loss, g.task_loss]
+        inputs, dims = self._bind(batch, roots + [vid], True, "loss")
+        shape = jax.eval_shape(
+            lambda: self._lowered.batch(params, inputs, dims, [vid], infos={}))[vid]
+
+        def both(tap):
+            out = self._lowered.batch(params, inputs, dims, roots, infos={}, taps={vid: tap},
+                                      key=key)
+            return jnp.stack([out[g.loss], out[g.task_loss]])
+
+        jac = jax.jacrev(both)(jnp.zeros(shape.shape, shape.dtype))
+        task, rules = jac[1], jac[0] - jac[1]
+        return jnp.sum(task * rules) ** 2
 
     def node_label(self, vid: int) -> str:
         v = self.graph.values[vid]
@@ -330,15 +369,30 @@ class Program:
         values = self._lowered.batch(params, inputs, dims, roots, infos=infos)
         return {name: values[i] for name, i in self.graph.outputs}, infos
 
-    def _loss_info_impl(self, params, batch):
+    def _loss_info_impl(self, params, batch, key=None):
+        """Traceable ``(loss, infos)``; ``key``: the JAX key random ops draw from (training),
+        ``None`` for a deterministic evaluation."""
         self._check_params(params, "loss")
         inputs, dims = self._bind(batch, [self.graph.loss], True, "loss")
         infos: dict = {}
-        loss = self._lowered.batch(params, inputs, dims, [self.graph.loss], infos=infos)
+        loss = self._lowered.batch(params, inputs, dims, [self.graph.loss], infos=infos,
+                                   key=key)
         return loss[self.graph.loss], infos
 
-    def _loss_impl(self, params, batch):
-        return self._loss_info_impl(params, batch)[0]
+    def _loss_impl(self, params, batch, key=None):
+        return self._loss_info_impl(params, batch, key)[0]
+
+    def _loss_values_impl(self, params, batch, roots, key=None):
+        """The loss, solver infos and the values ``roots`` (value ids) of one evaluation: what
+        a training step reads besides the gradient (guard checks, rule state) at no second
+        forward pass."""
+        self._check_params(params, "loss")
+        roots = list(roots)
+        inputs, dims = self._bind(batch, [self.graph.loss] + roots, True, "loss")
+        infos: dict = {}
+        values = self._lowered.batch(params, inputs, dims, [self.graph.loss] + roots,
+                                     infos=infos, key=key)
+        return values[self.graph.loss], (infos, {i: values[i] for i in roots})
 
     def _metrics_info_impl(self, params, batch):
         roots = [i for _, i in self.graph.metrics]

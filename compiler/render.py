@@ -172,13 +172,15 @@ class _Drawing:
             if v.id not in owner and v.scope:
                 owner[v.id] = f"fn:{v.scope}"
                 parent.setdefault(f"fn:{v.scope}", None)
-        for rule in self.g.rules:  # the values a rule's text stands for
-            span = rule.span
-            for v in self.g.values:
-                if v.id not in owner and v.span.file == span.file \
-                        and span.line <= v.span.line <= span.end_line:
-                    owner[v.id] = f"rule:{rule.name}"
-                    parent.setdefault(f"rule:{rule.name}", None)
+        # the values a rule's or a guard's text stands for
+        for kind, items in (("rule", self.g.rules), ("guard", self.g.guards)):
+            for item in items:
+                span = item.span
+                for v in self.g.values:
+                    if v.id not in owner and v.span.file == span.file \
+                            and span.line <= v.span.line <= span.end_line:
+                        owner[v.id] = f"{kind}:{item.name}"
+                        parent.setdefault(f"{kind}:{item.name}", None)
         out: dict[str, list[int]] = {key: [] for key in parent}
         for vid, key in sorted(owner.items()):
             out[key].append(vid)
@@ -196,6 +198,11 @@ class _Drawing:
         elif key.startswith("rule:"):
             rule = next(r for r in self.g.rules if r.name == key[5:])
             title, colour = f"rule {rule.name}: {rule.intent}", "#e06666"
+        elif key.startswith("guard:"):
+            guard = next(x for x in self.g.guards if x.name == key[6:])
+            title = (f"guard {guard.name} on {guard.target}: {guard.limit} ({guard.action}) — "
+                     f"{guard.intent}")
+            colour = "#cc0000"
         else:
             title, colour = f"fn {key[3:]}", "#9fc5e8"
         lines = [f'{indent}subgraph "cluster_{key}" {{', f"{indent}  label={_q(title)};",

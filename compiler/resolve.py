@@ -43,6 +43,9 @@ class Resolved:
     loss: ast.LossDecl | None = None
     named_losses: dict[str, ast.LossDecl] = field(default_factory=dict)
     rules: list = field(default_factory=list)  # RuleInfo, in program order
+    guards: list = field(default_factory=list)  # GuardInfo, in program order
+    task_loss: ast.LossDecl | None = None  # the loss before the rules' terms were added
+    task_named: dict[str, ast.LossDecl] = field(default_factory=dict)
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
     run: ast.RunDecl | None = None
     warnings: list[Warning_] = field(default_factory=list)
@@ -96,6 +99,7 @@ def _declare(module: ast.Module, r: Resolved) -> None:
                                  hint="choose another name", notes=notes)
         first[name] = (kind, span)
 
+    guards: list[ast.GuardDecl] = []
     for item in module.items:
         if isinstance(item, ast.DimDecl):
             if item.name in r.dims and r.dims[item.name] is item:
@@ -138,22 +142,30 @@ def _declare(module: ast.Module, r: Resolved) -> None:
                                                  "first declared here"),))
             r.metrics[item.name] = item
         elif isinstance(item, ast.RuleDecl):
-            from ddm.compiler.rules import RuleInfo, desugar
-            nodes, metrics, term = desugar(item)
-            for node in nodes:
-                claim("node", node.name, item.name_span)
-                r.nodes[node.name] = node
+            from ddm.compiler.rules import desugar
+            decls, metrics, term, info = desugar(item)
+            for d in decls:
+                if isinstance(d, ast.ParamDecl):
+                    claim("param", d.name, item.name_span)
+                    r.params[d.name] = d
+                else:
+                    claim("node", d.name, item.name_span)
+                    r.nodes[d.name] = d
             for m in metrics:
                 if m.name in r.metrics:
                     raise NameDiagnostic(item.name_span, f"metric '{m.name}' of rule "
                                          f"'{item.name}' is already declared")
                 r.metrics[m.name] = m
-            r.rules.append((RuleInfo(item.name, item.intent or item.name, item.span), term))
+            r.rules.append((info, term))
+        elif isinstance(item, ast.GuardDecl):
+            guards.append(item)
         elif isinstance(item, ast.RunDecl):
             if r.run is not None:
                 raise NameDiagnostic(item.span, "a program has one run section; this is the "
                                      "second", notes=(Note(r.run.span, "first run here"),))
             r.run = item
+    if guards:
+        _apply_guards(r, guards, claim)
     if r.rules:
         from ddm.compiler.rules import add_terms
         terms = [t for _, t in r.rules]
@@ -161,6 +173,7 @@ def _declare(module: ast.Module, r: Resolved) -> None:
             info = r.rules[0][0]
             raise NameDiagnostic(info.span, f"rule '{info.name}' adds a term to the loss, and "
                                  "the program has none", hint="declare one: loss = ...")
+        r.task_loss, r.task_named = r.loss, dict(r.named_losses)
         if r.loss is not None:
             r.loss = add_terms(r.loss, terms)
         r.named_losses = {n: add_terms(d, terms) for n, d in r.named_losses.items()}
@@ -235,6 +248,38 @@ class _Imports:
 # they would parse here and fail later where they are used
 KEYWORDS = frozenset({"scan", "return", "not", "and", "or", "true", "false", "argmin",
                       "argmax"})
+
+
+def _apply_guards(r: Resolved, guards: list, claim) -> None:
+    """Each guard's nodes and metrics (compiler/guards.py); the guarded node's declaration
+    becomes the enforced value. Guards on one node chain in program order."""
+    from ddm.compiler.guards import desugar
+    seen: dict[str, ast.GuardDecl] = {}
+    for g in guards:
+        if g.name in seen:
+            raise NameDiagnostic(g.name_span, f"guard '{g.name}' is declared twice",
+                                 notes=(Note(seen[g.name].name_span, "first declared here"),))
+        seen[g.name] = g
+        target = r.nodes.get(g.target)
+        if target is None:
+            kind = ("an input" if g.target in r.inputs else "a param" if g.target in r.params
+                    else None)
+            what = f"'{g.target}' is {kind}" if kind else f"there is no node '{g.target}'"
+            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', but "
+                                 f"{what}: a guard limits a decision, a node of the program",
+                                 hint="guard the node that makes the decision: "
+                                      f"guard {g.name} on NODE {{ … }}")
+        nodes, metrics, info = desugar(g, target)
+        for node in nodes[:-1]:
+            claim("node", node.name, g.name_span)
+            r.nodes[node.name] = node
+        r.nodes[g.target] = nodes[-1]
+        for m in metrics:
+            if m.name in r.metrics:
+                raise NameDiagnostic(g.name_span, f"metric '{m.name}' of guard '{g.name}' is "
+                                     "already declared")
+            r.metrics[m.name] = m
+        r.guards.append(info)
 
 
 def _article(word: str) -> str:

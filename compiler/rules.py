@@ -7,12 +7,21 @@ text before checking — nodes and metrics the rest of the compiler already know
   ``a < b`` → σ(κ·(b − a)), ``p and q`` → p·q, ``p or q`` → 1 − (1 − p)(1 − q), ``not p`` → 1 − p;
   any other expression is taken as a trigger already in [0, 1] (a regime probability, say);
 - ``rule_NAME_penalty`` = P, a per-sample scalar on decisions or params;
-- ``rule_NAME_term`` = w · trigger · penalty, and the loss (and every named loss) gains
+- ``rule_NAME_weight`` = w (times γ · memory, below), what curriculum sampling weighs by;
+- ``rule_NAME_term`` = weight · trigger · penalty, and the loss (and every named loss) gains
   ``+ mean(rule_NAME_term)``;
 - metrics ``rule_NAME_activation`` = mean(trigger) and ``rule_NAME_effective_penalty`` =
   mean(term): the audit trail, logged on every log step beside the rule's intent.
 
 κ (default 10) and w (default 1) are numbers or params: a ``positive`` param makes them learned.
+
+Memory (seed §7.3, "wₜ = γwₜ₋₁ + Δw"): ``decay γ`` (a number in (0, 1), or an expression of
+params such as ``sigmoid(g)``, which is then learned: ∂L/∂g is part of the gradient) gives the
+rule a state ``rule_NAME_memory`` (a param the optimiser never moves, 1 at the start). The term
+becomes w · γ · memory · trigger · penalty, and after every training step the loop sets
+memory ← γ · memory + Δ, where Δ = ``boost`` η times the saliency of the rule's features
+(the inputs its ``when`` reads): mean |∂L/∂x| over them relative to the mean over every input.
+Without reinforcement a rule fades as γᵗ; one whose features matter to the loss is kept alive.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from ddm.dsl import ast
 from ddm.dsl.diagnostics import NameDiagnostic, ProblemDiagnostic
 from ddm.dsl.span import Span
 
-KEYS = ("when", "sharpness", "penalty", "weight")
+KEYS = ("when", "sharpness", "penalty", "weight", "decay", "boost")
 
 
 @dataclass(frozen=True)
@@ -30,28 +39,55 @@ class RuleInfo:
     name: str
     intent: str
     span: Span
+    memory: str | None = None  # the state param, when the rule decays
+    boost: float = 0.0  # η of the saliency reinforcement
+    features: tuple[str, ...] = ()  # the names its condition reads
+
+    @property
+    def decay(self) -> str | None:
+        return f"rule_{self.name}_decay" if self.memory else None
 
 
-def desugar(rule: ast.RuleDecl) -> tuple[list[ast.NodeDecl], list[ast.MetricDecl], str]:
-    """The nodes and metrics a rule stands for, and the name of its loss term node."""
-    entries: dict[str, ast.RuleEntry] = {}
-    for e in rule.entries:
-        if e.key not in KEYS:
-            raise NameDiagnostic(e.span, f"rule '{rule.name}' has no entry '{e.key}'",
-                                 hint="entries: " + ", ".join(KEYS))
-        if e.key in entries:
-            raise NameDiagnostic(e.span, f"'{e.key}' is given twice in rule '{rule.name}'")
-        entries[e.key] = e
-    for key in ("when", "penalty"):
-        if key not in entries:
-            raise NameDiagnostic(rule.name_span, f"rule '{rule.name}' needs '{key}'",
-                                 hint='rule r "intent" { when x > 1.0 penalty sum(w ** 2) }')
+def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleInfo]:
+    """The params and nodes, and the metrics a rule stands for, the name of its loss term
+    node and what the training loop needs to know of it."""
+    entries = entries_of(rule, "rule", KEYS, ("when", "penalty"),
+                         'rule r "intent" { when x > 1.0 penalty sum(w ** 2) }')
     span = rule.span
     kappa = entries["sharpness"].value if "sharpness" in entries else _num(10.0, span)
     weight = entries["weight"].value if "weight" in entries else _num(1.0, span)
     base = f"rule_{rule.name}"
     trigger = relax(entries["when"].value, kappa)
-    term = ast.BinOp("*", ast.BinOp("*", weight, ast.Name(f"{base}_trigger", span), span),
+    extra: list = []
+    memory, boost = None, 0.0
+    if "boost" in entries:
+        b = entries["boost"].value
+        if not isinstance(b, ast.Number) or b.value < 0:
+            raise ProblemDiagnostic(b.span, "a rule's boost is a number >= 0",
+                                    hint="boost 0.1: memory gains 0.1 × the features' saliency")
+        if "decay" not in entries:
+            raise ProblemDiagnostic(entries["boost"].span, f"rule '{rule.name}' boosts its "
+                                    "memory but never lets it decay, so it would grow without "
+                                    "bound", hint="add: decay 0.99 (or decay sigmoid(g) to "
+                                                  "learn it)")
+        boost = float(b.value)
+    if "decay" in entries:
+        d = entries["decay"]
+        if isinstance(d.value, ast.Number) and not 0 < d.value.value < 1:
+            raise ProblemDiagnostic(d.value.span, "a rule's decay γ is in (0, 1)",
+                                    hint="decay 0.99, or decay sigmoid(g) with param g learned")
+        memory = f"{base}_memory"
+        scalar_t = ast.TypeExpr("f32", (), d.span)
+        extra = [ast.ParamDecl(memory, scalar_t, _num(1.0, d.span), False, d.span,
+                               rule.name_span),
+                 ast.NodeDecl("node", f"{base}_decay", scalar_t, d.value, d.span,
+                              rule.name_span)]
+        kept = ast.BinOp("*", ast.Name(f"{base}_decay", span),
+                         _call("stop_gradient", ast.Name(memory, span), span), span)
+        weight = ast.BinOp("*", weight, kept, span)
+    extra.append(ast.NodeDecl("node", f"{base}_weight", None, weight, span, rule.name_span))
+    term = ast.BinOp("*", ast.BinOp("*", ast.Name(f"{base}_weight", span),
+                                    ast.Name(f"{base}_trigger", span), span),
                      ast.Name(f"{base}_penalty", span), span)
     # trigger and penalty are one number per sample: the annotation makes the checker say so
     scalar = {k: ast.TypeExpr("f32", (), entries[k].value.span) for k in ("when", "penalty")}
@@ -64,7 +100,27 @@ def desugar(rule: ast.RuleDecl) -> tuple[list[ast.NodeDecl], list[ast.MetricDecl
                               rule.name_span),
                ast.MetricDecl(f"{base}_effective_penalty", _mean(f"{base}_term", span), span,
                               rule.name_span)]
-    return nodes, metrics, f"{base}_term"
+    features = tuple(sorted({n.id for n in _names(entries["when"].value)}))
+    info = RuleInfo(rule.name, rule.intent or rule.name, rule.span, memory, boost, features)
+    return extra + nodes, metrics, f"{base}_term", info
+
+
+def entries_of(decl, kind: str, keys, required, example: str) -> dict:
+    """A rule's or guard's ``key value`` entries by key: each known, none twice, the required
+    ones present — or a located error."""
+    entries: dict[str, ast.RuleEntry] = {}
+    for e in decl.entries:
+        if e.key not in keys:
+            raise NameDiagnostic(e.span, f"{kind} '{decl.name}' has no entry '{e.key}'",
+                                 hint="entries: " + ", ".join(keys))
+        if e.key in entries:
+            raise NameDiagnostic(e.span, f"'{e.key}' is given twice in {kind} '{decl.name}'")
+        entries[e.key] = e
+    for key in required:
+        if key not in entries:
+            raise NameDiagnostic(decl.name_span, f"{kind} '{decl.name}' needs '{key}'",
+                                 hint=example)
+    return entries
 
 
 def add_terms(loss: ast.LossDecl, terms: list[str]) -> ast.LossDecl:
@@ -96,6 +152,25 @@ def relax(cond, kappa):
     if isinstance(cond, ast.UnaryOp) and cond.op == "not":
         return ast.BinOp("-", _num(1.0, span), relax(cond.operand, kappa), span)
     return cond
+
+
+def _names(e):
+    from dataclasses import fields, is_dataclass
+    if isinstance(e, ast.Name):
+        yield e
+    elif isinstance(e, ast.Call):
+        for a in e.args + tuple(k.value for k in e.kwargs):
+            yield from _names(a)
+    elif isinstance(e, tuple):
+        for x in e:
+            yield from _names(x)
+    elif is_dataclass(e) and not isinstance(e, (Span, ast.TypeExpr)):
+        for f in fields(e):
+            yield from _names(getattr(e, f.name))
+
+
+def _call(name: str, arg, span) -> ast.Call:
+    return ast.Call(ast.Name(name, span), (arg,), (), span)
 
 
 def _num(x: float, span) -> ast.Number:

@@ -289,7 +289,7 @@ class RunDecl:
 
 @dataclass(frozen=True, slots=True)
 class RuleEntry:
-    key: str  # when | sharpness | penalty | weight
+    key: str  # rule: when | sharpness | penalty | weight | …; guard: limit | action | fallback
     value: Expr
     span: Span = _span()
 
@@ -305,8 +305,21 @@ class RuleDecl:
     name_span: Span = _span()
 
 
+@dataclass(frozen=True, slots=True)
+class GuardDecl:
+    """``guard NAME "intent" on NODE { limit … action … fallback … }``: a hard limit."""
+
+    name: str
+    intent: str | None
+    target: str
+    entries: tuple[RuleEntry, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+    target_span: Span = _span()
+
+
 Decl = Union[Import, DimDecl, InputDecl, ParamDecl, NodeDecl, OutputDecl, LossDecl, MetricDecl,
-             FnDecl, RunDecl, RuleDecl]
+             FnDecl, RunDecl, RuleDecl, GuardDecl]
 
 
 @dataclass(frozen=True, slots=True)

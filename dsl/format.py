@@ -252,7 +252,7 @@ def _lines(module: ast.Module) -> list[_Line]:
             out += _fn_lines(d)
         elif isinstance(d, ast.RunDecl):
             out += _run_lines(d)
-        elif isinstance(d, ast.RuleDecl):
+        elif isinstance(d, (ast.RuleDecl, ast.GuardDecl)):
             out += _rule_lines(d)
         elif isinstance(d, ast.NodeDecl) and isinstance(d.value, ast.Scan) and d.value.body:
             out += _scan_lines(d)
@@ -289,10 +289,13 @@ def _scan_lines(d: ast.NodeDecl) -> list[_Line]:
                       e.body, e.result, d.span.end_line)
 
 
-def _rule_lines(d: ast.RuleDecl) -> list[_Line]:
-    """``rule NAME "intent" {``, one ``key value`` per line, ``}``."""
+def _rule_lines(d: ast.RuleDecl | ast.GuardDecl) -> list[_Line]:
+    """``rule NAME "intent" {`` (``guard NAME "intent" on NODE {``), one ``key value`` per
+    line, ``}``."""
     intent = f" {_quote(d.intent)}" if d.intent is not None else ""
-    out = [_Line(f"rule {d.name}{intent} {{", 0, d.span.line, d.span.line, "open")]
+    head = (f"guard {d.name}{intent} on {d.target} {{" if isinstance(d, ast.GuardDecl)
+            else f"rule {d.name}{intent} {{")
+    out = [_Line(head, 0, d.span.line, d.span.line, "open")]
     out += [_Line(f"{e.key} {format_expr(e.value)}", 1, e.span.line, e.span.end_line)
             for e in d.entries]
     out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))

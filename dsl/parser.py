@@ -101,7 +101,7 @@ _READABLE = {
     "SENSE": "'argmin' or 'argmax'",
 }
 _DECL_START = {"IMPORT", "DIM", "INPUT", "PARAM", "NODE", "LET", "OUTPUT", "LOSS", "METRIC",
-               "RULE", "FN", "RUN"}
+               "RULE", "GUARD", "FN", "RUN"}
 
 
 def _readable(term: str) -> str:
@@ -116,7 +116,7 @@ def _expected(names) -> str:
     names = set(names)
     if names & _DECL_START and len(names & _DECL_START) >= 5:
         names = (names - _DECL_START) | {"a declaration (dim, input, param, node, output, loss, "
-                                          "metric, rule, fn, import, run)"}
+                                          "metric, rule, guard, fn, import, run)"}
         items = sorted(_readable(n) if not n.startswith("a declaration") else n for n in names)
     else:
         items = sorted({_readable(n) for n in names})
@@ -268,6 +268,14 @@ class _Builder:
                             tuple(ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]),
                                                 self.span(e)) for e in entries),
                             span, self.span(name))
+
+    def d_guard_decl(self, t, span):
+        name, intent, target, *entries = t.children
+        return ast.GuardDecl(str(name), intent[1:-1] if intent is not None else None,
+                             str(target),
+                             tuple(ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]),
+                                                 self.span(e)) for e in entries),
+                             span, self.span(name), self.span(target))
 
     def d_run_decl(self, t, span):
         entries = tuple(ast.RunEntry(str(e.children[0]), self.expr(e.children[1]), self.span(e))

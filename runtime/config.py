@@ -50,11 +50,25 @@ SCALARS = {
     "checkpoint_every": ("int", 0, 0),
     "loss": ("str", "", None),  # a named loss (``loss NAME = …``) to train instead
     "diagnostics": ("str", "basic", None),  # gradient statistics on log steps (diagnostics.py)
+    "rules": ("str", "on", None),  # off: train without the Φ-rules' loss terms ("pure DP")
+    "compare_rules": ("bool", False, None),  # --run trains rules off and on, same seed
 }
 # Jacobian saliency of a decision w.r.t. an input's features, on the test set (saliency.py)
 SALIENCY = {"jacobian": (Arg("of", "str"), Arg("wrt", "str"), Arg("top", "int", 10),
                          Arg("reference", "ints", ()), Arg("samples", "int", 512))}
-CALLS = ("data", "optimizer", "saliency")
+# The orthogonality penalty between the task's and the rules' gradients at a decision (seed
+# §7.5): weight · ⟨∂L_task/∂d, ∂L_rules/∂d⟩²
+ORTHOGONALITY = {"penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01))}
+# Episodes sampled with probability ∝ the weight of the rules that fire on them (seed §7.2)
+CURRICULUM = {"rules": (Arg("strength", "float", 0.5), Arg("every", "int", 100))}
+# The first step at which a test metric reaches a value (steps to a target Sharpe)
+TARGET = {"reach": (Arg("metric", "str"), Arg("value", "float"))}
+CALL_KINDS = {"saliency": (SALIENCY, 'saliency = jacobian(of="w", wrt="x", top=10, '
+                                     'reference=[0, 3])'),
+              "orthogonality": (ORTHOGONALITY, 'orthogonality = penalty(wrt="w", weight=0.01)'),
+              "curriculum": (CURRICULUM, "curriculum = rules(strength=0.5, every=100)"),
+              "target": (TARGET, 'target = reach(metric="sharpe", value=1.0)')}
+CALLS = ("data", "optimizer") + tuple(CALL_KINDS)
 KEYS = tuple(SCALARS) + CALLS
 
 
@@ -69,7 +83,8 @@ class RunConfig:
         values: dict[str, Any] = {k: d for k, (_, d, _) in SCALARS.items()}
         values["optimizer"] = {"name": "adam", "lr": 1e-3}
         values["data"] = None
-        values["saliency"] = None
+        for key in CALL_KINDS:
+            values[key] = None
         return cls(values)
 
     def span(self, key: str) -> Span | None:
@@ -193,6 +208,8 @@ class RunConfig:
             v["loss"] = ""
         if isinstance(v["diagnostics"], bool):  # YAML reads ``off`` as false (and ``on``)
             v["diagnostics"] = "basic" if v["diagnostics"] else "off"
+        if isinstance(v["rules"], bool):
+            v["rules"] = "on" if v["rules"] else "off"
         for key, (kind, _, minimum) in SCALARS.items():
             v[key] = _coerce(self, key, v[key], kind, minimum)
         if v["diagnostics"] not in ("basic", "full", "off"):
@@ -234,20 +251,35 @@ class RunConfig:
             raise self.error("data", f"unknown data source '{name}'",
                              hint="sources: " + ", ".join(sources))
         v["data"] = _kwargs(self, "data", data, sources[data["name"]].kwargs)
-        sal = v.get("saliency")
-        if sal is not None:
-            if isinstance(sal, dict) and "name" not in sal:
-                raise self.error("saliency", "saliency needs a kind: {name: jacobian, of: w, "
-                                 "wrt: x} (in YAML, a space after each colon)")
-            if not isinstance(sal, dict) or sal.get("name") not in SALIENCY:
-                name = sal.get("name") if isinstance(sal, dict) else sal
-                raise self.error("saliency", f"unknown saliency '{name}'",
-                                 hint="saliency = jacobian(of=\"w\", wrt=\"x\", top=10, "
-                                      "reference=[0, 3])")
-            v["saliency"] = _kwargs(self, "saliency", sal, SALIENCY[sal["name"]])
+        for key, (kinds, example) in CALL_KINDS.items():
+            given = v.get(key)
+            if given is None:
+                continue
+            if isinstance(given, dict) and "name" not in given:
+                raise self.error(key, f"{key} needs a kind, e.g. {example} (in YAML: "
+                                 "{name: KIND, key: value}, a space after each colon)")
+            if not isinstance(given, dict) or given.get("name") not in kinds:
+                name = given.get("name") if isinstance(given, dict) else given
+                raise self.error(key, f"unknown {key} '{name}'", hint=example)
+            v[key] = _kwargs(self, key, given, kinds[given["name"]])
+        if v["rules"] not in ("on", "off"):
+            raise self.error("rules", f"rules must be on or off; got {v['rules']!r}")
+        if v["saliency"]:
             for k in ("top", "samples"):
                 if v["saliency"][k] < 1:
                     raise self.error(f"saliency.{k}", f"saliency {k} must be at least 1")
+        if v["orthogonality"] and v["orthogonality"]["weight"] < 0:
+            raise self.error("orthogonality.weight", "the orthogonality weight must be >= 0")
+        if v["curriculum"]:
+            c = v["curriculum"]
+            if not 0 <= c["strength"] <= 1:
+                raise self.error("curriculum.strength", "curriculum strength is the share of "
+                                 f"rule-weighted sampling, in [0, 1]; got {c['strength']}")
+            if c["every"] < 1:
+                raise self.error("curriculum.every", "curriculum every must be at least 1")
+        if v["target"] and not v["eval_every"]:
+            raise self.error("target", "a target is checked on the test set every eval_every "
+                             "steps, and eval_every is 0", hint="set eval_every = 50")
         return self
 
 

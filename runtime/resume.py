@@ -4,8 +4,9 @@ an uninterrupted one would.
 A checkpoint in a run's directory is these files, each written atomically:
 
 - ``checkpoint.npz`` (with its ``.sha256``, by :func:`~ddm.runtime.checkpoint.save_params`):
-  params (``params/a/b``) and the optimiser state's leaves (``opt/0000`` …, in ``jax.tree``
-  order), NumPy arrays, no pickle;
+  params (``params/a/b``), the optimiser state's leaves (``opt/0000`` …, in ``jax.tree``
+  order) and the loop's own state (``state/guards``, ``state/curriculum``), NumPy arrays,
+  no pickle;
 - ``checkpoint.json``: the step reached, the SHA-256 of ``checkpoint.npz``, a fingerprint of
   the program text and run config (resuming with different ones is refused), the log lines so
   far and the count of skipped steps. It is written last and names the digest it expects, so a
@@ -38,6 +39,7 @@ class Resumed:
     log: list
     skipped: int
     clipped: int
+    state: dict  # the loop's own arrays: guard counts, curriculum probabilities
 
 
 def fingerprint(program_text: str, config: dict) -> str:
@@ -53,13 +55,16 @@ def fingerprint(program_text: str, config: dict) -> str:
 
 
 def save(out_dir: str, step: int, params, opt_state, log: list, skipped: int,
-         print_: str, clipped: int = 0) -> str:
+         print_: str, clipped: int = 0, state: dict | None = None) -> str:
     """Write the checkpoint of ``step`` into ``out_dir``; returns the state file's path."""
     import jax
 
     path = os.path.join(out_dir, STATE)
     opt = {f"{i:04d}": leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
-    digest = save_params(path, {"params": params, "opt": opt})
+    blob = {"params": params, "opt": opt}
+    if state:
+        blob["state"] = {k: np.asarray(a) for k, a in state.items()}
+    digest = save_params(path, blob)
     write_json(os.path.join(out_dir, META), {
         "step": step, "state_sha256": digest, "fingerprint": print_,
         "skipped_steps": skipped, "clipped_steps": clipped, "log": log})
@@ -97,4 +102,5 @@ def load(out_dir: str, params_like, opt_state_like, print_: str) -> Resumed:
     opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a, dtype=jnp.asarray(b).dtype)
                                              for a, b in zip(saved, leaves)])
     return Resumed(int(meta["step"]), params, opt_state, list(meta.get("log", [])),
-                   int(meta.get("skipped_steps", 0)), int(meta.get("clipped_steps", 0)))
+                   int(meta.get("skipped_steps", 0)), int(meta.get("clipped_steps", 0)),
+                   dict(state.get("state", {})))

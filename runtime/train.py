@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,8 @@ from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
-from ddm.runtime import diagnostics, saliency
+from ddm.runtime import compliance, diagnostics, saliency
+from ddm.runtime.phi import Curriculum, PhiSetup
 from ddm.runtime.optimizers import learned_lr, make_optimizer, make_schedule
 
 
@@ -34,6 +35,7 @@ class RunResult:
     timing: dict[str, float]
     params: Any
     out_dir: str | None
+    log: list = field(default_factory=list)  # the lines of log.jsonl
 
 
 def load_data(prog: Program, cfg: RunConfig) -> Dataset:
@@ -84,6 +86,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                             hint="its named losses: " + (", ".join(named) or "none"))
         if prog.graph.loss != named[v["loss"]]:
             prog = prog.with_loss(v["loss"])
+    if v.get("rules") == "off" and prog.graph.rules:
+        prog = prog.without_rules()  # "pure DP": the rules are measured, not trained on
     g = prog.graph
     if g.loss is None:
         raise ConfigDiagnostic(None, f"{g.file} declares no loss, so --run has nothing to train",
@@ -123,13 +127,31 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     declarative = [v.id for v in g.values if v.op == "argmin"]
 
     clip_norm = v["clip_norm"]
+    phi = PhiSetup(prog, cfg, {s.name for s in needed if dtypes[s.name].kind == "f"})
+    step_key = jax.random.fold_in(key, 2)  # noise of random ops (gumbel_softmax) per step
+
+    def objective(params, sample, key_t):
+        loss, (infos, extras) = prog._loss_values_impl(params, sample, phi.roots, key=key_t)
+        penalty = jnp.zeros((), loss.dtype)
+        if phi.ortho is not None:
+            penalty = phi.ortho_weight * prog._orthogonality_impl(params, sample, phi.ortho,
+                                                                  key=key_t)
+        return loss + penalty, (infos, extras, penalty)
 
     def step(params, opt_state, tally, arrays, idx):
         sample = {k: a[idx] for k, a in arrays.items()}
-        (loss, infos), grads = jax.value_and_grad(prog._loss_info_impl, has_aux=True)(
-            params, sample)
+        key_t = jax.random.fold_in(step_key, tally["step"])
+        if phi.boosted:  # the loss's saliency w.r.t. the inputs, from the same backward pass
+            xs = {k: sample[k] for k in phi.pool}
+            (loss, (infos, extras, penalty)), (grads, xgrads) = jax.value_and_grad(
+                lambda p, x: objective(p, {**sample, **x}, key_t), argnums=(0, 1),
+                has_aux=True)(params, xs)
+        else:
+            (loss, (infos, extras, penalty)), grads = jax.value_and_grad(
+                objective, has_aux=True)(params, sample, key_t)
+            xgrads = {}
         updates, new_state = opt.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        new_params = phi.remember(optax.apply_updates(params, updates), params, extras, xgrads)
         ok, stats = solver_stats(prog, infos)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
@@ -146,15 +168,20 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             apply = finite & (bad == 0)
         clipped = apply & (gnorm > clip_norm) if clip_norm > 0 else jnp.bool_(False)
         tally = {"step": tally["step"] + 1, "bad": bad,
-                 "clipped": tally["clipped"] + clipped.astype(jnp.int32)}
+                 "clipped": tally["clipped"] + clipped.astype(jnp.int32),
+                 "guards": tally["guards"] + phi.violations(extras)}
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)  # noqa
         grad_stats = diagnostics.basic(grads) if v["diagnostics"] != "off" else {}
         return (keep(new_params, params), keep(new_state, opt_state), tally, loss, gnorm, ok,
-                finite, clipped, stats, grad_stats)
+                finite, clipped, stats, grad_stats, penalty)
 
     train_step = Compiled(step, "train step", donate_argnums=(0, 1, 2))
     # the noise of the gradient on log steps: one extra compilation, so only when asked
     diagnose = Compiled(diagnostics.make(prog, batch)[0], "gradient diagnostics")
+    adjoint_ids = [i for i in prog.adjoint_ids() if g.values[i].name]
+    adjoints = Compiled(lambda p, arrays, idx: prog._adjoint_norms_impl(
+        p, {k: a[idx] for k, a in arrays.items()}), "node gradient norms")
+    curriculum = Curriculum(prog, v.get("curriculum"), n, batch, jax.random.fold_in(key, 3))
     metric_ids = dict(g.metrics)
     rule_roots = tuple((r.name, r.intent, metric_ids[f"rule_{r.name}_activation"],
                         metric_ids[f"rule_{r.name}_effective_penalty"]) for r in g.rules)
@@ -195,13 +222,24 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         params, opt_state, log_lines, skipped, start = (r.params, r.opt_state, r.log,
                                                         r.skipped, r.step)
         clipped_before = r.clipped
-    tally = {"step": jnp.int32(start), "bad": jnp.int32(0), "clipped": jnp.int32(clipped_before)}
+    guard_counts = jnp.zeros(len(g.guards), jnp.int32)
+    if resume and "guards" in r.state:
+        guard_counts = jnp.asarray(r.state["guards"], jnp.int32)
+    if resume and "curriculum" in r.state:
+        curriculum.probs = np.asarray(r.state["curriculum"], np.float64)
+        curriculum.weights = np.asarray(r.state["curriculum_weights"], np.float64)
+    tally = {"step": jnp.int32(start), "bad": jnp.int32(0), "clipped": jnp.int32(clipped_before),
+             "guards": guard_counts}
     last_checkpoint: list = []  # (step, path) of the newest checkpoint written
 
     def checkpoint(done: int) -> None:
         if out_dir:
+            state = {"guards": np.asarray(tally["guards"])}
+            if curriculum.probs is not None:
+                state["curriculum"] = curriculum.probs
+                state["curriculum_weights"] = curriculum.weights
             path = resume_state.save(out_dir, done, params, opt_state, log_lines, skipped,
-                                     print_, int(tally["clipped"]))
+                                     print_, int(tally["clipped"]), state)
             last_checkpoint[:] = [(done, path)]
 
     def nonfinite_stop():
@@ -217,11 +255,14 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         interrupted.install()
         for s in range(start, v["steps"]):
             epoch, pos = divmod(s, per_epoch)
-            if pos == 0 or perm is None:
-                perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
-            idx = perm[pos * batch:(pos + 1) * batch]
+            if curriculum.on:
+                idx = curriculum.indices(s, params, train)
+            else:
+                if pos == 0 or perm is None:
+                    perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+                idx = perm[pos * batch:(pos + 1) * batch]
             (params, opt_state, tally, loss, gnorm, ok, finite, clipped, stats,
-             grad_stats) = train_step(params, opt_state, tally, train, idx)
+             grad_stats, penalty) = train_step(params, opt_state, tally, train, idx)
             if declarative and not bool(ok):
                 raise solver_failure(prog, stats, s + 1, np.asarray(idx))
             skip = declarative and not bool(finite)
@@ -255,12 +296,26 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                 if rule_roots:
                     line["rules"] = _rule_log(prog, rule_roots, params,
                                               {k: a[idx] for k, a in train.items()})
+                    for r in g.rules:
+                        if r.memory:
+                            line["rules"][r.name]["memory"] = float(
+                                prog.param_values(params)[r.memory])
+                if phi.ortho is not None:
+                    line["orthogonality_penalty"] = float(penalty)
+                if g.guards:
+                    line["guard_violations"] = {x.name: int(c) for x, c in
+                                                zip(g.guards, np.asarray(tally["guards"]))}
+                if curriculum.on:
+                    line["curriculum"] = curriculum.log(idx)
                 if v["diagnostics"] != "off":
                     line["grad"] = diagnostics.to_floats(grad_stats)
                 if v["diagnostics"] == "full":
                     noise = diagnostics.to_floats(diagnose(params, train, idx))
                     for name, extra in noise.items():
                         line["grad"][name].update(extra)
+                    norms = adjoints(params, train, idx)
+                    line["node_grad_norms"] = {prog.node_label(i): float(norms[i])
+                                               for i in adjoint_ids}
                 log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
@@ -282,7 +337,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     jax.block_until_ready(params)
     # run_s: training alone (the diagnostics' compilation is reported with the others)
     run_s = (time.perf_counter() - started - train_step.trace_s - train_step.compile_s
-             - diagnose.trace_s - diagnose.compile_s)
+             - diagnose.trace_s - diagnose.compile_s - adjoints.trace_s - adjoints.compile_s)
     final_train = _floats(evaluate_train(params, {k: train[k] for k in test}))
     final_test = _floats(evaluate(params, test))
     metrics = {
@@ -311,7 +366,27 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         metrics["gradients"] = grad_summary
     if (eta := learned_lr(opt_state)) is not None:
         metrics["learned_lr"] = float(eta)
-    compiled = (train_step, evaluate_info, evaluate_train_info, diagnose)
+    target = v.get("target")
+    if target:
+        evals = [(line["step"], line["test"]) for line in log_lines if "test" in line]
+        evals.append((v["steps"], final_test))
+        reached = [st for st, m in evals if m[target["metric"]] >= target["value"]]
+        metrics["target"] = {"metric": target["metric"], "value": target["value"],
+                             "steps_to_target": reached[0] if reached else None,
+                             "evaluated_every": v["eval_every"]}
+    if phi.ortho is not None:
+        pens = [line["orthogonality_penalty"] for line in log_lines
+                if "orthogonality_penalty" in line]
+        metrics["orthogonality_penalty"] = pens[-1] if pens else None
+    nodes_logged = [line["node_grad_norms"] for line in log_lines if "node_grad_norms" in line]
+    if nodes_logged:
+        metrics["node_grad_norms"] = nodes_logged[-1]
+    if g.guards:
+        metrics["compliance"] = compliance.report(prog, params, test,
+                                                  np.asarray(tally["guards"]), v["steps"] * batch)
+    if curriculum.on:
+        metrics["curriculum"] = curriculum.summary()
+    compiled = (train_step, evaluate_info, evaluate_train_info, diagnose, adjoints)
     timing = {
         "trace_s": round(sum(c.trace_s for c in compiled), 4),
         "xla_compile_s": round(sum(c.compile_s for c in compiled), 4),
@@ -329,7 +404,9 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         with open(os.path.join(out_dir, "log.jsonl"), "w") as fh:
             for line in log_lines:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
-    return RunResult(metrics, timing, params, out_dir)
+        if g.guards:
+            write_json(os.path.join(out_dir, "compliance.json"), metrics["compliance"])
+    return RunResult(metrics, timing, params, out_dir, log_lines)
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -6,6 +6,7 @@ os.environ.setdefault("NPROC", "4")
 
 import pathlib  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
@@ -35,3 +36,22 @@ def float64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", before)
+
+
+def fd_grad(f, params, eps=1e-6):
+    """Central finite differences of scalar ``f`` in every entry of the params pytree, flat."""
+    from jax.flatten_util import ravel_pytree
+    flat, unravel = ravel_pytree(params)
+    flat = np.asarray(flat, np.float64)
+    out = np.zeros_like(flat)
+    for k in range(flat.size):
+        for sgn in (1, -1):
+            x = flat.copy()
+            x[k] += sgn * eps
+            out[k] += sgn * float(f(unravel(x))) / (2 * eps)
+    return out
+
+
+def flat(tree):
+    from jax.flatten_util import ravel_pytree
+    return np.asarray(ravel_pytree(tree)[0])

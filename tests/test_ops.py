@@ -355,6 +355,36 @@ def vector_pair_case(draw, op):
     return Case((T(da, (n,)), T(db, (n,))), defaults(op))
 
 
+@st.composite
+def guard_case(draw, op):
+    """A decision of any shape first; every other tensor argument (bound, radius, excess,
+    fallback) a scalar."""
+    x = T("f32", () if op.params[0].name == "excess" else draw(shapes()))
+    tensors = [a for a in op.params if a.kind == "tensor"]
+    static = defaults(op)
+    if any(a.name == "k" for a in op.params):
+        static["k"] = draw(st.integers(0, 4))
+    return Case((x,) + tuple(T("f32", ()) for _ in tensors[1:]), static)
+
+
+@st.composite
+def gumbel_case(draw, op):
+    """Logits of rank >= 1 (the regimes on the last axis) and a temperature broadcasting to
+    them; ``hard`` either way."""
+    logits = draw(shapes(1))
+    static = {**defaults(op), "hard": draw(st.booleans())}
+    return Case((T(draw(st.sampled_from(NUM)), logits),
+                 T(draw(st.sampled_from(NUM)), draw(broadcast_to(logits)))), static)
+
+
+@st.composite
+def retrieval_case(draw, op):
+    """A query [D], embeddings [K, D] and a prior [K]."""
+    d, k = draw(DIM), draw(DIM)
+    dq, de, dp = (draw(st.sampled_from(NUM)) for _ in range(3))
+    return Case((T(dq, (d,)), T(de, (k, d)), T(dp, (k,))), defaults(op))
+
+
 STRATEGIES = {
     "unary": unary_case, "binary": binary_case, "compare": compare_case,
     "logical": logical_case, "where": where_case, "clip": clip_case, "reduce": reduce_case,
@@ -363,6 +393,7 @@ STRATEGIES = {
     "diag": diag_case, "vector": vector_case, "path": path_case, "solve": solve_case, "concat": concat_case,
     "stack": stack_case, "reshape": reshape_case, "fill": fill_case, "cov": cov_case,
     "zscore": zscore_case, "pair": pair_case, "vector_pair": vector_pair_case,
+    "guard": guard_case, "gumbel": gumbel_case, "retrieval": retrieval_case,
 }
 
 

@@ -145,3 +145,16 @@ def test_a_200_node_program_stays_a_valid_graph(tmp_path):
         proc = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_guards_and_rules_are_clusters_titled_with_their_text():
+    graph, _ = front_end("""dim N = 2
+input x: f32[N]
+node w = 2.0 * x
+guard cap "at most one unit" on w { limit abs(w) <= 1.0 action project }
+rule calm "keep it small" { when mean(x) > 0.5 penalty sum(w ** 2) }
+loss = mean(sum(w))
+""", "g.ddm")
+    dot = to_dot(graph, "both")
+    assert 'subgraph "cluster_guard:cap"' in dot and 'subgraph "cluster_rule:calm"' in dot
+    assert "guard cap on w: abs(w) <= 1.0 (project)" in dot and "rule calm: keep it small" in dot

@@ -122,3 +122,211 @@ def test_a_rule_is_its_own_cluster_in_the_diagram():
     for name in ("rule_high_vol_trigger", "rule_high_vol_term"):
         vid = g.nodes[name]
         assert f'"v{vid}"' in block, name
+
+
+# --- memory: decay and saliency boost -------------------------------------------------------
+
+def _toy(monkeypatch, n=128, noise=False):
+    rng = np.random.default_rng(1)
+    vol = np.where(np.arange(n) % 2 == 0, 0.1, 0.5).astype(np.float32)
+    r = (0.05 + vol * rng.normal(size=n)).astype(np.float32)
+    arrays = {"vol": vol, "r": r}
+    if noise:
+        arrays["junk"] = rng.normal(size=n).astype(np.float32)
+    data = Dataset(arrays, arrays)
+    monkeypatch.setattr(train, "SOURCES", {"toy": Source("toy", (), lambda: data, "")})
+    return data
+
+
+def _cfg(**extra):
+    cfg = RunConfig.defaults()
+    cfg.values.update({"data": {"name": "toy"}, "batch": 128, "steps": 20, "log_every": 10,
+                       "optimizer": {"name": "adam", "lr": 0.01}, **extra})
+    cfg.validate(train.SOURCES)
+    return cfg
+
+
+MEMORY = PROGRAM.replace("output w\n", "output w\nparam g: f32 = 2.0\n")
+
+
+def _rule(extra: str) -> str:
+    return RULE.replace("    weight 0.5\n", f"    weight 0.5\n{extra}")
+
+
+def test_a_decaying_rule_forgets_as_gamma_to_the_t_without_reinforcement(monkeypatch, tmp_path):
+    _toy(monkeypatch)
+    prog = ddm.loads(MEMORY.format(rule=_rule("    decay 0.9\n")), file="rule.ddm")
+    result = train.run(prog, _cfg(), str(tmp_path))
+    logged = [json.loads(x)["rules"]["high_vol"]["memory"]
+              for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(logged, [0.9 ** 10, 0.9 ** 20], rtol=1e-5)
+    assert result.metrics["params"]["rule_high_vol_memory"] == pytest.approx(0.9 ** 20, rel=1e-5)
+
+
+def test_a_learned_decay_is_part_of_the_gradient(monkeypatch, tmp_path):
+    import jax
+    data = _toy(monkeypatch)
+    prog = ddm.loads(MEMORY.format(rule=_rule("    decay sigmoid(g)\n")), file="rule.ddm")
+    params = prog.init(jax.random.key(0))
+    grad = jax.grad(prog.loss)(params, dict(data.train))
+    # the rule's term is w·γ·memory·trigger·penalty ≥ 0: a larger γ costs loss
+    assert float(grad["g"]) > 0
+    assert float(grad["rule_high_vol_memory"]) == 0.0  # a state, not a parameter
+    result = train.run(prog, _cfg(), str(tmp_path))
+    assert result.metrics["params"]["g"] < 2.0
+
+
+def test_boost_adds_the_saliency_of_the_rules_features(monkeypatch, tmp_path):
+    import jax
+    import jax.numpy as jnp
+    data = _toy(monkeypatch)
+    prog = ddm.loads(MEMORY.format(rule=_rule("    decay 0.5\n    boost 0.2\n")),
+                     file="rule.ddm")
+    params = prog.init(jax.random.fold_in(jax.random.key(0), 0))  # what the run starts from
+    batch = {k: jnp.asarray(v) for k, v in data.train.items()}
+    xg = jax.grad(lambda x: prog.loss(params, x))(batch)
+    sal = {k: float(jnp.mean(jnp.abs(g))) for k, g in xg.items()}
+    ratio = sal["vol"] / ((sal["vol"] + sal["r"]) / 2)
+    result = train.run(prog, _cfg(steps=1, log_every=1), str(tmp_path))
+    # one step: memory = γ · 1 + η · saliency(vol) / mean saliency (the batch is every row)
+    assert result.metrics["params"]["rule_high_vol_memory"] == pytest.approx(
+        0.5 + 0.2 * ratio, rel=1e-4)
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("    boost 0.1\n", "boosts its memory but never lets it decay"),
+    ("    decay 1.5\n", "a rule's decay γ is in (0, 1)"),
+    ("    decay 0.9\n    boost -1.0\n", "a rule's boost is a number >= 0"),
+])
+def test_mistaken_memory_entries_are_located_errors(entries, message):
+    with pytest.raises(DdmError) as err:
+        ddm.loads(MEMORY.format(rule=_rule(entries)), file="rule.ddm")
+    assert message in str(err.value) and "rule.ddm:" in str(err.value)
+
+
+# --- orthogonality, pure DP and curriculum ----------------------------------------------------
+
+def test_the_orthogonality_penalty_is_the_squared_inner_product_of_the_two_gradients():
+    import jax
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    params = prog.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {"vol": rng.uniform(0, 0.6, 16).astype(np.float32),
+             "r": rng.normal(size=16).astype(np.float32)}
+    w = np.asarray(prog.apply_batch(params, **batch)["w"], np.float64)
+    trig = 1 / (1 + np.exp(-20.0 * (batch["vol"] - 0.3)))
+    g_task = -batch["r"] / 16  # ∂(−mean(w·r))/∂w
+    g_rule = 0.5 * trig * 2 * w / 16  # ∂mean(0.5·trigger·w²)/∂w
+    got = prog._orthogonality_impl(params, batch, prog.graph.nodes["w"])
+    assert float(got) == pytest.approx(float(np.sum(g_task * g_rule) ** 2), rel=1e-4)
+
+
+def test_orthogonality_trains_and_is_logged(monkeypatch, tmp_path):
+    _toy(monkeypatch)
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    result = train.run(prog, _cfg(orthogonality={"name": "penalty", "wrt": "w",
+                                                 "weight": 10.0}), str(tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(line["orthogonality_penalty"] >= 0 for line in lines)
+    assert result.metrics["orthogonality_penalty"] == lines[-1]["orthogonality_penalty"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"orthogonality": {"name": "penalty", "wrt": "nope"}}, "the program has no node 'nope'"),
+    ({"orthogonality": {"name": "penalty", "wrt": "w"}, "rules": "off"},
+     "there is nothing to keep orthogonal"),
+])
+def test_orthogonality_settings_are_checked(monkeypatch, tmp_path, setting, message):
+    _toy(monkeypatch)
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    with pytest.raises(DdmError) as err:
+        train.run(prog, _cfg(**setting), str(tmp_path))
+    assert message in str(err.value)
+
+
+def test_rules_off_trains_the_task_loss_and_still_measures_the_rules(monkeypatch, tmp_path):
+    import jax
+    data = _toy(monkeypatch)
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    bare = ddm.loads(PROGRAM.format(rule=""), file="rule.ddm")
+    params = prog.init(jax.random.key(0))
+    assert float(prog.without_rules().loss(params, dict(data.train))) == pytest.approx(
+        float(bare.loss(params, dict(data.train))))
+    off = train.run(prog, _cfg(rules="off"), str(tmp_path / "off"))
+    free = train.run(bare, _cfg(), str(tmp_path / "free"))
+    np.testing.assert_array_equal(np.asarray(off.params["phi"]["w0"]),
+                                  np.asarray(free.params["phi"]["w0"]))
+    assert "rule_high_vol_activation" in off.metrics["test"]
+
+
+def test_curriculum_draws_episodes_in_proportion_to_the_rules_weight(monkeypatch, tmp_path):
+    _toy(monkeypatch, n=512)
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    share = {}
+    for strength in (0.0, 1.0):
+        result = train.run(prog, _cfg(batch=64, steps=40, curriculum={
+            "name": "rules", "strength": strength, "every": 10}), str(tmp_path / str(strength)))
+        lines = [json.loads(x) for x in
+                 (tmp_path / str(strength) / "log.jsonl").read_text().splitlines()]
+        share[strength] = np.mean([line["curriculum"]["oversampling"] for line in lines])
+        assert result.metrics["curriculum"]["refreshes"] == 4
+    # half the episodes are high-vol (trigger σ(4) ≈ 0.98, the others σ(−4) ≈ 0.02): drawing
+    # ∝ weight·trigger takes high-vol ones 98 % of the time, ≈ 2× the uniform rule weight
+    assert 0.8 < share[0.0] < 1.2 and share[1.0] > 1.8
+
+
+def test_curriculum_and_memory_resume_bit_for_bit(monkeypatch, tmp_path):
+    _toy(monkeypatch, n=512)
+    prog = ddm.loads(MEMORY.format(rule=_rule("    decay sigmoid(g)\n    boost 0.1\n")),
+                     file="rule.ddm")
+    spec = {"curriculum": {"name": "rules", "strength": 0.5, "every": 7}, "batch": 64,
+            "steps": 30}
+    full = train.run(prog, _cfg(**spec), str(tmp_path / "full"))
+    train.run(prog, _cfg(**{**spec, "steps": 20, "checkpoint_every": 10}), str(tmp_path / "cut"))
+    again = train.run(prog, _cfg(**{**spec, "checkpoint_every": 10}), str(tmp_path / "cut"),
+                      resume=True)
+    for name in ("g", "rule_high_vol_memory"):
+        assert again.metrics["params"][name] == full.metrics["params"][name]
+    assert again.metrics["test"] == full.metrics["test"]
+
+
+def test_compare_rules_trains_pure_dp_and_phi_guided_from_one_seed(monkeypatch, tmp_path):
+    from ddm.runtime.compare import run_both
+    _toy(monkeypatch)
+    prog = ddm.loads(PROGRAM.format(rule=RULE) + "metric gain = mean(pnl)\n", file="rule.ddm")
+    cfg = _cfg(steps=40, eval_every=10, target={"name": "reach", "metric": "gain",
+                                                "value": -10.0})
+    both = run_both(prog, cfg, str(tmp_path))
+    c = json.loads((tmp_path / "comparison.json").read_text())
+    assert set(c) >= {"pure_dp", "phi_guided", "speedup", "variance_ratio"}
+    # a target every run meets at once: reached at the first evaluation by both
+    assert c["pure_dp"]["steps_to_target"] == c["phi_guided"]["steps_to_target"] == 10
+    assert c["speedup"] == 1.0 and c["pure_dp"]["gradient_variance"] > 0
+    assert both["runs"]["pure_dp"].metrics["config"]["rules"] == "off"
+    assert both["runs"]["phi_guided"].metrics["config"]["diagnostics"] == "full"
+
+
+def test_a_regime_trigger_by_gumbel_softmax_trains_with_the_runs_keys(monkeypatch, tmp_path):
+    """Regime detection by Gumbel-softmax over learned regime logits: training draws noise from
+    fold_in(fold_in(key(seed), 2), step), so the same seed gives the same bits and another
+    seed other ones; evaluation is deterministic (softmax at the temperature)."""
+    _toy(monkeypatch)
+    text = PROGRAM.replace("output w\n", """output w
+param regime_net = linear(1, 2)
+node regimes = gumbel_softmax(regime_net(stack([vol])), temperature=0.5)
+""").format(rule=RULE.replace("when vol > 0.3", "when regimes[1]"))
+    prog = ddm.loads(text, file="rule.ddm")
+    runs = [train.run(prog, _cfg(seed=s), str(tmp_path / f"{s}-{k}"))
+            for s, k in ((0, "a"), (0, "b"), (1, "a"))]
+    same = [np.asarray(r.params["regime_net"]["w0"]) for r in runs]
+    np.testing.assert_array_equal(same[0], same[1])
+    assert not np.array_equal(same[0], same[2])
+    # the step's noise reaches the loss: with the run's key of step 1 it differs from the
+    # deterministic loss at the same params
+    import jax
+    params = prog.init(jax.random.fold_in(jax.random.key(0), 0))
+    batch = {k: np.asarray(v) for k, v in train.SOURCES["toy"].load().train.items()}
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 2), 0)
+    assert float(prog.loss(params, batch, key=key)) != float(prog.loss(params, batch))
+    # evaluation is the noise-free softmax, so two evaluations agree
+    assert runs[0].metrics["test"] == train.run(prog, _cfg(seed=0), None).metrics["test"]

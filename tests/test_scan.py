@@ -7,6 +7,8 @@ argmin inside a scan reports its solver infos per sample and step; the formatter
 import numpy as np
 import pytest
 
+from conftest import fd_grad, flat
+
 import ddm
 from ddm.dsl.format import format_source
 from ddm.dsl.parser import parse
@@ -15,23 +17,6 @@ from ddm.library.lazy import jax
 pytestmark = pytest.mark.usefixtures("float64")
 
 
-def fd_grad(f, params, eps=1e-6):
-    """Central finite differences of scalar ``f`` in every entry of the params pytree, flat."""
-    from jax.flatten_util import ravel_pytree
-    flat, unravel = ravel_pytree(params)
-    flat = np.asarray(flat, np.float64)
-    out = np.zeros_like(flat)
-    for k in range(flat.size):
-        for sgn in (1, -1):
-            x = flat.copy()
-            x[k] += sgn * eps
-            out[k] += sgn * float(f(unravel(x))) / (2 * eps)
-    return out
-
-
-def flat(tree):
-    from jax.flatten_util import ravel_pytree
-    return np.asarray(ravel_pytree(tree)[0])
 
 
 def test_scan_value_is_the_stack_of_carries_of_a_loop():

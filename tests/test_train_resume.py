@@ -166,9 +166,36 @@ def test_log_steps_carry_gradient_diagnostics_and_metrics_summarise_them(tmp_pat
         assert 0 <= stats["signal_fraction"] <= 1 + 1e-6 and stats["snr"] >= 0
     assert all("noise_trend" in s for s in metrics["gradients"].values())
     assert "SNR" in r.stdout
+    # per node: ‖∂L/∂value‖ of every named value on the gradient path, on every log step
+    nodes = [json.loads(s)["node_grad_norms"] for s in
+             (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert len(nodes) == 4 and "p" in nodes[-1]
+    assert metrics["node_grad_norms"] == nodes[-1] and "‖∂L/∂node‖" in r.stdout
     # the statistics observe; they never change the training
     assert metrics["params"] == runs["basic"][2]["params"] == runs["off"][2]["params"]
     assert runs["off"][1] == [] and "gradients" not in runs["off"][2]
+
+
+def test_node_gradient_norms_of_a_step_are_the_adjoints_of_its_batch(tmp_path, monkeypatch):
+    """With one step over the whole data, the logged norms equal ``grad_norms`` of the final
+    params on that data (they are measured after the step's update)."""
+    x = np.linspace(-1, 1, 32).astype(np.float32)
+    prog = ddm.loads("input x: f32\nparam a: f32 = 0.5\nnode y = a * x\nnode z = y ** 2\n"
+                     "loss = mean(z)\n", file="n.ddm")
+    data = Dataset({"x": x}, {"x": x})
+    monkeypatch.setattr(train, "SOURCES", {"toy": Source("toy", (), lambda: data, "")})
+    cfg = RunConfig.defaults()
+    cfg.values.update(data={"name": "toy"}, batch=32, steps=1, log_every=1, diagnostics="full")
+    cfg.validate(train.SOURCES)
+    result = train.run(prog, cfg, str(tmp_path))
+    want = {prog.node_label(i): n for i, n in prog.grad_norms(result.params, {"x": x}).items()
+            if prog.graph.values[i].name}
+    got = json.loads((tmp_path / "log.jsonl").read_text())["node_grad_norms"]
+    assert set(got) == {"y", "z"} and got == pytest.approx(want, rel=1e-5)
+    # by hand: ∂mean(z)/∂z_i = 1/B, ∂/∂y_i = 2·y_i/B
+    a = float(result.params["a"])
+    assert got["z"] == pytest.approx(1 / np.sqrt(32), rel=1e-5)
+    assert got["y"] == pytest.approx(np.linalg.norm(2 * a * x / 32), rel=1e-4)
 
 
 def test_micro_batch_statistics_are_exact_on_a_known_gradient():

@@ -8,10 +8,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from ddm.runtime.data import credit, simulated, sp500
+from ddm.runtime.data import credit, regimes, simulated, sp500
 from ddm.runtime.data.base import Dataset, Source
 
 SOURCES: Mapping[str, Source] = MappingProxyType({s.name: s for s in (
-    credit.SOURCE, sp500.SOURCE, simulated.GBM, simulated.HESTON)})
+    credit.SOURCE, sp500.SOURCE, simulated.GBM, simulated.HESTON, regimes.SOURCE)})
 
 __all__ = ["SOURCES", "Dataset", "Source"]

@@ -1,0 +1,137 @@
+"""What the training loop does for Φ-rules beyond adding their terms to the loss (those are
+program text: compiler/rules.py): the rules' memory, the orthogonality penalty and curriculum
+sampling (seed §7.2–7.5; docs/language.md § Φ-rules).
+
+- **Memory.** A rule with ``decay γ`` has a state param ``rule_NAME_memory`` (its gradient is
+  stopped, so the optimiser never moves it). After each step the loop sets
+  memory ← γ · memory + η · saliency, where saliency = mean|∂L/∂x| over the inputs the rule's
+  condition reads, relative to the mean over every float input (1 = an average feature), and
+  η is the rule's ``boost``. The values come from the step's own forward and backward pass.
+- **Orthogonality** (``orthogonality = penalty(wrt="w", weight=μ)``): the loss gains
+  μ · ⟨∂L_task/∂w, ∂L_rules/∂w⟩², so the rules push the decision only where the task loss is
+  indifferent: they cannot double-count what the data already says.
+- **Curriculum** (``curriculum = rules(strength=s, every=k)``): every k steps each training
+  episode gets the weight a_i = Σ_rules weight · trigger_i, and batches are drawn with
+  replacement with probability (1 − s)/n + s · a_i / Σa — episodes of the regimes the rules
+  care about are seen more often (uniform where no rule fires anywhere).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ddm.dsl.diagnostics import ProblemDiagnostic
+
+
+class PhiSetup:
+    """The value ids a training step reads besides the loss, and the memory update."""
+
+    def __init__(self, prog, cfg, float_inputs: set[str]):
+        g = prog.graph
+        self.guard_ids = tuple(g.nodes[f"guard_{x.name}_violated"] for x in g.guards)
+        self.memories = []  # (param name, decay value id, boost, input features)
+        for r in g.rules:
+            if not r.memory:
+                continue
+            feats = tuple(f for f in r.features if f in float_inputs)
+            if r.boost > 0 and not feats:
+                raise prog.sources.locate(ProblemDiagnostic(
+                    r.span, f"rule '{r.name}' boosts its memory by the saliency of the inputs "
+                    "its condition reads, and it reads none",
+                    hint="write the condition on inputs (features), or drop boost"))
+            self.memories.append((r.memory, g.nodes[r.decay], r.boost, feats))
+        self.boosted = any(b > 0 for _, _, b, _ in self.memories)
+        self.pool = tuple(sorted(float_inputs))
+        self.roots = self.guard_ids + tuple(d for _, d, _, _ in self.memories)
+        ortho = cfg.values.get("orthogonality")
+        self.ortho = self.ortho_weight = None
+        if ortho:
+            if ortho["wrt"] not in g.nodes:
+                raise cfg.error("orthogonality.wrt", f"the program has no node "
+                                f"'{ortho['wrt']}'", hint="name the decision node, e.g. "
+                                "wrt=\"w\"")
+            if not g.rules:
+                raise cfg.error("orthogonality", "the orthogonality penalty separates the "
+                                "rules' gradient from the task's, and the program has no rules")
+            if cfg.values.get("rules") == "off":
+                raise cfg.error("orthogonality", "rules = off trains without the rules' "
+                                "terms: there is nothing to keep orthogonal",
+                                hint="drop orthogonality for the pure-DP run")
+            self.ortho, self.ortho_weight = g.nodes[ortho["wrt"]], ortho["weight"]
+
+    def violations(self, extras):
+        """Per guard, how many samples of the batch broke its limit (int32 vector)."""
+        import jax.numpy as jnp
+        if not self.guard_ids:
+            return jnp.zeros((0,), jnp.int32)
+        return jnp.stack([jnp.sum(extras[i] > 0.5) for i in self.guard_ids]).astype(jnp.int32)
+
+    def remember(self, new_params, params, extras, xgrads):
+        """``new_params`` with each decaying rule's memory stepped (see the module doc)."""
+        import jax.numpy as jnp
+        if not self.memories:
+            return new_params
+        out = dict(new_params)
+        sal = {k: jnp.mean(jnp.abs(x)) for k, x in xgrads.items()}
+        overall = sum(sal.values()) / max(len(sal), 1) if sal else 0.0
+        for name, decay, boost, feats in self.memories:
+            kept = extras[decay] * params[name]
+            if boost > 0:
+                mine = sum(sal[f] for f in feats) / len(feats)
+                kept = kept + boost * mine / jnp.maximum(overall, 1e-30)
+            out[name] = jnp.asarray(kept, params[name].dtype)
+        return out
+
+
+class Curriculum:
+    """Batch indices drawn ∝ the rules' weight on each episode (see the module doc)."""
+
+    def __init__(self, prog, spec, n: int, batch: int, key):
+        self.on = bool(spec)
+        self.prog, self.n, self.batch, self.key = prog, n, batch, key
+        self.probs: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+        self.refreshed = 0
+        if not self.on:
+            return
+        g = prog.graph
+        if not g.rules:
+            from ddm.dsl.diagnostics import ConfigDiagnostic
+            raise ConfigDiagnostic(None, "curriculum sampling weighs episodes by the rules "
+                                   "that fire on them, and the program has no rules",
+                                   hint="declare a rule, or drop curriculum")
+        self.strength, self.every = spec["strength"], spec["every"]
+        self.roots = tuple(g.nodes[f"rule_{r.name}_{part}"] for r in g.rules
+                           for part in ("weight", "trigger"))
+
+    def indices(self, step: int, params, arrays):
+        import jax
+        if self.probs is None or step % self.every == 0:
+            self._refresh(params, arrays)
+            self.refreshed += 1
+        k = jax.random.fold_in(self.key, step)
+        return jax.random.choice(k, self.n, (self.batch,), replace=True,
+                                 p=jax.numpy.asarray(self.probs, np.float32))
+
+    def _refresh(self, params, arrays) -> None:
+        values = self.prog._values(params, arrays, self.roots)
+        a = np.zeros(self.n)
+        for w, t in zip(self.roots[::2], self.roots[1::2]):
+            a += np.broadcast_to(np.asarray(values[w], np.float64), (self.n,)) * \
+                np.asarray(values[t], np.float64)
+        a = np.maximum(a, 0.0)
+        self.weights = a
+        uniform = np.full(self.n, 1.0 / self.n)
+        total = a.sum()
+        self.probs = uniform if total <= 0 else \
+            (1 - self.strength) * uniform + self.strength * a / total
+
+    def log(self, idx) -> dict:
+        """How much more rule weight the step's batch carries than a uniform one (1 = none)."""
+        if self.weights is None or self.weights.mean() <= 0:
+            return {"oversampling": 1.0}
+        return {"oversampling": float(self.weights[np.asarray(idx)].mean() / self.weights.mean())}
+
+    def summary(self) -> dict:
+        return {"strength": self.strength, "every": self.every, "refreshes": self.refreshed,
+                "max_probability_ratio": float(self.probs.max() * self.n)
+                if self.probs is not None else 1.0}
