@@ -208,14 +208,9 @@ def cmd_compile(args) -> int:
         "runs", os.path.splitext(os.path.basename(args.file))[0])
     console = Console(stderr=False)
     if cfg.values.get("compare_rules"):
-        from ddm.dsl.diagnostics import ConfigDiagnostic
-        if args.resume:
-            raise ConfigDiagnostic(None, "--resume continues one run; compare_rules trains two",
-                                   hint=f"resume one of them: --resume {out}/phi_guided "
-                                        "--set compare_rules=false")
         from ddm.cli.report import print_comparison
         from ddm.runtime.compare import run_both
-        both = run_both(prog, cfg, out, console)
+        both = run_both(prog, cfg, out, console, resume=bool(args.resume))
         for name, result in both["runs"].items():
             console.rule(name)
             print_report(console, result)

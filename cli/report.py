@@ -62,7 +62,8 @@ def print_report(console, result) -> None:
         goal = m["target"]
         reached = (f"reached at step {goal['steps_to_target']}" if goal["steps_to_target"]
                    else "not reached")
-        console.print(f"target {goal['metric']} >= {goal['value']}: {reached} (test set, "
+        sign = "<=" if goal.get("below") else ">="
+        console.print(f"target {goal['metric']} {sign} {goal['value']}: {reached} (test set, "
                       f"every {goal['evaluated_every']} steps)", highlight=False)
     scalars = {k: v for k, v in m["params"].items() if isinstance(v, float)}
     if "learned_lr" in m:
@@ -113,22 +114,27 @@ def print_comparison(console, comparison: dict) -> None:
 
     rows = {k: v for k, v in comparison.items() if isinstance(v, dict)}
     target = next((r["target"] for r in rows.values() if r.get("target")), None)
-    what = f"steps to {target['metric']} >= {target['value']}" if target else "steps to target"
+    sign = "<=" if target and target.get("below") else ">="
+    what = (f"steps to {target['metric']} {sign} {target['value']}" if target
+            else "steps to target (none set)")
     table = Table(title="pure DP vs Φ-guided (same seed)", title_justify="left")
     table.add_column("")
     table.add_column(what, justify="right")
     table.add_column("gradient variance", justify="right")
-    shown = [k for k in ("sharpe", "loss") if all(k in r["test"] for r in rows.values())]
+    # the loss differs between the variants (one carries the rules' terms): not comparable
+    shown = [k for k in ("sharpe",) if all(k in r["test"] for r in rows.values())]
     for k in shown:
         table.add_column(f"test {k}", justify="right")
     for name, r in rows.items():
-        steps = str(r["steps_to_target"]) if r["steps_to_target"] else "not reached"
+        steps = (str(r["steps_to_target"]) if r["steps_to_target"]
+                 else "not reached" if target else "—")
         var = f"{r['gradient_variance']:.3g}" if r["gradient_variance"] is not None else ""
         table.add_row(name, steps, var, *(_fmt(r["test"][k]) for k in shown))
     console.print(table)
     speed, ratio = comparison.get("speedup"), comparison.get("variance_ratio")
     console.print("convergence speed-up (pure DP steps / Φ-guided steps): "
-                  + (f"{speed:.2f}×" if speed else "n/a (a variant did not reach the target)")
+                  + (f"{speed:.2f}×" if speed else "n/a (a variant did not reach the target)"
+                     if target else "n/a (set target = reach(metric=…, value=…))")
                   + "; gradient variance Φ-guided / pure DP: "
                   + (f"{ratio:.2f}" if ratio else "n/a"), highlight=False)
 

@@ -103,6 +103,12 @@ class _Checker:
             if decl.type is not None:
                 self.expect(decl.type, vid, f"node '{name}'", self.dims)
             self.names[name] = nodes[name] = vid
+        for rule, _ in r.rules:  # a rule's memory is one number: its decay must be one too
+            if rule.memory and self.values[nodes[rule.decay]].stage != "static":
+                raise ShapeDiagnostic(r.nodes[rule.decay].span, f"rule '{rule.name}' decays its "
+                                      "memory by one γ per step, and this decay depends on the "
+                                      "sample", hint="write it from numbers and params only, "
+                                      "e.g. decay sigmoid(g)")
         outputs = tuple((o.id, self.names[o.id]) for o in r.outputs)
         loss = None
         if r.loss is not None:

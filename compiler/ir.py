@@ -98,17 +98,20 @@ class Graph:
     # the loss without its Φ-rules' terms (the "pure DP" loss), and each named loss's
     task_loss: int | None = None
     task_losses: tuple[tuple[str, int], ...] = ()
+    rules_off: bool = False  # trains the task loss (``without_rules``), whichever is chosen
 
     def with_loss(self, name: str) -> "Graph":
         """This graph training its named loss ``name`` instead of the default."""
         from dataclasses import replace
-        return replace(self, loss=dict(self.losses)[name],
-                       task_loss=dict(self.task_losses).get(name, dict(self.losses)[name]))
+        task = dict(self.task_losses).get(name, dict(self.losses)[name])
+        return replace(self, loss=task if self.rules_off else dict(self.losses)[name],
+                       task_loss=task)
 
     def without_rules(self) -> "Graph":
         """This graph training its loss without the Φ-rules' terms (rules still measured)."""
         from dataclasses import replace
-        return replace(self, loss=self.task_loss if self.task_loss is not None else self.loss)
+        return replace(self, loss=self.task_loss if self.task_loss is not None else self.loss,
+                       rules_off=True)
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)

@@ -243,12 +243,19 @@ class Program:
 
     def _adjoint_norms_impl(self, params, batch, key=None):
         """Traceable :meth:`grad_norms`: ‖∂loss/∂value‖ by value id, as arrays."""
+        return {i: s["norm"] for i, s in self._adjoint_stats_impl(params, batch, key).items()}
+
+    def _adjoint_stats_impl(self, params, batch, key=None):
+        """Per value of :meth:`adjoint_ids`, statistics of the loss's adjoint g = ∂loss/∂value
+        over the batch: ``norm``, the ``mean``, ``std`` and ``sparsity`` (share of entries
+        ≤ 1e-6 of the largest) of its entries and, for a per-sample value, ``snr`` across the
+        samples: ‖mean gᵢ‖² / mean ‖gᵢ − ḡ‖² (how much the samples agree on the direction)."""
         g = self.graph
         ids = self.adjoint_ids()
         inputs, dims = self._bind(batch, [g.loss] + ids, True, "grad_norms")
         # the taps' shapes only: no forward pass is run for them
         shapes = jax.eval_shape(
-            lambda: self._lowered.batch(params, inputs, dims, ids, infos={}))
+            lambda: self._lowered.batch(params, inputs, dims, ids, infos={}, key=key))
         zeros = {i: jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in ids}
 
         def loss(taps):
@@ -257,7 +264,19 @@ class Program:
             return out[g.loss]
 
         grads = jax.grad(loss)(zeros)
-        return {i: jnp.sqrt(jnp.sum(jnp.square(grads[i]))) for i in ids}
+        out = {}
+        for i in ids:
+            flat = jnp.ravel(grads[i])
+            peak = jnp.max(jnp.abs(flat)) if flat.size else 0.0
+            stats = {"norm": jnp.sqrt(jnp.sum(jnp.square(flat))), "mean": jnp.mean(flat),
+                     "std": jnp.std(flat), "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak)}
+            if g.values[i].stage == "sample" and grads[i].ndim >= 1 and grads[i].shape[0] > 1:
+                per = jnp.reshape(grads[i], (grads[i].shape[0], -1))
+                centre = jnp.mean(per, axis=0)
+                noise = jnp.mean(jnp.sum((per - centre) ** 2, axis=1))
+                stats["snr"] = jnp.sum(centre ** 2) / jnp.maximum(noise, 1e-30)
+            out[i] = stats
+        return out
 
     def _orthogonality_impl(self, params, batch, vid: int, key=None):
         """⟨∂L_task/∂d, ∂L_rules/∂d⟩² at the value ``vid`` (a decision, over the batch), where

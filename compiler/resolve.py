@@ -123,10 +123,10 @@ def _declare(module: ast.Module, r: Resolved) -> None:
         elif isinstance(item, ast.OutputDecl):
             r.outputs.extend(item.names)
         elif isinstance(item, ast.LossDecl) and item.name is not None:
-            first = r.named_losses.get(item.name)
-            if first is not None:
+            earlier = r.named_losses.get(item.name)
+            if earlier is not None:
                 raise NameDiagnostic(item.name_span, f"loss '{item.name}' is declared twice",
-                                     notes=(Note(first.name_span, "first declared here"),))
+                                     notes=(Note(earlier.name_span, "first declared here"),))
             r.named_losses[item.name] = item
         elif isinstance(item, ast.LossDecl):
             if r.loss is not None:
@@ -269,6 +269,13 @@ def _apply_guards(r: Resolved, guards: list, claim) -> None:
                                  f"{what}: a guard limits a decision, a node of the program",
                                  hint="guard the node that makes the decision: "
                                       f"guard {g.name} on NODE {{ … }}")
+        if isinstance(target.value, ast.Scan):
+            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', a scan: "
+                                 "its steps read their own carry, which a guard on the whole "
+                                 "path would not reach",
+                                 hint="limit the step's decision inside the body instead (e.g. "
+                                      "clip(...) or an argmin with bounds), or guard a node "
+                                      "computed from the path")
         nodes, metrics, info = desugar(g, target)
         for node in nodes[:-1]:
             claim("node", node.name, g.name_span)

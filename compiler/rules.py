@@ -20,7 +20,8 @@ params such as ``sigmoid(g)``, which is then learned: ∂L/∂g is part of the g
 rule a state ``rule_NAME_memory`` (a param the optimiser never moves, 1 at the start). The term
 becomes w · γ · memory · trigger · penalty, and after every training step the loop sets
 memory ← γ · memory + Δ, where Δ = ``boost`` η times the saliency of the rule's features
-(the inputs its ``when`` reads): mean |∂L/∂x| over them relative to the mean over every input.
+(the inputs its trigger depends on): mean |∂L/∂x| over them relative to the mean over every
+input.
 Without reinforcement a rule fades as γᵗ; one whose features matter to the loss is kept alive.
 """
 from __future__ import annotations
@@ -41,7 +42,6 @@ class RuleInfo:
     span: Span
     memory: str | None = None  # the state param, when the rule decays
     boost: float = 0.0  # η of the saliency reinforcement
-    features: tuple[str, ...] = ()  # the names its condition reads
 
     @property
     def decay(self) -> str | None:
@@ -73,7 +73,10 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
         boost = float(b.value)
     if "decay" in entries:
         d = entries["decay"]
-        if isinstance(d.value, ast.Number) and not 0 < d.value.value < 1:
+        literal = d.value.value if isinstance(d.value, ast.Number) else (
+            -d.value.operand.value if isinstance(d.value, ast.UnaryOp) and d.value.op == "-"
+            and isinstance(d.value.operand, ast.Number) else None)
+        if literal is not None and not 0 < literal < 1:
             raise ProblemDiagnostic(d.value.span, "a rule's decay γ is in (0, 1)",
                                     hint="decay 0.99, or decay sigmoid(g) with param g learned")
         memory = f"{base}_memory"
@@ -100,8 +103,7 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
                               rule.name_span),
                ast.MetricDecl(f"{base}_effective_penalty", _mean(f"{base}_term", span), span,
                               rule.name_span)]
-    features = tuple(sorted({n.id for n in _names(entries["when"].value)}))
-    info = RuleInfo(rule.name, rule.intent or rule.name, rule.span, memory, boost, features)
+    info = RuleInfo(rule.name, rule.intent or rule.name, rule.span, memory, boost)
     return extra + nodes, metrics, f"{base}_term", info
 
 
@@ -152,21 +154,6 @@ def relax(cond, kappa):
     if isinstance(cond, ast.UnaryOp) and cond.op == "not":
         return ast.BinOp("-", _num(1.0, span), relax(cond.operand, kappa), span)
     return cond
-
-
-def _names(e):
-    from dataclasses import fields, is_dataclass
-    if isinstance(e, ast.Name):
-        yield e
-    elif isinstance(e, ast.Call):
-        for a in e.args + tuple(k.value for k in e.kwargs):
-            yield from _names(a)
-    elif isinstance(e, tuple):
-        for x in e:
-            yield from _names(x)
-    elif is_dataclass(e) and not isinstance(e, (Span, ast.TypeExpr)):
-        for f in fields(e):
-            yield from _names(getattr(e, f.name))
 
 
 def _call(name: str, arg, span) -> ast.Call:

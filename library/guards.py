@@ -72,7 +72,8 @@ def _project_l1(x, radius):
     u = jnp.sort(a)[::-1]
     k = jnp.arange(1, u.size + 1, dtype=u.dtype)
     css = jnp.cumsum(u)
-    fits = u * k > css - radius
+    # the largest entry always stays in the support (ρ ≥ 1), so radius 0 gives θ = max|x|: 0
+    fits = (u * k > css - radius) | (k == 1)
     rho = jnp.max(jnp.where(fits, k, 0))
     theta = (jnp.sum(jnp.where(k <= rho, u, 0)) - radius) / jnp.maximum(rho, 1)
     shrunk = jnp.sign(flat) * jnp.maximum(a - jnp.maximum(theta, 0), 0)
@@ -81,8 +82,10 @@ def _project_l1(x, radius):
 
 
 def _project_l2(x, radius):
-    n = jnp.sqrt(jnp.sum(x * x))
-    return x * jnp.minimum(1.0, radius / jnp.maximum(n, 1e-30))
+    sq = jnp.sum(x * x)
+    # the norm's gradient is undefined at 0, where nothing is scaled: keep it finite there
+    n = jnp.sqrt(jnp.where(sq > 0, sq, 1.0))
+    return x * jnp.where(sq > 0, jnp.minimum(1.0, radius / n), 1.0)
 
 
 def _keep_rule(types, static):

@@ -4,7 +4,8 @@ plan's metrics (seed 004, §8 and §10): steps to a target metric (convergence s
 gradient's variance across micro-batches (the ``noise`` of ``diagnostics = "full"``).
 
 Each variant writes its own run directory (``OUT/pure_dp``, ``OUT/phi_guided``); the
-comparison goes to ``OUT/comparison.json``.
+comparison goes to ``OUT/comparison.json``. ``--resume OUT`` continues each variant from its
+checkpoint (one without a checkpoint is trained again: the same seed, the same bits).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 VARIANTS = (("pure_dp", "off"), ("phi_guided", "on"))
 
 
-def run_both(prog, cfg, out_dir: str | None, console=None) -> dict:
+def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False) -> dict:
     """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}."""
     from ddm.dsl.diagnostics import ConfigDiagnostic
     from ddm.runtime import train
@@ -35,8 +36,12 @@ def run_both(prog, cfg, out_dir: str | None, console=None) -> dict:
             c.values["diagnostics"] = "full"  # the gradient variance is measured by it
         if console is not None:
             console.print(f"[bold]{name}[/bold] (rules {rules})")
-        runs[name] = train.run(prog, c, os.path.join(out_dir, name) if out_dir else None,
-                               console)
+        where = os.path.join(out_dir, name) if out_dir else None
+        again = bool(resume and where and os.path.exists(os.path.join(where, "checkpoint.json")))
+        try:
+            runs[name] = train.run(prog, c, where, console, resume=again)
+        except train.TrainingInterrupted as stop:  # resume both from the comparison's directory
+            raise train.TrainingInterrupted(stop.step, stop.steps, out_dir) from None
     comparison = {name: summarise(r) for name, r in runs.items()}
     a, b = (comparison[n]["steps_to_target"] for n, _ in VARIANTS)
     comparison["speedup"] = (a / b) if a and b else None
@@ -58,6 +63,6 @@ def summarise(result) -> dict:
             variance.append(sum(noise))
     target = m.get("target") or {}
     return {"steps_to_target": target.get("steps_to_target"),
-            "target": {k: target[k] for k in ("metric", "value")} if target else None,
+            "target": {k: target[k] for k in ("metric", "value", "below")} if target else None,
             "gradient_variance": sum(variance) / len(variance) if variance else None,
             "test": m["test"]}

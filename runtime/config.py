@@ -62,7 +62,7 @@ ORTHOGONALITY = {"penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01))}
 # Episodes sampled with probability ∝ the weight of the rules that fire on them (seed §7.2)
 CURRICULUM = {"rules": (Arg("strength", "float", 0.5), Arg("every", "int", 100))}
 # The first step at which a test metric reaches a value (steps to a target Sharpe)
-TARGET = {"reach": (Arg("metric", "str"), Arg("value", "float"))}
+TARGET = {"reach": (Arg("metric", "str"), Arg("value", "float"), Arg("below", "bool", False))}
 CALL_KINDS = {"saliency": (SALIENCY, 'saliency = jacobian(of="w", wrt="x", top=10, '
                                      'reference=[0, 3])'),
               "orthogonality": (ORTHOGONALITY, 'orthogonality = penalty(wrt="w", weight=0.01)'),
@@ -210,6 +210,9 @@ class RunConfig:
             v["diagnostics"] = "basic" if v["diagnostics"] else "off"
         if isinstance(v["rules"], bool):
             v["rules"] = "on" if v["rules"] else "off"
+        for key in ("rules", "diagnostics"):  # a bare name in the run section: rules = off
+            if isinstance(v[key], dict) and set(v[key]) == {"name"}:
+                v[key] = v[key]["name"]
         for key, (kind, _, minimum) in SCALARS.items():
             v[key] = _coerce(self, key, v[key], kind, minimum)
         if v["diagnostics"] not in ("basic", "full", "off"):

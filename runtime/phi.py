@@ -5,7 +5,7 @@ sampling (seed §7.2–7.5; docs/language.md § Φ-rules).
 - **Memory.** A rule with ``decay γ`` has a state param ``rule_NAME_memory`` (its gradient is
   stopped, so the optimiser never moves it). After each step the loop sets
   memory ← γ · memory + η · saliency, where saliency = mean|∂L/∂x| over the inputs the rule's
-  condition reads, relative to the mean over every float input (1 = an average feature), and
+  trigger depends on (through any nodes), relative to the mean over every float input (1 = an average feature), and
   η is the rule's ``boost``. The values come from the step's own forward and backward pass.
 - **Orthogonality** (``orthogonality = penalty(wrt="w", weight=μ)``): the loss gains
   μ · ⟨∂L_task/∂w, ∂L_rules/∂w⟩², so the rules push the decision only where the task loss is
@@ -32,12 +32,13 @@ class PhiSetup:
         for r in g.rules:
             if not r.memory:
                 continue
-            feats = tuple(f for f in r.features if f in float_inputs)
+            trigger = g.nodes[f"rule_{r.name}_trigger"]
+            feats = tuple(s.name for s in g.inputs_needed([trigger]) if s.name in float_inputs)
             if r.boost > 0 and not feats:
                 raise prog.sources.locate(ProblemDiagnostic(
                     r.span, f"rule '{r.name}' boosts its memory by the saliency of the inputs "
-                    "its condition reads, and it reads none",
-                    hint="write the condition on inputs (features), or drop boost"))
+                    "its condition depends on, and it depends on none",
+                    hint="write the condition on the data's features, or drop boost"))
             self.memories.append((r.memory, g.nodes[r.decay], r.boost, feats))
         self.boosted = any(b > 0 for _, _, b, _ in self.memories)
         self.pool = tuple(sorted(float_inputs))
@@ -49,6 +50,11 @@ class PhiSetup:
                 raise cfg.error("orthogonality.wrt", f"the program has no node "
                                 f"'{ortho['wrt']}'", hint="name the decision node, e.g. "
                                 "wrt=\"w\"")
+            if g.values[g.nodes[ortho["wrt"]]].stage != "sample":
+                raise cfg.error("orthogonality.wrt", f"'{ortho['wrt']}' is the same for every "
+                                "sample (it depends on params only): the penalty compares the "
+                                "two gradients at a per-sample decision",
+                                hint="name the decision node, e.g. wrt=\"w\"")
             if not g.rules:
                 raise cfg.error("orthogonality", "the orthogonality penalty separates the "
                                 "rules' gradient from the task's, and the program has no rules")

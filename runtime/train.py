@@ -118,6 +118,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
 
     if v.get("saliency"):
         saliency.check(prog, cfg, dims)
+    if v.get("target"):
+        names = sorted(dict(g.metrics)) + ["loss"]
+        if v["target"]["metric"] not in names:
+            raise cfg.error("target.metric", f"the program has no metric "
+                            f"'{v['target']['metric']}'", hint="its metrics: "
+                            + ", ".join(names))
     train = device(data.train, needed)
     test = device(data.test, metric_needed)
     n = data.n("train")
@@ -179,8 +185,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     # the noise of the gradient on log steps: one extra compilation, so only when asked
     diagnose = Compiled(diagnostics.make(prog, batch)[0], "gradient diagnostics")
     adjoint_ids = [i for i in prog.adjoint_ids() if g.values[i].name]
-    adjoints = Compiled(lambda p, arrays, idx: prog._adjoint_norms_impl(
-        p, {k: a[idx] for k, a in arrays.items()}), "node gradient norms")
+    adjoints = Compiled(lambda p, arrays, idx: prog._adjoint_stats_impl(
+        p, {k: a[idx] for k, a in arrays.items()}), "node gradient statistics")
     curriculum = Curriculum(prog, v.get("curriculum"), n, batch, jax.random.fold_in(key, 3))
     metric_ids = dict(g.metrics)
     rule_roots = tuple((r.name, r.intent, metric_ids[f"rule_{r.name}_activation"],
@@ -228,6 +234,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     if resume and "curriculum" in r.state:
         curriculum.probs = np.asarray(r.state["curriculum"], np.float64)
         curriculum.weights = np.asarray(r.state["curriculum_weights"], np.float64)
+        curriculum.refreshed = int(r.state["curriculum_refreshes"])
     tally = {"step": jnp.int32(start), "bad": jnp.int32(0), "clipped": jnp.int32(clipped_before),
              "guards": guard_counts}
     last_checkpoint: list = []  # (step, path) of the newest checkpoint written
@@ -238,13 +245,17 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             if curriculum.probs is not None:
                 state["curriculum"] = curriculum.probs
                 state["curriculum_weights"] = curriculum.weights
+                state["curriculum_refreshes"] = np.asarray(curriculum.refreshed)
             path = resume_state.save(out_dir, done, params, opt_state, log_lines, skipped,
                                      print_, int(tally["clipped"]), state)
             last_checkpoint[:] = [(done, path)]
 
+    drawn: dict[int, Any] = {}  # curriculum batches since the last log step, by step
+
     def nonfinite_stop():
         bad_step = int(tally["bad"])
-        sample = {k: a[batch_indices(bad_step - 1)] for k, a in train.items()}
+        rows = drawn.get(bad_step - 1) if curriculum.on else batch_indices(bad_step - 1)
+        sample = {k: a[rows] for k, a in train.items()}
         raise _nonfinite_error(prog, params, sample, bad_step, last_checkpoint)
 
     interrupted = _InterruptFlag()
@@ -257,6 +268,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             epoch, pos = divmod(s, per_epoch)
             if curriculum.on:
                 idx = curriculum.indices(s, params, train)
+                drawn[s] = idx
             else:
                 if pos == 0 or perm is None:
                     perm = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
@@ -281,6 +293,7 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
             elif log_now:
                 if not declarative and int(tally["bad"]):
                     nonfinite_stop()
+                drawn.clear()
                 loss_f = float(loss)
                 line = {"step": s + 1, "loss": loss_f, "grad_norm": float(gnorm),
                         "wall_s": round(time.perf_counter() - started, 3)}
@@ -313,9 +326,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
                     noise = diagnostics.to_floats(diagnose(params, train, idx))
                     for name, extra in noise.items():
                         line["grad"][name].update(extra)
-                    norms = adjoints(params, train, idx)
-                    line["node_grad_norms"] = {prog.node_label(i): float(norms[i])
+                    nodes = adjoints(params, train, idx)
+                    line["node_grad_norms"] = {prog.node_label(i): float(nodes[i]["norm"])
                                                for i in adjoint_ids}
+                    line["node_grads"] = {prog.node_label(i): {k: float(x) for k, x in
+                                                               nodes[i].items() if k != "norm"}
+                                          for i in adjoint_ids}
                 log_lines.append(line)
                 progress.update(s + 1, loss_f)
             if v["eval_every"] and (s + 1) % v["eval_every"] == 0 and s + 1 < v["steps"]:
@@ -370,8 +386,12 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     if target:
         evals = [(line["step"], line["test"]) for line in log_lines if "test" in line]
         evals.append((v["steps"], final_test))
-        reached = [st for st, m in evals if m[target["metric"]] >= target["value"]]
+        below = target["below"]
+        reached = [st for st, m in evals
+                   if (m[target["metric"]] <= target["value"] if below
+                       else m[target["metric"]] >= target["value"])]
         metrics["target"] = {"metric": target["metric"], "value": target["value"],
+                             "below": below,
                              "steps_to_target": reached[0] if reached else None,
                              "evaluated_every": v["eval_every"]}
     if phi.ortho is not None:
@@ -381,6 +401,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
     nodes_logged = [line["node_grad_norms"] for line in log_lines if "node_grad_norms" in line]
     if nodes_logged:
         metrics["node_grad_norms"] = nodes_logged[-1]
+        metrics["node_grads"] = log_lines[-1].get("node_grads") or next(
+            line["node_grads"] for line in reversed(log_lines) if "node_grads" in line)
     if g.guards:
         metrics["compliance"] = compliance.report(prog, params, test,
                                                   np.asarray(tally["guards"]), v["steps"] * batch)

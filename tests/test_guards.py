@@ -265,3 +265,34 @@ def test_guard_counts_survive_resume_bit_for_bit(monkeypatch, tmp_path):
     # resuming may extend the steps of a run without a schedule
     resumed = train.run(prog, rest, str(tmp_path / "cut"), resume=True)
     assert resumed.metrics["compliance"] == full.metrics["compliance"]
+
+
+def test_a_guard_beside_named_losses_checks_and_guards_every_loss():
+    text = CHAIN.replace("loss = mean(sum(w ** 2))\n",
+                         "loss alt = mean(sum(w))\nloss = mean(sum(w ** 2))\n")
+    prog = ddm.loads(text, file="g.ddm")
+    x = np.array([[0.1, -0.5, 0.9]], np.float32)
+    both = {"x": x, "p": np.zeros((1, 3), np.float32)}
+    assert float(prog.with_loss("alt").loss({}, both)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_zero_radius_and_a_zero_vector_are_projected_exactly_and_differentiably():
+    np.testing.assert_array_equal(_project_l1(np.array([1.0, -2.0]), 0.0), [0.0, 0.0])
+    g = jax.grad(lambda x: _project_l2(x, 1.0).sum())(jax.numpy.zeros(3))
+    assert np.all(np.isfinite(np.asarray(g)))
+    text = ("dim N = 2\ninput x: f32[N]\ninput p: f32[N]\nnode w = x\n"
+            'guard still "no turnover" on w { limit sum(abs(w - p)) <= 0.0 action project }\n'
+            "output w\nloss = mean(sum(w))\n")
+    _, out, m = _apply(text, x=[[1.0, 2.0]], p=[[0.5, 0.5]])
+    np.testing.assert_allclose(out["w"], [[0.5, 0.5]])
+    assert m["guard_still_breach_rate"] == 0.0
+
+
+def test_a_guard_on_a_scan_is_refused_with_where_to_limit_instead():
+    text = ("dim N = 3\ninput x: f32[N]\n"
+            "node h = scan t in N, prev: f32 = 0.0 { return prev + x[t] }\n"
+            'guard g "cap" on h { limit abs(h) <= 1.0 action project }\n'
+            "loss = mean(sum(h))\n")
+    with pytest.raises(DdmError) as err:
+        ddm.loads(text, file="s.ddm")
+    assert "s.ddm:4:18" in str(err.value) and "a scan" in str(err.value)

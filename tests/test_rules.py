@@ -196,6 +196,8 @@ def test_boost_adds_the_saliency_of_the_rules_features(monkeypatch, tmp_path):
 @pytest.mark.parametrize("entries, message", [
     ("    boost 0.1\n", "boosts its memory but never lets it decay"),
     ("    decay 1.5\n", "a rule's decay γ is in (0, 1)"),
+    ("    decay -0.5\n", "a rule's decay γ is in (0, 1)"),
+    ("    decay sigmoid(g + vol)\n", "this decay depends on the sample"),
     ("    decay 0.9\n    boost -1.0\n", "a rule's boost is a number >= 0"),
 ])
 def test_mistaken_memory_entries_are_located_errors(entries, message):
@@ -233,6 +235,10 @@ def test_orthogonality_trains_and_is_logged(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("setting, message", [
     ({"orthogonality": {"name": "penalty", "wrt": "nope"}}, "the program has no node 'nope'"),
+    ({"orthogonality": {"name": "penalty", "wrt": "rule_high_vol_weight"}},
+     "is the same for every sample"),
+    ({"target": {"name": "reach", "metric": "nope", "value": 1.0}, "eval_every": 5},
+     "the program has no metric 'nope'"),
     ({"orthogonality": {"name": "penalty", "wrt": "w"}, "rules": "off"},
      "there is nothing to keep orthogonal"),
 ])
@@ -285,9 +291,52 @@ def test_curriculum_and_memory_resume_bit_for_bit(monkeypatch, tmp_path):
     train.run(prog, _cfg(**{**spec, "steps": 20, "checkpoint_every": 10}), str(tmp_path / "cut"))
     again = train.run(prog, _cfg(**{**spec, "checkpoint_every": 10}), str(tmp_path / "cut"),
                       resume=True)
-    for name in ("g", "rule_high_vol_memory"):
-        assert again.metrics["params"][name] == full.metrics["params"][name]
-    assert again.metrics["test"] == full.metrics["test"]
+    for key in ("params", "test", "train", "curriculum"):
+        assert again.metrics[key] == full.metrics[key], key
+
+
+def test_boost_follows_the_trigger_through_nodes_to_its_inputs(monkeypatch, tmp_path):
+    _toy(monkeypatch)
+    text = MEMORY.replace("output w\n", "output w\nnode level = 2.0 * vol\n").format(
+        rule=_rule("    decay 0.5\n    boost 0.2\n").replace("when vol > 0.3",
+                                                            "when level > 0.6"))
+    result = train.run(ddm.loads(text, file="rule.ddm"), _cfg(steps=1, log_every=1),
+                       str(tmp_path))
+    assert result.metrics["params"]["rule_high_vol_memory"] > 0.5  # reinforced through level
+
+
+def test_rules_off_holds_whichever_loss_is_chosen_after():
+    import jax
+    text = PROGRAM.format(rule=RULE) + "loss alt = -mean(pnl) + 1.0\n"
+    prog = ddm.loads(text, file="rule.ddm")
+    bare = ddm.loads(PROGRAM.format(rule="") + "loss alt = -mean(pnl) + 1.0\n", file="r.ddm")
+    params = prog.init(jax.random.key(0))
+    batch = {"vol": np.array([0.5, 0.1], np.float32), "r": np.array([1.0, 2.0], np.float32)}
+    got = prog.without_rules().with_loss("alt").loss(params, batch)
+    assert float(got) == pytest.approx(float(bare.with_loss("alt").loss(params, batch)))
+    assert float(prog.with_loss("alt").loss(params, batch)) != pytest.approx(float(got))
+
+
+def test_a_bare_name_sets_rules_off_in_the_run_section():
+    from ddm.runtime.data import SOURCES
+    prog = ddm.loads(PROGRAM.format(rule=RULE) + "run {\n    rules = off\n}\n",
+                     file="rule.ddm")
+    cfg = RunConfig.defaults()
+    cfg.apply_run_section(prog.graph.run, "")
+    cfg.values["data"] = {"name": "credit_applicants"}
+    assert cfg.validate(SOURCES).values["rules"] == "off"
+
+
+def test_compare_rules_resumes_each_variant_from_its_checkpoint(monkeypatch, tmp_path):
+    from ddm.runtime.compare import run_both
+    _toy(monkeypatch)
+    prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
+    fresh = run_both(prog, _cfg(steps=30), str(tmp_path / "fresh"))["comparison"]
+    run_both(prog, _cfg(steps=20, checkpoint_every=10), str(tmp_path / "cut"))
+    again = run_both(prog, _cfg(steps=30, checkpoint_every=10), str(tmp_path / "cut"),
+                     resume=True)["comparison"]
+    for variant in ("pure_dp", "phi_guided"):
+        assert again[variant]["test"] == fresh[variant]["test"]
 
 
 def test_compare_rules_trains_pure_dp_and_phi_guided_from_one_seed(monkeypatch, tmp_path):

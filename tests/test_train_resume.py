@@ -192,6 +192,12 @@ def test_node_gradient_norms_of_a_step_are_the_adjoints_of_its_batch(tmp_path, m
             if prog.graph.values[i].name}
     got = json.loads((tmp_path / "log.jsonl").read_text())["node_grad_norms"]
     assert set(got) == {"y", "z"} and got == pytest.approx(want, rel=1e-5)
+    stats = json.loads((tmp_path / "log.jsonl").read_text())["node_grads"]
+    # z's adjoint is 1/B in every sample: mean 1/B, no spread, the samples agree perfectly
+    assert stats["z"]["mean"] == pytest.approx(1 / 32) and stats["z"]["std"] < 1e-9
+    assert stats["z"]["sparsity"] == 0.0 and stats["z"]["snr"] > 1e6
+    # y's adjoint 2·a·x/B is antisymmetric in x ∈ [−1, 1]: mean 0, SNR 0
+    assert abs(stats["y"]["mean"]) < 1e-7 and stats["y"]["snr"] < 1e-6
     # by hand: ∂mean(z)/∂z_i = 1/B, ∂/∂y_i = 2·y_i/B
     a = float(result.params["a"])
     assert got["z"] == pytest.approx(1 / np.sqrt(32), rel=1e-5)
