@@ -7,7 +7,9 @@ Each seed is the user's own command, run as a subprocess::
     ddmc compile examples/trading.ddm --run --set seed=S --out DIR
 
 (the program's ``run`` section sets ``compare_rules = true``: both variants from that seed,
-``DIR/comparison.json``). Not a timing benchmark: the figures are training outcomes.
+``DIR/comparison.json``), then the Φ-guided run once more with the orthogonality penalty
+(``--set compare_rules=false --set orthogonality=…``). Not a timing benchmark: the figures are
+training outcomes.
 """
 from __future__ import annotations
 
@@ -23,16 +25,33 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join("examples", "trading.ddm")
 RESULTS = os.path.join(ROOT, "docs", "results", "trading.md")
+ORTHOGONALITY = "{name: penalty, wrt: w, weight: 1.0}"
 
 
-def run_seed(seed: int, out: str) -> dict:
+def _ddmc(seed: int, out: str, *extra: str) -> None:
     cmd = [os.path.join(os.path.dirname(sys.executable), "ddmc"), "compile", PROGRAM, "--run",
-           "--set", f"seed={seed}", "--out", out]
+           "--set", f"seed={seed}", "--out", out, *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"seed {seed} failed:\n{proc.stderr}")
+
+
+def run_seed(seed: int, out: str, render_only: bool = False) -> dict:
+    from ddm.runtime.compare import summarise
+    from ddm.runtime.train import RunResult
+    ortho = os.path.join(out, "orthogonal")
+    if not render_only:
+        _ddmc(seed, out)
+        _ddmc(seed, ortho, "--set", "compare_rules=false", "--set", "diagnostics=full",
+              "--set", f"orthogonality={ORTHOGONALITY}")
     with open(os.path.join(out, "comparison.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+        row = json.load(fh)
+    with open(os.path.join(ortho, "metrics.json"), encoding="utf-8") as fh:
+        metrics = json.load(fh)
+    with open(os.path.join(ortho, "log.jsonl"), encoding="utf-8") as fh:
+        log = [json.loads(line) for line in fh]
+    row["orthogonal"] = summarise(RunResult(metrics, {}, None, ortho, log))
+    return row
 
 
 def render(rows: dict[int, dict], command: str) -> str:
@@ -46,6 +65,10 @@ def render(rows: dict[int, dict], command: str) -> str:
              "| seed | steps to target: pure DP | Φ-guided | speed-up | gradient variance: "
              "pure DP | Φ-guided | ratio | test Sharpe: pure DP | Φ-guided |",
              "|---|---|---|---|---|---|---|---|---|"]
+    ortho_rows = ["", f"With `orthogonality = penalty(wrt=\"w\", weight=1.0)` "
+                  "(cos² of the task's and the rules' gradients at the decision, same seeds):",
+                  "", "| seed | steps to target | gradient variance | ratio to pure DP | "
+                  "test Sharpe |", "|---|---|---|---|---|"]
     speedups, ratios, gains = [], [], []
     for seed, c in rows.items():
         a, b = c["pure_dp"], c["phi_guided"]
@@ -60,6 +83,12 @@ def render(rows: dict[int, dict], command: str) -> str:
             f"{f'{sp:.2f}×' if sp else '—'} | {a['gradient_variance']:.3g} | "
             f"{b['gradient_variance']:.3g} | {c['variance_ratio']:.2f} | "
             f"{a['test']['sharpe']:.3f} | {b['test']['sharpe']:.3f} |")
+        o = c.get("orthogonal")
+        if o:
+            ortho_rows.append(f"| {seed} | {o['steps_to_target'] or '—'} | "
+                              f"{o['gradient_variance']:.3g} | "
+                              f"{o['gradient_variance'] / a['gradient_variance']:.2f} | "
+                              f"{o['test']['sharpe']:.3f} |")
     sooner = sum(1 for c in rows.values() if c["speedup"] and c["speedup"] >= 1)
     better = sum(1 for g in gains if g > 0)
     noisier = sum(1 for r in ratios if r > 1)
@@ -75,6 +104,18 @@ def render(rows: dict[int, dict], command: str) -> str:
               "than removing it; and the decision maker's risk term λ_risk·vᵀΣv already "
               "shrinks positions when volatility is high, which leaves the rule little to add "
               "— the double counting the orthogonality option exists for.", ""]
+    if len(ortho_rows) > 5:
+        orth = [c["orthogonal"] for c in rows.values()]
+        steps = [o["steps_to_target"] for o in orth if o["steps_to_target"]]
+        guided = [c["phi_guided"]["steps_to_target"] for c in rows.values()
+                  if c["phi_guided"]["steps_to_target"]]
+        ratio = statistics.mean(o["gradient_variance"] / c["pure_dp"]["gradient_variance"]
+                                for o, c in zip(orth, rows.values()))
+        sharpe = statistics.mean(o["test"]["sharpe"] for o in orth)
+        lines += ortho_rows + [
+            "", f"Mean steps to target {statistics.mean(steps):.0f} against "
+                f"{statistics.mean(guided):.0f} for Φ-guided without the penalty; mean variance "
+                f"ratio to pure DP {ratio:.2f}; mean test Sharpe {sharpe:.3f}.", ""]
     return "\n".join(lines)
 
 
@@ -82,10 +123,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "phi_vs_dp"))
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the table from the run directories of an earlier run")
     args = parser.parse_args(argv)
     rows = {}
     for seed in range(args.seeds):
-        rows[seed] = run_seed(seed, os.path.join(args.out, f"seed{seed}"))
+        rows[seed] = run_seed(seed, os.path.join(args.out, f"seed{seed}"), args.render_only)
         c = rows[seed]
         print(f"seed {seed}: steps {c['pure_dp']['steps_to_target']} → "
               f"{c['phi_guided']['steps_to_target']}, variance ratio "

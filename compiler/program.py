@@ -278,10 +278,11 @@ class Program:
             out[i] = stats
         return out
 
-    def _orthogonality_impl(self, params, batch, vid: int, key=None):
+    def _orthogonality_impl(self, params, batch, vid: int, key=None, cosine: bool = False):
         """⟨∂L_task/∂d, ∂L_rules/∂d⟩² at the value ``vid`` (a decision, over the batch), where
         L_rules = loss − task loss: the seed's orthogonality penalty (§7.5) that keeps the
-        rules from double-counting what the task loss already says."""
+        rules from double-counting what the task loss already says. ``cosine``: the squared
+        cosine instead, in [0, 1] whatever the losses' scale."""
         g = self.graph
         roots = [g.loss, g.task_loss]
         inputs, dims = self._bind(batch, roots + [vid], True, "loss")
@@ -295,7 +296,11 @@ class Program:
 
         jac = jax.jacrev(both)(jnp.zeros(shape.shape, shape.dtype))
         task, rules = jac[1], jac[0] - jac[1]
-        return jnp.sum(task * rules) ** 2
+        inner = jnp.sum(task * rules)
+        if cosine:
+            tiny = jnp.finfo(inner.dtype).tiny
+            return inner ** 2 / jnp.maximum(jnp.sum(task ** 2) * jnp.sum(rules ** 2), tiny)
+        return inner ** 2
 
     def node_label(self, vid: int) -> str:
         v = self.graph.values[vid]

@@ -57,8 +57,9 @@ SCALARS = {
 SALIENCY = {"jacobian": (Arg("of", "str"), Arg("wrt", "str"), Arg("top", "int", 10),
                          Arg("reference", "ints", ()), Arg("samples", "int", 512))}
 # The orthogonality penalty between the task's and the rules' gradients at a decision (seed
-# §7.5): weight · ⟨∂L_task/∂d, ∂L_rules/∂d⟩²
-ORTHOGONALITY = {"penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01))}
+# §7.5): weight · cos²(∂L_task/∂d, ∂L_rules/∂d), or the seed's raw ⟨·,·⟩² with cosine=false
+ORTHOGONALITY = {"penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01),
+                             Arg("cosine", "bool", True))}
 # Episodes sampled with probability ∝ the weight of the rules that fire on them (seed §7.2)
 CURRICULUM = {"rules": (Arg("strength", "float", 0.5), Arg("every", "int", 100))}
 # The first step at which a test metric reaches a value (steps to a target Sharpe)

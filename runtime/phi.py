@@ -4,12 +4,14 @@ sampling (seed §7.2–7.5; docs/language.md § Φ-rules).
 
 - **Memory.** A rule with ``decay γ`` has a state param ``rule_NAME_memory`` (its gradient is
   stopped, so the optimiser never moves it). After each step the loop sets
-  memory ← γ · memory + η · saliency, where saliency = mean|∂L/∂x| over the inputs the rule's
-  trigger depends on (through any nodes), relative to the mean over every float input (1 = an average feature), and
-  η is the rule's ``boost``. The values come from the step's own forward and backward pass.
+  memory ← γ · memory + η · saliency, where saliency = mean|∂L/∂x| over the inputs the
+  rule's trigger depends on (through any nodes), relative to the mean over every float input
+  (1 = an average feature), and η is the rule's ``boost``. The values come from the step's own
+  forward and backward pass.
 - **Orthogonality** (``orthogonality = penalty(wrt="w", weight=μ)``): the loss gains
-  μ · ⟨∂L_task/∂w, ∂L_rules/∂w⟩², so the rules push the decision only where the task loss is
-  indifferent: they cannot double-count what the data already says.
+  μ · cos²(∂L_task/∂w, ∂L_rules/∂w) (``cosine=false``: the seed's raw ⟨·,·⟩²), so the rules
+  push the decision only where the task loss is indifferent: they cannot double-count what the
+  data already says.
 - **Curriculum** (``curriculum = rules(strength=s, every=k)``): every k steps each training
   episode gets the weight a_i = Σ_rules weight · trigger_i, and batches are drawn with
   replacement with probability (1 − s)/n + s · a_i / Σa — episodes of the regimes the rules
@@ -45,6 +47,7 @@ class PhiSetup:
         self.roots = self.guard_ids + tuple(d for _, d, _, _ in self.memories)
         ortho = cfg.values.get("orthogonality")
         self.ortho = self.ortho_weight = None
+        self.ortho_cosine = True
         if ortho:
             if ortho["wrt"] not in g.nodes:
                 raise cfg.error("orthogonality.wrt", f"the program has no node "
@@ -63,6 +66,7 @@ class PhiSetup:
                                 "terms: there is nothing to keep orthogonal",
                                 hint="drop orthogonality for the pure-DP run")
             self.ortho, self.ortho_weight = g.nodes[ortho["wrt"]], ortho["weight"]
+            self.ortho_cosine = ortho["cosine"]
 
     def violations(self, extras):
         """Per guard, how many samples of the batch broke its limit (int32 vector)."""

@@ -140,8 +140,8 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         loss, (infos, extras) = prog._loss_values_impl(params, sample, phi.roots, key=key_t)
         penalty = jnp.zeros((), loss.dtype)
         if phi.ortho is not None:
-            penalty = phi.ortho_weight * prog._orthogonality_impl(params, sample, phi.ortho,
-                                                                  key=key_t)
+            penalty = phi.ortho_weight * prog._orthogonality_impl(
+                params, sample, phi.ortho, key=key_t, cosine=phi.ortho_cosine)
         return loss + penalty, (infos, extras, penalty)
 
     def step(params, opt_state, tally, arrays, idx):

@@ -221,6 +221,9 @@ def test_the_orthogonality_penalty_is_the_squared_inner_product_of_the_two_gradi
     g_rule = 0.5 * trig * 2 * w / 16  # ∂mean(0.5·trigger·w²)/∂w
     got = prog._orthogonality_impl(params, batch, prog.graph.nodes["w"])
     assert float(got) == pytest.approx(float(np.sum(g_task * g_rule) ** 2), rel=1e-4)
+    cos2 = np.sum(g_task * g_rule) ** 2 / (np.sum(g_task ** 2) * np.sum(g_rule ** 2))
+    got = prog._orthogonality_impl(params, batch, prog.graph.nodes["w"], cosine=True)
+    assert float(got) == pytest.approx(float(cos2), rel=1e-4) and 0 <= float(got) <= 1
 
 
 def test_orthogonality_trains_and_is_logged(monkeypatch, tmp_path):
