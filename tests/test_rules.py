@@ -382,3 +382,24 @@ node regimes = gumbel_softmax(regime_net(stack([vol])), temperature=0.5)
     assert float(prog.loss(params, batch, key=key)) != float(prog.loss(params, batch))
     # evaluation is the noise-free softmax, so two evaluations agree
     assert runs[0].metrics["test"] == train.run(prog, _cfg(seed=0), None).metrics["test"]
+
+
+def test_a_nan_under_curriculum_is_located_on_the_batch_the_curriculum_drew(monkeypatch):
+    x = np.linspace(0.1, 1.0, 64).astype(np.float32)
+    data = Dataset({"x": x}, {"x": x})
+    monkeypatch.setattr(train, "SOURCES", {"toy": Source("toy", (), lambda: data, "")})
+    text = """input x: f32
+param a: f32 = 1.0
+node y = log(a * x)
+rule big "x large" { when x > 0.5 penalty 0.0 * a }
+loss = mean(a * x) + 0.0 * mean(y)
+"""
+    cfg = RunConfig.defaults()
+    cfg.values.update({"data": {"name": "toy"}, "batch": 16, "steps": 50, "log_every": 10,
+                       "optimizer": {"name": "sgd", "lr": 2.0},
+                       "curriculum": {"name": "rules", "strength": 1.0, "every": 5}})
+    cfg.validate(train.SOURCES)
+    with pytest.raises(DdmError) as err:  # a < 0 after one step: log of a negative
+        train.run(ddm.loads(text, file="n.ddm"), cfg, None)
+    assert "n.ddm:3:10" in str(err.value) and "first non-finite value is node 'y'" in \
+        str(err.value)
