@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass, replace
 
-from ddm.compiler.rules import entries_of
+from ddm.compiler.resolve import iter_names
+from ddm.compiler.rules import call, entries_of, mean_of, number
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import ProblemDiagnostic
 from ddm.dsl.format import format_expr
@@ -90,33 +91,33 @@ def desugar(guard: ast.GuardDecl, target: ast.NodeDecl) -> tuple[list[ast.NodeDe
     def excess(value_name: str) -> ast.Call:
         left = _rename(lhs, x, value_name)
         a, b = (left, bound) if upper else (bound, left)
-        return _call("guard_excess", span, a, b)
+        return call("guard_excess", span, a, b)
 
     if action == "project":
         enforced = _projection(lhs, upper, bound, x, ast.Name(before, span), guard)
     else:
-        fallback = entries["fallback"].value if "fallback" in entries else _num(0.0, span)
+        fallback = entries["fallback"].value if "fallback" in entries else number(0.0, span)
         if _mentions(fallback, x):
             raise ProblemDiagnostic(fallback.span, f"the fallback of guard '{guard.name}' "
                                     f"depends on the decision '{x}' it replaces")
-        enforced = _call("guard_reject", span, ast.Name(before, span),
+        enforced = call("guard_reject", span, ast.Name(before, span),
                          ast.Name(f"{base}_excess", span), bound, fallback)
     scalar = ast.TypeExpr("f32", (), span)
     nodes = [
         ast.NodeDecl("node", before, target.type, target.value, target.span, guard.name_span),
         ast.NodeDecl("node", f"{base}_excess", None, excess(before), span, guard.name_span),
         ast.NodeDecl("node", f"{base}_violated", scalar,
-                     _call("guard_violated", span, ast.Name(f"{base}_excess", span), bound),
+                     call("guard_violated", span, ast.Name(f"{base}_excess", span), bound),
                      span, guard.name_span),
         ast.NodeDecl("node", f"{base}_after", None, excess(x), span, guard.name_span),
         ast.NodeDecl("node", f"{base}_breached", scalar,
-                     _call("guard_violated", span, ast.Name(f"{base}_after", span), bound),
+                     call("guard_violated", span, ast.Name(f"{base}_after", span), bound),
                      span, guard.name_span),
         replace(target, value=enforced),
     ]
-    metrics = [ast.MetricDecl(f"{base}_violation_rate", _mean(f"{base}_violated", span), span,
+    metrics = [ast.MetricDecl(f"{base}_violation_rate", mean_of(f"{base}_violated", span), span,
                               guard.name_span),
-               ast.MetricDecl(f"{base}_breach_rate", _mean(f"{base}_breached", span), span,
+               ast.MetricDecl(f"{base}_breach_rate", mean_of(f"{base}_breached", span), span,
                               guard.name_span)]
     info = GuardInfo(guard.name, guard.intent or guard.name, x, format_expr(limit), action,
                      guard.span)
@@ -147,15 +148,15 @@ def _projection(lhs, upper: bool, bound, x: str, value: ast.Name, guard: ast.Gua
         return ast.BinOp("+", p, moved, span)
 
     if is_x(lhs):
-        return _call("minimum" if upper else "maximum", span, value, bound)
-    call = _plain_call(lhs)
-    if upper and call is not None:
-        fname, (arg,) = call
+        return call("minimum" if upper else "maximum", span, value, bound)
+    outer = _plain_call(lhs)
+    if upper and outer is not None:
+        fname, (arg,) = outer
         if fname == "abs" and (p := offset(arg)) is not False:
-            return shifted(p, lambda v: _call("clip", span, v, ast.UnaryOp("-", bound, span),
+            return shifted(p, lambda v: call("clip", span, v, ast.UnaryOp("-", bound, span),
                                               bound))
         if fname == "norm" and (p := offset(arg)) is not False:
-            return shifted(p, lambda v: _call("project_l2", span, v, bound))
+            return shifted(p, lambda v: call("project_l2", span, v, bound))
         if fname == "nonzero" and (p := offset(arg)) is not False:
             if not (isinstance(bound, ast.Number) and isinstance(bound.value, int)):
                 raise ProblemDiagnostic(bound.span, "a trade-frequency limit nonzero(...) <= k "
@@ -165,7 +166,7 @@ def _projection(lhs, upper: bool, bound, x: str, value: ast.Name, guard: ast.Gua
         inner = _plain_call(arg)
         if fname == "sum" and inner is not None and inner[0] == "abs" and \
                 (p := offset(inner[1][0])) is not False:
-            return shifted(p, lambda v: _call("project_l1", span, v, bound))
+            return shifted(p, lambda v: call("project_l1", span, v, bound))
     raise ProblemDiagnostic(lhs.span, f"guard '{guard.name}' cannot project onto this limit",
                             hint=f"projection knows {KNOWN.replace('X', x)}; any other limit "
                                  "takes 'action reject' (with a fallback)")
@@ -180,13 +181,7 @@ def _plain_call(e):
 
 
 def _mentions(e, name: str) -> bool:
-    if isinstance(e, ast.Name):
-        return e.id == name
-    if is_dataclass(e):
-        return any(_mentions(getattr(e, f.name), name) for f in fields(e))
-    if isinstance(e, tuple):
-        return any(_mentions(x, name) for x in e)
-    return False
+    return any(n.id == name for n, _ in iter_names(e))
 
 
 def _rename(e, old: str, new: str):
@@ -200,15 +195,3 @@ def _rename(e, old: str, new: str):
         return replace(e, **{f.name: _rename(getattr(e, f.name), old, new) for f in fields(e)
                              if f.init})
     return e
-
-
-def _call(name: str, span, *args) -> ast.Call:
-    return ast.Call(ast.Name(name, span), tuple(args), (), span)
-
-
-def _num(x: float, span) -> ast.Number:
-    return ast.Number(x, repr(x), span)
-
-
-def _mean(name: str, span) -> ast.Call:
-    return ast.Call(ast.Name("mean", span), (ast.Name(name, span),), (), span)

@@ -253,10 +253,7 @@ class Program:
         g = self.graph
         ids = self.adjoint_ids()
         inputs, dims = self._bind(batch, [g.loss] + ids, True, "grad_norms")
-        # the taps' shapes only: no forward pass is run for them
-        shapes = jax.eval_shape(
-            lambda: self._lowered.batch(params, inputs, dims, ids, infos={}, key=key))
-        zeros = {i: jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in ids}
+        zeros = self._zero_taps(params, inputs, dims, ids, key)
 
         def loss(taps):
             out = self._lowered.batch(params, inputs, dims, [g.loss], infos={}, taps=taps,
@@ -278,6 +275,13 @@ class Program:
             out[i] = stats
         return out
 
+    def _zero_taps(self, params, inputs, dims, ids, key=None) -> dict:
+        """Zeros shaped like the values ``ids`` over the batch: taps whose gradient is the
+        loss's adjoint there. Only their shapes are traced; no forward pass runs for them."""
+        shapes = jax.eval_shape(
+            lambda: self._lowered.batch(params, inputs, dims, list(ids), infos={}, key=key))
+        return {i: jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in ids}
+
     def _orthogonality_impl(self, params, batch, vid: int, key=None, cosine: bool = False):
         """⟨∂L_task/∂d, ∂L_rules/∂d⟩² at the value ``vid`` (a decision, over the batch), where
         L_rules = loss − task loss: the seed's orthogonality penalty (§7.5) that keeps the
@@ -286,15 +290,14 @@ class Program:
         g = self.graph
         roots = [g.loss, g.task_loss]
         inputs, dims = self._bind(batch, roots + [vid], True, "loss")
-        shape = jax.eval_shape(
-            lambda: self._lowered.batch(params, inputs, dims, [vid], infos={}))[vid]
+        zero = self._zero_taps(params, inputs, dims, [vid], key)[vid]
 
         def both(tap):
             out = self._lowered.batch(params, inputs, dims, roots, infos={}, taps={vid: tap},
                                       key=key)
             return jnp.stack([out[g.loss], out[g.task_loss]])
 
-        jac = jax.jacrev(both)(jnp.zeros(shape.shape, shape.dtype))
+        jac = jax.jacrev(both)(zero)
         task, rules = jac[1], jac[0] - jac[1]
         inner = jnp.sum(task * rules)
         if cosine:

@@ -54,8 +54,8 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
     entries = entries_of(rule, "rule", KEYS, ("when", "penalty"),
                          'rule r "intent" { when x > 1.0 penalty sum(w ** 2) }')
     span = rule.span
-    kappa = entries["sharpness"].value if "sharpness" in entries else _num(10.0, span)
-    weight = entries["weight"].value if "weight" in entries else _num(1.0, span)
+    kappa = entries["sharpness"].value if "sharpness" in entries else number(10.0, span)
+    weight = entries["weight"].value if "weight" in entries else number(1.0, span)
     base = f"rule_{rule.name}"
     trigger = relax(entries["when"].value, kappa)
     extra: list = []
@@ -81,12 +81,12 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
                                     hint="decay 0.99, or decay sigmoid(g) with param g learned")
         memory = f"{base}_memory"
         scalar_t = ast.TypeExpr("f32", (), d.span)
-        extra = [ast.ParamDecl(memory, scalar_t, _num(1.0, d.span), False, d.span,
+        extra = [ast.ParamDecl(memory, scalar_t, number(1.0, d.span), False, d.span,
                                rule.name_span),
                  ast.NodeDecl("node", f"{base}_decay", scalar_t, d.value, d.span,
                               rule.name_span)]
         kept = ast.BinOp("*", ast.Name(f"{base}_decay", span),
-                         _call("stop_gradient", ast.Name(memory, span), span), span)
+                         call("stop_gradient", span, ast.Name(memory, span)), span)
         weight = ast.BinOp("*", weight, kept, span)
     extra.append(ast.NodeDecl("node", f"{base}_weight", None, weight, span, rule.name_span))
     term = ast.BinOp("*", ast.BinOp("*", ast.Name(f"{base}_weight", span),
@@ -99,9 +99,9 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
              ast.NodeDecl("node", f"{base}_penalty", scalar["penalty"], entries["penalty"].value,
                           entries["penalty"].span, rule.name_span),
              ast.NodeDecl("node", f"{base}_term", None, term, span, rule.name_span)]
-    metrics = [ast.MetricDecl(f"{base}_activation", _mean(f"{base}_trigger", span), span,
+    metrics = [ast.MetricDecl(f"{base}_activation", mean_of(f"{base}_trigger", span), span,
                               rule.name_span),
-               ast.MetricDecl(f"{base}_effective_penalty", _mean(f"{base}_term", span), span,
+               ast.MetricDecl(f"{base}_effective_penalty", mean_of(f"{base}_term", span), span,
                               rule.name_span)]
     info = RuleInfo(rule.name, rule.intent or rule.name, rule.span, memory, boost)
     return extra + nodes, metrics, f"{base}_term", info
@@ -129,7 +129,7 @@ def add_terms(loss: ast.LossDecl, terms: list[str]) -> ast.LossDecl:
     """``loss`` plus ``mean(term)`` for every rule."""
     value = loss.value
     for t in terms:
-        value = ast.BinOp("+", value, _mean(t, loss.span), loss.span)
+        value = ast.BinOp("+", value, mean_of(t, loss.span), loss.span)
     return ast.LossDecl(value, loss.span, loss.name, loss.name_span)
 
 
@@ -147,22 +147,23 @@ def relax(cond, kappa):
     if isinstance(cond, ast.BinOp) and cond.op == "and":
         return ast.BinOp("*", relax(cond.left, kappa), relax(cond.right, kappa), span)
     if isinstance(cond, ast.BinOp) and cond.op == "or":
-        one = _num(1.0, span)
+        one = number(1.0, span)
         miss = ast.BinOp("*", ast.BinOp("-", one, relax(cond.left, kappa), span),
                          ast.BinOp("-", one, relax(cond.right, kappa), span), span)
         return ast.BinOp("-", one, miss, span)
     if isinstance(cond, ast.UnaryOp) and cond.op == "not":
-        return ast.BinOp("-", _num(1.0, span), relax(cond.operand, kappa), span)
+        return ast.BinOp("-", number(1.0, span), relax(cond.operand, kappa), span)
     return cond
 
 
-def _call(name: str, arg, span) -> ast.Call:
-    return ast.Call(ast.Name(name, span), (arg,), (), span)
+# the small pieces of program text a desugaring writes (shared with compiler/guards.py)
+def call(name: str, span, *args) -> ast.Call:
+    return ast.Call(ast.Name(name, span), tuple(args), (), span)
 
 
-def _num(x: float, span) -> ast.Number:
+def number(x: float, span) -> ast.Number:
     return ast.Number(x, repr(x), span)
 
 
-def _mean(name: str, span) -> ast.Call:
-    return ast.Call(ast.Name("mean", span), (ast.Name(name, span),), (), span)
+def mean_of(name: str, span) -> ast.Call:
+    return call("mean", span, ast.Name(name, span))

@@ -398,11 +398,10 @@ def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
         pens = [line["orthogonality_penalty"] for line in log_lines
                 if "orthogonality_penalty" in line]
         metrics["orthogonality_penalty"] = pens[-1] if pens else None
-    nodes_logged = [line["node_grad_norms"] for line in log_lines if "node_grad_norms" in line]
+    nodes_logged = [line for line in log_lines if "node_grad_norms" in line]
     if nodes_logged:
-        metrics["node_grad_norms"] = nodes_logged[-1]
-        metrics["node_grads"] = log_lines[-1].get("node_grads") or next(
-            line["node_grads"] for line in reversed(log_lines) if "node_grads" in line)
+        metrics["node_grad_norms"] = nodes_logged[-1]["node_grad_norms"]
+        metrics["node_grads"] = nodes_logged[-1]["node_grads"]
     if g.guards:
         metrics["compliance"] = compliance.report(prog, params, test,
                                                   np.asarray(tally["guards"]), v["steps"] * batch)
