@@ -22,7 +22,7 @@ __all__ = ["load", "loads", "Program", "DdmError", "__version__"]
 
 def __getattr__(name: str):
     if name in ("load", "loads", "Program"):
-        from ddm.compiler import program
+        from ddm.runtime import program
         return getattr(program, name)
     if name == "DdmError":
         from ddm.dsl.diagnostics import DdmError

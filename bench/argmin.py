@@ -13,8 +13,8 @@ a random ``c``: forward+backward is ``jax.value_and_grad`` of L w.r.t. (Σ, b, c
 Methods (all jitted, timed warm, ``block_until_ready``, median of repeats):
 
 - ``ddm``: the node through the language — ``ddm.loads(PROGRAM, x64=True)``; forward =
-  ``jax.jit(prog._apply_batch_impl)`` (outputs and solver infos, as ``apply_batch`` returns
-  them); forward+backward = ``jax.jit(jax.value_and_grad(prog._loss_impl, argnums=1))``.
+  ``jax.jit(prog.product.apply_batch)`` (outputs and solver infos in the aux); forward+backward
+  = ``jax.jit(jax.value_and_grad(loss, argnums=1))`` with ``loss = prog.product.loss(…)[0]``.
 - ``hand`` (budget only; the floor): a ``jax.custom_vjp`` KKT solve written for this problem —
   one Cholesky of P = λ(Σ + Σᵀ), two triangular solve pairs and a scalar Schur complement
   forward; the backward reuses the factor (one more solve pair). vmapped.
@@ -290,13 +290,14 @@ class DdmNode(Method):
 
     def forward(self):
         import jax
-        apply = jax.jit(self.prog._apply_batch_impl)
+        apply = jax.jit(self.prog.product.apply_batch)
         params = self.params
         return lambda S, b: apply(params, {"b": b, "S": S})
 
     def forward_backward(self):
         import jax
-        vg = jax.jit(jax.value_and_grad(self.prog._loss_impl, argnums=1))
+        loss = self.prog.product.loss
+        vg = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b)[0], argnums=1))
         params = self.params
 
         def run(S, b, c):
@@ -741,7 +742,9 @@ def run_memory(quick: bool, log: Callable[[str], None]) -> dict:
                     prog = ddm.loads(text_of(k, label), x64=True, strict=False)
                     params = prog.init(jax.random.key(0), N=n)
                     t0 = time.perf_counter()
-                    compiled = jax.jit(jax.value_and_grad(prog._loss_impl, argnums=1)).lower(
+                    loss = prog.product.loss
+                    compiled = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b)[0],
+                                                          argnums=1)).lower(
                         params, data).compile()
                     mem = compiled.memory_analysis()
                     rows.setdefault(key, {})[str(k)] = {

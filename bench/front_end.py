@@ -4,7 +4,7 @@
   ``ddm.compiler.lower.lower`` of a generated 500-node program, in-process, median of 5 (after
   one untimed warm-up that pays for importing Lark and building the parser).
 - ``front_end.trace_500`` (information, no target): tracing the same program's loss to a jaxpr
-  (``jax.make_jaxpr(prog._loss_impl)`` on abstract inputs, batch 32): where lowering's real work
+  (``jax.make_jaxpr(prog.product.loss)`` on abstract inputs, batch 32): where lowering's real work
   happens, since ``lower()`` itself only checks dtypes.
 - ``front_end.cold_start``: a fresh ``ddmc check examples/hedge.ddm`` process, median of 5 (one
   untimed run first warms the OS file cache), against a fresh ``python -c pass`` of the same
@@ -199,11 +199,12 @@ def bench_trace(text: str, quick: bool) -> dict:
     batch = {"x": jax.ShapeDtypeStruct((b, 8), f32), "M": jax.ShapeDtypeStruct((b, 16, 8), f32),
              "R": jax.ShapeDtypeStruct((b, 24, 16), f32),
              "r": jax.ShapeDtypeStruct((b, 16), f32), "y": jax.ShapeDtypeStruct((b,), f32)}
-    jax.make_jaxpr(prog._loss_impl)(params, batch)  # warm-up
+    loss = prog.product.loss
+    jax.make_jaxpr(loss)(params, batch)  # warm-up
     repeats = 3 if quick else 5
-    seconds, all_s = _median_time(lambda: jax.make_jaxpr(prog._loss_impl)(params, batch),
+    seconds, all_s = _median_time(lambda: jax.make_jaxpr(loss)(params, batch),
                                   repeats)
-    eqns = len(jax.make_jaxpr(prog._loss_impl)(params, batch).jaxpr.eqns)
+    eqns = len(jax.make_jaxpr(loss)(params, batch).jaxpr.eqns)
     return {
         "name": "front_end.trace_500",
         "kind": "info",

@@ -108,7 +108,7 @@ def bench(quick: bool = False) -> dict:
     opt = optax.adam(1e-3)
 
     def step(p, s, b):
-        (loss, _), g = jax.value_and_grad(prog._loss_info_impl, has_aux=True)(p, b)
+        (loss, _), g = jax.value_and_grad(prog.product.loss, has_aux=True)(p, b)
         updates, s = opt.update(g, s, p)
         return optax.apply_updates(p, updates), s, loss
 

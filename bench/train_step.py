@@ -3,7 +3,7 @@
 One step = forward + backward (``jax.value_and_grad``) + Adam update + ``optax.apply_updates``,
 built exactly as :mod:`ddm.runtime.train` builds it (same return values: new params, new optimiser
 state, loss, global gradient norm; params and optimiser state donated), jitted. The ddm step
-differentiates ``prog._loss_impl``; the hand step differentiates a loss written directly with
+differentiates the compiled product's loss; the hand step differentiates a loss written directly with
 ``jax.numpy`` / ``jax.nn`` over the batch (no vmap), on the same params pytree. Both see the same
 batches and start from the same param values, in the same process, timed alternately.
 
@@ -199,19 +199,20 @@ def run_case(case: Case, quick: bool = False) -> dict:
     opt = optax.adam(case.lr, b1=0.9, b2=0.999)  # what adam(lr=…) in the run section builds
 
     # Honesty check: same loss and gradient on the same params and batch.
-    loss_ddm_fn = jax.jit(prog._loss_impl)
+    ddm_loss = lambda p, b: prog.product.loss(p, b)[0]  # noqa: E731
+    loss_ddm_fn = jax.jit(ddm_loss)
     loss_hand_fn = jax.jit(case.hand_loss)
     l_ddm = float(loss_ddm_fn(params, batches[0]))
     l_hand = float(loss_hand_fn(params, batches[0]))
     loss_rel = abs(l_ddm - l_hand) / max(abs(l_hand), 1e-30)
-    g_ddm = jax.jit(jax.grad(prog._loss_impl))(params, batches[0])
+    g_ddm = jax.jit(jax.grad(ddm_loss))(params, batches[0])
     g_hand = jax.jit(jax.grad(case.hand_loss))(params, batches[0])
     if jax.tree_util.tree_structure(g_ddm) != jax.tree_util.tree_structure(g_hand):
         raise AssertionError(f"{case.name}: ddm and hand gradients have different pytrees")
     grad_rel = max(_rel(a, b) for a, b in zip(jax.tree_util.tree_leaves(g_ddm),
                                              jax.tree_util.tree_leaves(g_hand)))
 
-    step_ddm = make_step(prog._loss_impl, opt)
+    step_ddm = make_step(ddm_loss, opt)
     step_hand = make_step(case.hand_loss, opt)
     prims_ddm = primitive_counts(step_ddm, params, opt.init(params), batches[0])
     prims_hand = primitive_counts(step_hand, params, opt.init(params), batches[0])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ddm.compiler.binding import resolve
-from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.runtime.errors import ConfigDiagnostic
 
 
 def emit(prog, stage: str, dims: dict[str, int], batch: int) -> str:
@@ -32,11 +32,10 @@ def emit(prog, stage: str, dims: dict[str, int], batch: int) -> str:
     outs = [i for _, i in g.outputs]
     if outs:
         inputs = abstract(g.inputs_needed(outs))
-        fn = prog._apply_impl
-        sections.append(("apply (one sample)", fn, (params, inputs)))
+        sections.append(("apply (one sample)", prog.product.apply, (params, inputs)))
     if g.loss is not None:
         inputs = abstract(g.inputs_needed([g.loss]), (batch,))
-        sections.append((f"loss (batch of {batch})", prog._loss_impl, (params, inputs)))
+        sections.append((f"loss (batch of {batch})", prog.product.loss, (params, inputs)))
     text = []
     for title, fn, args in sections:
         if stage == "jaxpr":

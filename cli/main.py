@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _warn(graph, sources) -> None:
     for w in graph.warnings:
-        print(format_message("warning", w.span, w.message, sources.texts.get(w.span.file)),
-              file=sys.stderr)
+        print(format_message("warning", w.span, w.message, sources.texts.get(w.span.file),
+                             hint=w.hint), file=sys.stderr)
 
 
 def cmd_check(args) -> int:
@@ -185,8 +185,8 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     cfg = _config(graph, sources, args)
     x64 = args.x64 or bool(cfg.values.get("x64") is True)
-    from ddm.compiler.program import Program
-    prog = Program(graph, sources, x64=x64)
+    from ddm.runtime.program import Program
+    prog = Program.compile(graph, sources, x64=x64)
     if args.emit in ("jaxpr", "hlo"):
         if isinstance(cfg.values.get("loss"), str) and cfg.values["loss"]:
             from ddm.runtime.data import SOURCES
@@ -225,9 +225,10 @@ def cmd_compile(args) -> int:
 def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
     """The program's diagram, backward edges annotated with the run's gradient norms:
     OUT/diagram.svg, or OUT/diagram.dot where graphviz's dot is missing."""
-    from ddm.compiler.render import DotMissing, measured, render_file, to_dot
-    text = to_dot(graph, "both", measured(graph, _run_grad_norms(graph, sources, run_dir)),
-                  "LR")
+    from ddm.runtime.diagram import diagram, measured
+    from ddm.runtime.dot import DotMissing, render_file, to_dot
+    text = to_dot(diagram(graph, "both",
+                          measured(graph, _run_grad_norms(graph, sources, run_dir)), "LR"))
     path = os.path.join(out, "diagram.svg")
     try:
         render_file(text, path, None)
@@ -239,7 +240,7 @@ def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
 
 
 def _dims(pairs) -> dict[str, int]:
-    from ddm.dsl.diagnostics import ConfigDiagnostic
+    from ddm.runtime.errors import ConfigDiagnostic
     out = {}
     for pair in pairs:
         name, _, size = pair.partition("=")
@@ -253,8 +254,8 @@ def cmd_render(args) -> int:
     import json
 
     from ddm.compiler.driver import front_end_file
-    from ddm.compiler.render import DotMissing, measured, render_file, to_dot
-    from ddm.dsl.diagnostics import ConfigDiagnostic
+    from ddm.runtime.diagram import diagram, measured
+    from ddm.runtime.dot import DotMissing, render_file, to_dot
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
     grads = None
@@ -262,7 +263,7 @@ def cmd_render(args) -> int:
         grads = measured(graph, _run_grad_norms(graph, sources, args.grads))
     show = "backward" if args.backward else ("both" if args.both or grads is not None
                                              else "forward")
-    text = to_dot(graph, show, grads, args.rankdir)
+    text = to_dot(diagram(graph, show, grads, args.rankdir))
     if not args.out:
         if args.format not in (None, "dot"):
             print("ddmc render: SVG and PNG need -o PATH", file=sys.stderr)
@@ -286,7 +287,7 @@ def _run_grad_norms(graph, sources, run_dir: str) -> dict:
     than the run's params."""
     import json
 
-    from ddm.dsl.diagnostics import ConfigDiagnostic
+    from ddm.runtime.errors import ConfigDiagnostic
     cache = os.path.join(run_dir, "grad_norms.json")
     params = os.path.join(run_dir, "params.npz")
     for need in (params, os.path.join(run_dir, "metrics.json")):
@@ -297,11 +298,11 @@ def _run_grad_norms(graph, sources, run_dir: str) -> dict:
     if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(params):
         with open(cache, encoding="utf-8") as fh:
             return json.load(fh)
-    from ddm.compiler.program import Program
+    from ddm.runtime.program import Program
     from ddm.runtime.train import grad_norms_of_run
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
         x64 = bool(json.load(fh).get("config", {}).get("x64"))
-    return grad_norms_of_run(Program(graph, sources, x64=x64), run_dir)
+    return grad_norms_of_run(Program.compile(graph, sources, x64=x64), run_dir)
 
 
 def cmd_fmt(args) -> int:

@@ -17,11 +17,14 @@ def print_report(console, result) -> None:
     console.print(table)
     if grid:
         console.print(comparison_table(grid, "test set (train values in metrics.json)"))
+    trained = _last(result.log, "solvers") or {}
     for node, st in m.get("solvers", {}).items():
         counts = ", ".join(f"{k} {v}" for k, v in st["status"].items())
+        modes = trained.get(node, {}).get("adjoint") or st.get("adjoint", {})
+        backward = ", ".join(f"{k} {v}" for k, v in modes.items())
         console.print(f"{node}: {st['instances']} test solves — {counts}; worst residual "
-                      f"{st['max_residual']:.2g}, mean iterations {st['mean_iterations']:.1f}",
-                      highlight=False)
+                      f"{st['max_residual']:.2g}, mean iterations {st['mean_iterations']:.1f}; "
+                      f"backward (last log step): {backward}", highlight=False)
     sal = m.get("saliency")
     if sal:
         overlap = (f"; overlap with the reference {sal['overlap']:.0%}" if "overlap" in sal

@@ -9,8 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ddm.compiler.ir import DimSpec, FnInfo, Graph, InputSpec, ParamSpec, Value
+from ddm.compiler.desugar import Desugared
+from ddm.compiler.ir import (DimSpec, FnInfo, Graph, GuardSpec, InputSpec, ParamSpec, RuleSpec,
+                              Value)
+from ddm.compiler.declarative import check_argmin
 from ddm.compiler.resolve import FnDef, Resolved
+from ddm.compiler.scope import Scope, int_literal, literal, num_literal, span_of
+from ddm.compiler.sequential import check_scan
+from ddm.compiler.settings import settings_of
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import (ArityDiagnostic, DdmError, DtypeDiagnostic, NameDiagnostic,
                                  Note, ShapeDiagnostic)
@@ -23,20 +29,11 @@ _STAGE_RANK = {"static": 0, "sample": 1, "batch": 2}
 BATCH = SymDim("batch")
 
 
-def check(r: Resolved, ops: Mapping[str, Op] = OPS) -> Graph:
-    """Type-check a resolved program and build its IR graph."""
-    return _Checker(r, ops).graph()
-
-
-@dataclass
-class _Scope:
-    """What names mean where an expression is checked."""
-
-    context: str  # "sample" (nodes, fn bodies) or "batch" (loss, metrics)
-    local: dict[str, int] = field(default_factory=dict)
-    dims: Mapping[str, SymDim] = field(default_factory=dict)
-    fn: FnDef | None = None
-    tag: str | None = None  # scope label of inlined fn values
+def check(r: Resolved, sugar: Desugared | None = None, ops: Mapping[str, Op] = OPS) -> Graph:
+    """Type-check a resolved program and build its IR graph. ``sugar``: what the program's
+    rules and guards became (:func:`~ddm.compiler.desugar.desugar`), turned into specs by
+    value id."""
+    return _Checker(r, ops).graph(sugar or Desugared(r.module))
 
 
 class _Checker:
@@ -54,7 +51,7 @@ class _Checker:
 
     # --- building values ---------------------------------------------------------------------
     def add(self, op: str, kind: str, inputs, attrs, typ: TensorType, span: Span,
-            scope: _Scope | None = None, name: str | None = None, stage: str | None = None) -> int:
+            scope: Scope | None = None, name: str | None = None, stage: str | None = None) -> int:
         if stage is None:
             stage = "static"
             for i in inputs:
@@ -81,7 +78,7 @@ class _Checker:
                         stage=v.stage)
 
     # --- the whole program -------------------------------------------------------------------
-    def graph(self) -> Graph:
+    def graph(self, sugar: Desugared) -> Graph:
         r = self.r
         inputs = []
         for name, decl in r.inputs.items():
@@ -98,13 +95,13 @@ class _Checker:
         nodes = {}
         for name in r.node_order:
             decl = r.nodes[name]
-            scope = _Scope("sample", dims=self.dims)
+            scope = Scope("sample", dims=self.dims)
             vid = self.rename(self.expr(decl.value, scope), name)
             if decl.type is not None:
                 self.expect(decl.type, vid, f"node '{name}'", self.dims)
             self.names[name] = nodes[name] = vid
-        for rule, _ in r.rules:  # a rule's memory is one number: its decay must be one too
-            if rule.memory and self.values[nodes[rule.decay]].stage != "static":
+        for rule in sugar.rules:  # a rule's memory is one number: its decay must be one too
+            if rule.decay and self.values[nodes[rule.decay]].stage != "static":
                 raise ShapeDiagnostic(r.nodes[rule.decay].span, f"rule '{rule.name}' decays its "
                                       "memory by one γ per step, and this decay depends on the "
                                       "sample", hint="write it from numbers and params only, "
@@ -118,27 +115,39 @@ class _Checker:
         named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
                       for name, d in r.named_losses.items())
         task = loss
-        if r.task_loss is not None:
-            task = self.batch_scalar(r.task_loss.value, "loss")
-        task_named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
-                           for name, d in r.task_named.items())
+        task_named: tuple = ()
+        if sugar.rules:  # the losses without the rules' terms
+            if sugar.task_loss is not None:
+                task = self.batch_scalar(sugar.task_loss.value, "loss")
+            task_named = tuple((name, self.batch_scalar(d.value, f"loss '{name}'"))
+                               for name, d in sugar.task_named.items())
         if loss is None and named:  # only named losses: the first is the default
             loss = named[0][1]
             task = (task_named or named)[0][1]
         dims = tuple(DimSpec(n, d.value, d.name_span) for n, d in r.dims.items())
+        metric_ids = dict(metrics)
+        rules = tuple(RuleSpec(s.name, s.intent, s.span, nodes[s.trigger], nodes[s.penalty],
+                               nodes[s.weight], nodes[s.term], metric_ids[s.activation],
+                               metric_ids[s.effective_penalty], s.memory,
+                               nodes[s.decay] if s.decay else None, s.boost)
+                      for s in sugar.rules)
+        guards = tuple(GuardSpec(s.name, s.intent, s.target, s.limit, s.action, s.span,
+                                 nodes[s.violated], nodes[s.breached],
+                                 metric_ids[s.violation_rate], metric_ids[s.breach_rate])
+                       for s in sugar.guards)
+        run = settings_of(r.run) if r.run is not None else None
         return Graph(r.module.file, tuple(self.values), dims, tuple(inputs), tuple(params),
-                     nodes, outputs, loss, metrics, tuple(fns), r.run, tuple(r.warnings),
-                     named, tuple(info for info, _ in r.rules), tuple(r.guards), task,
-                     task_named)
+                     nodes, outputs, loss, metrics, tuple(fns), run, tuple(r.warnings),
+                     named, rules, guards, task, task_named)
 
     def batch_scalar(self, expr, what: str) -> int:
-        vid = self.expr(expr, _Scope("batch", dims=self.dims))
+        vid = self.expr(expr, Scope("batch", dims=self.dims))
         t = self.type_of(vid)
         if t.shape:
-            raise ShapeDiagnostic(_span(expr), f"{what} must be a scalar, got {t}",
+            raise ShapeDiagnostic(span_of(expr), f"{what} must be a scalar, got {t}",
                                   hint="reduce it over the batch, e.g. mean(...)")
         if not t.is_float and t.dtype != "i32":
-            raise DtypeDiagnostic(_span(expr), f"{what} must be a number, got {t}",
+            raise DtypeDiagnostic(span_of(expr), f"{what} must be a number, got {t}",
                                   hint="cast with f32(...)")
         return vid
 
@@ -184,7 +193,7 @@ class _Checker:
                      for i, a in enumerate(init.args)]
             for a, s in zip(init.args, sizes):
                 if isinstance(s, int) and s <= 0:
-                    raise ShapeDiagnostic(_span(a), f"layer sizes must be positive, got {s}")
+                    raise ShapeDiagnostic(span_of(a), f"layer sizes must be positive, got {s}")
             static = self.static_kwargs(init, kind.kwargs, kind.name)
             layer = kind.build(sizes, static)
             self.layers[decl.name] = layer
@@ -198,7 +207,7 @@ class _Checker:
             name = init.func.id
             spec = INITIALIZERS[name]
             if init.args:
-                raise ArityDiagnostic(_span(init.args[0]), f"initialiser {name}() takes keyword "
+                raise ArityDiagnostic(span_of(init.args[0]), f"initialiser {name}() takes keyword "
                                       "arguments only", hint=spec.doc)
             static = self.static_kwargs(init, spec.kwargs, name)
             if decl.positive:
@@ -207,18 +216,18 @@ class _Checker:
                                       hint=f"param {decl.name}: {typ} = 1.0 positive")
             spec_init = (name, tuple(sorted(static.items())))
         else:
-            value = _literal(init)
+            value = literal(init)
             if value is None:
-                raise ShapeDiagnostic(_span(init), "a param's initial value is a number, a list "
+                raise ShapeDiagnostic(span_of(init), "a param's initial value is a number, a list "
                                       "of numbers or an initialiser call such as glorot()")
             shape = _nested_shape(value)
             if shape is None:
-                raise ShapeDiagnostic(_span(init), "ragged list: every row needs the same length")
+                raise ShapeDiagnostic(span_of(init), "ragged list: every row needs the same length")
             if shape and not _same_shape(tuple(shape), typ.shape):
-                raise ShapeDiagnostic(_span(init), f"initial value has shape {list(shape)} but "
+                raise ShapeDiagnostic(span_of(init), f"initial value has shape {list(shape)} but "
                                       f"param '{decl.name}' is {typ}")
             if decl.positive and any(v <= 0 for v in _flat(value)):
-                raise ShapeDiagnostic(_span(init), f"positive param '{decl.name}' needs an "
+                raise ShapeDiagnostic(span_of(init), f"positive param '{decl.name}' needs an "
                                       "initial value > 0 (it is trained as its logarithm)")
             spec_init = ("value", value)
         vid = self.add("param", "param", (), (("name", decl.name),
@@ -235,7 +244,7 @@ class _Checker:
         sub.values = list(self.values)
         sub.lifted = {}
         dims = {n: SymDim(n, d.value) for n, d in fn.dims.items()}
-        scope = _Scope("sample", dims=dims, fn=fn, tag=fn.qualname)
+        scope = Scope("sample", dims=dims, fn=fn, tag=fn.qualname)
         for p in fn.decl.params:
             typ = sub.type_expr(p.type, dims, generic=True)
             scope.local[p.name] = sub.add("fn_arg", "input", (), (("name", p.name),), typ,
@@ -244,11 +253,11 @@ class _Checker:
         want = sub.type_expr(fn.decl.result_type, dims, generic=True)
         got = sub.type_of(result)
         if not _compatible(got, want):
-            raise ShapeDiagnostic(_span(fn.decl.result), f"fn '{fn.decl.name}' declares result "
+            raise ShapeDiagnostic(span_of(fn.decl.result), f"fn '{fn.decl.name}' declares result "
                                   f"{want} but returns {got}",
                                   notes=(Note(fn.decl.result_type.span, "declared here"),))
 
-    def fn_body(self, fn: FnDef, scope: _Scope) -> int:
+    def fn_body(self, fn: FnDef, scope: Scope) -> int:
         for stmt in fn.decl.body:
             vid = self.rename(self.expr(stmt.value, scope), stmt.name)
             if stmt.type is not None:
@@ -256,12 +265,12 @@ class _Checker:
             scope.local[stmt.name] = vid
         return self.expr(fn.decl.result, scope)
 
-    def call_fn(self, fn: FnDef, call: ast.Call, scope: _Scope) -> int:
+    def call_fn(self, fn: FnDef, call: ast.Call, scope: Scope) -> int:
         decl = fn.decl
         args = self.bind_args(call, [p.name for p in decl.params], fn.qualname)
         dims = {n: SymDim(n, d.value) for n, d in fn.dims.items()}
         subst: dict[str, Any] = {}
-        sub_scope = _Scope("sample", dims=dims, fn=fn,
+        sub_scope = Scope("sample", dims=dims, fn=fn,
                            tag=f"{fn.qualname}@{call.span.line}:{call.span.column}")
         for p, arg in zip(decl.params, args):
             vid = self.expr(arg, scope)
@@ -271,7 +280,7 @@ class _Checker:
                        scope, dims)
             if got.weak:
                 vid = self.add("identity", "imperative", (vid,), (),
-                               TensorType(want.dtype, got.shape), _span(arg), scope)
+                               TensorType(want.dtype, got.shape), span_of(arg), scope)
             sub_scope.local[p.name] = vid
         # fn-local generic dims take the sizes the arguments bound
         sub_scope.dims = {**dims, **{k: v for k, v in subst.items() if k not in dims}}
@@ -283,33 +292,33 @@ class _Checker:
             raise
 
     def unify(self, want: TensorType, got: TensorType, subst: dict, arg, what: str,
-              scope: _Scope, fn_dims: Mapping[str, SymDim]) -> None:
+              scope: Scope, fn_dims: Mapping[str, SymDim]) -> None:
         if scope.context == "batch" and got.shape[:1] == (BATCH,):
-            raise ShapeDiagnostic(_span(arg), f"{what} expects {want}, got {got}: inside "
+            raise ShapeDiagnostic(span_of(arg), f"{what} expects {want}, got {got}: inside "
                                   "loss and metric a per-sample node denotes its whole batch",
                                   hint="call the fn in a node and use that node here")
         dtype_ok = got.dtype == want.dtype or (got.weak and not (got.is_float and
                                                                  not want.is_float))
         if not dtype_ok or len(got.shape) != len(want.shape):
-            raise ShapeDiagnostic(_span(arg), f"{what} expects {want}, got {got}")
+            raise ShapeDiagnostic(span_of(arg), f"{what} expects {want}, got {got}")
         for w, g in zip(want.shape, got.shape):
             if isinstance(w, SymDim) and w.value is None and w.name not in fn_dims:
                 prev = subst.get(w.name)
                 if prev is None:
                     subst[w.name] = g
                 elif prev != g:
-                    raise ShapeDiagnostic(_span(arg), f"{what} expects {want} with "
+                    raise ShapeDiagnostic(span_of(arg), f"{what} expects {want} with "
                                           f"{w.name} = {prev} (bound by an earlier argument), "
                                           f"got {got}")
             elif w != g:
-                raise ShapeDiagnostic(_span(arg), f"{what} expects {want}, got {got}")
+                raise ShapeDiagnostic(span_of(arg), f"{what} expects {want}, got {got}")
 
     # --- expressions -------------------------------------------------------------------------
-    def expr(self, e, scope: _Scope) -> int:
+    def expr(self, e, scope: Scope) -> int:
         method = getattr(self, "e_" + type(e).__name__)
         return method(e, scope)
 
-    def e_Name(self, e: ast.Name, scope: _Scope) -> int:
+    def e_Name(self, e: ast.Name, scope: Scope) -> int:
         n = e.id
         if n in scope.local:
             return scope.local[n]
@@ -346,7 +355,7 @@ class _Checker:
                               "such as act=\"tanh\"")
 
     def e_ListExpr(self, e: ast.ListExpr, scope) -> int:
-        value = _literal(e)
+        value = literal(e)
         if value is None:
             raise ShapeDiagnostic(e.span, "a list literal holds numbers only",
                                   hint="build a tensor from expressions with stack([a, b])")
@@ -374,11 +383,9 @@ class _Checker:
                              {}, e.span, scope, e)
 
     def e_Argmin(self, e: ast.Argmin, scope) -> int:
-        from ddm.compiler.declarative import check_argmin
         return check_argmin(self, e, scope)
 
     def e_Scan(self, e: ast.Scan, scope) -> int:
-        from ddm.compiler.sequential import check_scan
         return check_scan(self, e, scope)
 
     def e_Attr(self, e: ast.Attr, scope) -> int:
@@ -398,18 +405,18 @@ class _Checker:
                 items.append(("s", lo, hi))
                 shape.append(self.slice_len(dim, lo, hi, item))
                 continue
-            k = _int_literal(item)
+            k = int_literal(item)
             if k is not None:
                 size = _dim_int(dim)
                 if size is not None and not -size <= k < size:
-                    raise ShapeDiagnostic(_span(item), f"index {k} is out of range for axis "
+                    raise ShapeDiagnostic(span_of(item), f"index {k} is out of range for axis "
                                           f"{axis} of {t} (size {size})")
                 items.append(("i", k))
                 continue
             vid = self.expr(item, scope)
             it = self.type_of(vid)
             if it.dtype != "i32" or it.shape:
-                raise DtypeDiagnostic(_span(item), f"an index must be an i32 scalar, got {it}",
+                raise DtypeDiagnostic(span_of(item), f"an index must be an i32 scalar, got {it}",
                                       hint="slices take literal bounds: x[1:3]")
             self.check_step_index(item, scope, dim, axis, t)
             items.append(("d", len(inputs)))
@@ -418,7 +425,7 @@ class _Checker:
         return self.add("index", "imperative", inputs, (("items", tuple(items)),),
                         TensorType(t.dtype, tuple(shape)), e.span, scope)
 
-    def check_step_index(self, item, scope: _Scope, dim, axis: int, t: TensorType) -> None:
+    def check_step_index(self, item, scope: Scope, dim, axis: int, t: TensorType) -> None:
         """``x[t + k]`` with ``t`` a scan's step index: JAX clamps an index past the end and
         wraps a negative one, so a range that leaves the axis is an error when both sizes are
         known (the last step of ``S[t + 1]`` with S as long as the scan, say)."""
@@ -427,11 +434,11 @@ class _Checker:
             name = item.id
         elif isinstance(item, ast.BinOp) and item.op in ("+", "-"):
             left, right = item.left, item.right
-            k = _int_literal(right)
+            k = int_literal(right)
             if isinstance(left, ast.Name) and k is not None:
                 name, offset = left.id, (k if item.op == "+" else -k)
-            elif item.op == "+" and isinstance(right, ast.Name) and _int_literal(left) is not None:
-                name, offset = right.id, _int_literal(left)
+            elif item.op == "+" and isinstance(right, ast.Name) and int_literal(left) is not None:
+                name, offset = right.id, int_literal(left)
         vid = scope.local.get(name) if name is not None else None
         if vid not in self.scan_index:
             return
@@ -443,14 +450,14 @@ class _Checker:
         if lo < 0 or hi >= size:
             at, value = (0, lo) if lo < 0 else (steps - 1, hi)
             what = "wraps to the end" if lo < 0 else "is past the end"
-            raise ShapeDiagnostic(_span(item), f"at step {index} = {at} this index is {value}, "
+            raise ShapeDiagnostic(span_of(item), f"at step {index} = {at} this index is {value}, "
                                   f"which {what} of axis {axis} of {t} (size {size})",
                                   hint="shorten the scan or index within the axis")
 
     def index_literal(self, expr, dim, what) -> int:
-        k = _int_literal(expr)
+        k = int_literal(expr)
         if k is None:
-            raise ShapeDiagnostic(_span(expr), f"{what} must be a literal integer")
+            raise ShapeDiagnostic(span_of(expr), f"{what} must be a literal integer")
         return k
 
     def slice_len(self, dim, lo, hi, item):
@@ -463,7 +470,7 @@ class _Checker:
         return len(range(size)[slice(lo, hi)])
 
     # calls
-    def e_Call(self, e: ast.Call, scope: _Scope) -> int:
+    def e_Call(self, e: ast.Call, scope: Scope) -> int:
         if isinstance(e.func, ast.Attr):
             fn = self.r.namespaces[e.func.base.id][e.func.name]
             return self.call_fn(fn, e, scope)
@@ -482,10 +489,10 @@ class _Checker:
         x = self.expr(e.args[0], scope)
         t = self.type_of(x)
         if t.ndim == 0 or t.shape[-1] != layer.d_in:
-            raise ShapeDiagnostic(_span(e.args[0]), f"layer '{name}' ({layer}) expects inputs "
+            raise ShapeDiagnostic(span_of(e.args[0]), f"layer '{name}' ({layer}) expects inputs "
                                   f"[..., {layer.d_in}], got {t}")
         if not t.is_float:
-            raise DtypeDiagnostic(_span(e.args[0]), f"layer '{name}' expects floats, got {t}",
+            raise DtypeDiagnostic(span_of(e.args[0]), f"layer '{name}' expects floats, got {t}",
                                   hint="cast with f32(...)")
         out = TensorType(t.dtype, t.shape[:-1] + (layer.d_out,))
         return self.add("layer", "imperative", (x,), (("param", name),), out, e.span, scope)
@@ -493,7 +500,7 @@ class _Checker:
     def bind_args(self, call: ast.Call, names: list[str], what: str) -> list:
         if len(call.args) > len(names):
             extra = call.args[len(names)]
-            raise ArityDiagnostic(_span(extra), f"{what}() takes {len(names)} argument"
+            raise ArityDiagnostic(span_of(extra), f"{what}() takes {len(names)} argument"
                                   f"{'s' * (len(names) != 1)}, got {len(call.args)}")
         bound: dict[str, Any] = dict(zip(names, call.args))
         for kw in call.kwargs:
@@ -508,10 +515,10 @@ class _Checker:
             raise ArityDiagnostic(call.span, f"{what}() is missing argument '{missing[0]}'")
         return [bound[n] for n in names]
 
-    def call_op(self, op: Op, e: ast.Call, scope: _Scope) -> int:
+    def call_op(self, op: Op, e: ast.Call, scope: Scope) -> int:
         names = [a.name for a in op.params]
         if len(e.args) > len(names):
-            raise ArityDiagnostic(_span(e.args[len(names)]),
+            raise ArityDiagnostic(span_of(e.args[len(names)]),
                                   f"{op.name}() takes at most {len(names)} argument"
                                   f"{'s' * (len(names) != 1)}, got {len(e.args)}",
                                   hint=op.signature())
@@ -535,17 +542,17 @@ class _Checker:
                         layout.append(0)
                         continue
                     value = ast.Number(arg.default, repr(arg.default), e.span)
-                literal = _num_literal(value)
+                literal = num_literal(value)
                 if arg.name in op.extra.get("nonnegative", ()) and literal is not None \
                         and literal < 0:
-                    raise ShapeDiagnostic(_span(value), f"{op.name}(): {arg.name} must be at "
+                    raise ShapeDiagnostic(span_of(value), f"{op.name}(): {arg.name} must be at "
                                           f"least 0, got {literal}")
                 tensors.append(self.expr(value, scope))
                 exprs.append(value)
                 layout.append(-1)
             elif arg.kind == "tensors":
                 if not isinstance(value, ast.ListExpr):
-                    raise ArityDiagnostic(_span(value), f"{op.name}() takes a list of tensors "
+                    raise ArityDiagnostic(span_of(value), f"{op.name}() takes a list of tensors "
                                           f"for '{arg.name}': {op.name}([a, b])")
                 ids = [self.expr(item, scope) for item in value.items]
                 tensors.extend(ids)
@@ -573,7 +580,7 @@ class _Checker:
         try:
             out = op.rule(tuple(grouped), static)
         except ShapeError as err:
-            where = _span(exprs[err.arg]) if err.arg is not None and err.arg < len(exprs) \
+            where = span_of(exprs[err.arg]) if err.arg is not None and err.arg < len(exprs) \
                 else span
             cls = DtypeDiagnostic if isinstance(err, DtypeError) else ShapeDiagnostic
             raise cls(where, err.message, hint=err.hint) from None
@@ -589,24 +596,24 @@ class _Checker:
         kind = arg.kind
         what = f"{fname}()'s argument '{arg.name}'"
         if kind == "int":
-            v = _int_literal(expr)
+            v = int_literal(expr)
             if v is None:
-                raise ArityDiagnostic(_span(expr), f"{what} must be a literal integer")
+                raise ArityDiagnostic(span_of(expr), f"{what} must be a literal integer")
             return v
         if kind == "float":
-            v = _num_literal(expr)
+            v = num_literal(expr)
             if v is None:
-                raise ArityDiagnostic(_span(expr), f"{what} must be a literal number")
+                raise ArityDiagnostic(span_of(expr), f"{what} must be a literal number")
             return float(v)
         if kind == "bool":
             if not isinstance(expr, ast.Bool):
-                raise ArityDiagnostic(_span(expr), f"{what} must be true or false")
+                raise ArityDiagnostic(span_of(expr), f"{what} must be true or false")
             return expr.value
         if kind == "str":
             if not isinstance(expr, ast.String):
-                raise ArityDiagnostic(_span(expr), f"{what} must be a string literal")
+                raise ArityDiagnostic(span_of(expr), f"{what} must be a string literal")
             if arg.choices and expr.value not in arg.choices:
-                raise ArityDiagnostic(_span(expr), f"{what} must be one of "
+                raise ArityDiagnostic(span_of(expr), f"{what} must be one of "
                                       + ", ".join(f'"{c}"' for c in arg.choices)
                                       + f"; got \"{expr.value}\"")
             return expr.value
@@ -614,21 +621,21 @@ class _Checker:
             return self.dim_literal(expr, what)
         if kind == "axes":
             if isinstance(expr, ast.ListExpr):
-                out = [_int_literal(x) for x in expr.items]
+                out = [int_literal(x) for x in expr.items]
                 if any(v is None for v in out):
-                    raise ArityDiagnostic(_span(expr), f"{what} must list literal integers")
+                    raise ArityDiagnostic(span_of(expr), f"{what} must list literal integers")
                 return tuple(out)
-            v = _int_literal(expr)
+            v = int_literal(expr)
             if v is None:
-                raise ArityDiagnostic(_span(expr), f"{what} must be an integer or a list of "
+                raise ArityDiagnostic(span_of(expr), f"{what} must be an integer or a list of "
                                       "integers")
             return v
         if kind == "dims":
             if not isinstance(expr, ast.ListExpr):
-                raise ArityDiagnostic(_span(expr), f"{what} must be a list of sizes: [N, 3]")
+                raise ArityDiagnostic(span_of(expr), f"{what} must be a list of sizes: [N, 3]")
             out = []
             for x in expr.items:
-                if _int_literal(x) == -1:
+                if int_literal(x) == -1:
                     out.append(-1)
                 else:
                     out.append(self.dim_literal(x, what))
@@ -641,9 +648,9 @@ class _Checker:
                 return self.dims[expr.id]
             raise ShapeDiagnostic(expr.span, f"{what}: '{expr.id}' is not a dim",
                                   hint=f"sizes are dims or integers; declare dim {expr.id}")
-        v = _int_literal(expr)
+        v = int_literal(expr)
         if v is None or v < 0:
-            raise ShapeDiagnostic(_span(expr), f"{what} must be a dim or a non-negative integer")
+            raise ShapeDiagnostic(span_of(expr), f"{what} must be a dim or a non-negative integer")
         return v
 
     def static_kwargs(self, call: ast.Call, specs, fname: str) -> dict:
@@ -661,38 +668,6 @@ class _Checker:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def _span(e) -> Span:
-    return getattr(e, "span", Span("<unknown>", 0, 0, 0, 0))
-
-
-def _int_literal(e):
-    if isinstance(e, ast.Number) and e.is_int:
-        return e.value
-    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number) \
-            and e.operand.is_int:
-        return -e.operand.value
-    return None
-
-
-def _num_literal(e):
-    if isinstance(e, ast.Number):
-        return e.value
-    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number):
-        return -e.operand.value
-    return None
-
-
-def _literal(e):
-    """A number or nested list of numbers as Python values (tuples), else None."""
-    n = _num_literal(e)
-    if n is not None:
-        return n
-    if isinstance(e, ast.ListExpr):
-        items = tuple(_literal(x) for x in e.items)
-        return None if any(i is None for i in items) else items
-    return None
-
 
 def _nested_shape(value):
     if not isinstance(value, tuple):

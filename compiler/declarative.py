@@ -22,16 +22,14 @@ simplex → class 4 (``prox``). Anything else is a :class:`ProblemDiagnostic` at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ddm.compiler.scope import Checker, Scope, int_literal, num_literal, span_of
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import (ArityDiagnostic, DtypeDiagnostic, Note, ProblemDiagnostic,
                                  ShapeDiagnostic)
 from ddm.dsl.span import Span
 from ddm.library.types import TensorType
 
-if TYPE_CHECKING:
-    from ddm.compiler.check import _Checker, _Scope
 
 # degrees of a value in the decision variable, ordered
 CONST, AFFINE, QUADRATIC, SMOOTH, NONSMOOTH = range(5)
@@ -132,9 +130,12 @@ class Problem:
     def accepted(self) -> tuple[int, ...]:
         """Status codes that count as success. With ``backward unroll(k)`` the node's value is
         by definition the k-th iterate and its gradient is exactly that iterate's, so stopping
-        at the iteration limit is what was asked for; in every other mode it is a failure."""
-        from ddm.library.solvers.status import CONVERGED, MAX_ITER
-        return (CONVERGED, MAX_ITER) if self.backward == "unroll" else (CONVERGED,)
+        at the iteration limit is what was asked for; in every other mode it is a failure.
+        With ``on_infeasible="closest"`` the closest point of an infeasible instance is what
+        was asked for too."""
+        from ddm.library.solvers.status import CLOSEST, CONVERGED, MAX_ITER
+        codes = (CONVERGED, MAX_ITER) if self.backward == "unroll" else (CONVERGED,)
+        return codes + (CLOSEST,) if self.on_infeasible == "closest" else codes
 
     def describe(self) -> str:
         """One line for ``ddmc check`` and ``--emit ir``."""
@@ -153,8 +154,7 @@ class Problem:
 
 # --- checking ----------------------------------------------------------------------------------
 
-def check_argmin(ch: "_Checker", e: ast.Argmin, scope: "_Scope") -> int:
-    from ddm.compiler.check import _Scope
+def check_argmin(ch: Checker, e: ast.Argmin, scope: Scope) -> int:
 
     if scope.context == "batch":
         raise ProblemDiagnostic(e.span, f"{e.sense} belongs in a node, not in loss or metric",
@@ -168,7 +168,7 @@ def check_argmin(ch: "_Checker", e: ast.Argmin, scope: "_Scope") -> int:
     start = len(ch.values)
     var = ch.add("decision", "decision", (), (("name", e.var),), typ, e.var_span, scope,
                  stage="static")
-    inner = _Scope(scope.context, dict(scope.local), scope.dims, scope.fn, scope.tag)
+    inner = scope.inner()
     inner.local[e.var] = var
     objective = ch.expr(e.objective, inner)
     ot = ch.type_of(objective)
@@ -573,7 +573,6 @@ def _check_prox_constraints(ch, e: ast.Argmin, constraints) -> None:
 
 
 def _options(ch, e: ast.Argmin, klass: int, constraints=()):
-    from ddm.compiler.check import _num_literal, _int_literal, _span
 
     hint = e.using
     if hint is None:
@@ -600,22 +599,22 @@ def _options(ch, e: ast.Argmin, klass: int, constraints=()):
         if kw.name in opts:
             raise ArityDiagnostic(kw.span, f"option '{kw.name}' given twice")
         if kind == "float":
-            x = _num_literal(kw.value)
+            x = num_literal(kw.value)
             if x is None or not x > 0:
-                raise ArityDiagnostic(_span(kw.value), f"'{kw.name}' must be a positive number")
+                raise ArityDiagnostic(span_of(kw.value), f"'{kw.name}' must be a positive number")
             opts[kw.name] = float(x)
         elif kind == "int":
-            x = _int_literal(kw.value)
+            x = int_literal(kw.value)
             if x is None or x <= 0:
-                raise ArityDiagnostic(_span(kw.value), f"'{kw.name}' must be a positive integer")
+                raise ArityDiagnostic(span_of(kw.value), f"'{kw.name}' must be a positive integer")
             opts[kw.name] = x
         elif kind == "bool":
             if not isinstance(kw.value, ast.Bool):
-                raise ArityDiagnostic(_span(kw.value), f"'{kw.name}' must be true or false")
+                raise ArityDiagnostic(span_of(kw.value), f"'{kw.name}' must be true or false")
             opts[kw.name] = kw.value.value
         else:
             if not isinstance(kw.value, ast.String) or kw.value.value not in kind:
-                raise ArityDiagnostic(_span(kw.value), f"'{kw.name}' must be one of "
+                raise ArityDiagnostic(span_of(kw.value), f"'{kw.name}' must be one of "
                                       + ", ".join(f'"{k}"' for k in kind))
             opts[kw.name] = kw.value.value
     if opts.get("on_infeasible") == "closest" and solver not in ("kkt", "ipm"):

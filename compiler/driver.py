@@ -1,13 +1,16 @@
-"""The one driver: text → parse → resolve → check → IR graph, in that order.
+"""The one driver: text → parse → desugar → resolve → check → IR graph, in that order (and
+→ lower → the compiled product, :func:`compile_text` / :func:`compile_file`).
 
 It is the only place of the front end that attaches source text to a diagnostic, so errors
 print with their line and caret wherever they were raised (imported files included).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ddm.compiler.check import check
+from ddm.compiler.desugar import desugar
+from ddm.compiler.gradflow import lint
 from ddm.compiler.ir import Graph
 from ddm.compiler.resolve import resolve
 from ddm.dsl import ast
@@ -37,8 +40,9 @@ def front_end(text: str, file: str) -> tuple[Graph, Sources]:
         return parse(sources.texts[path], path)
 
     try:
-        module = parse(text, file)
-        graph = check(resolve(module, load))
+        sugar = desugar(parse(text, file))
+        graph = check(resolve(sugar.module, load), sugar)
+        graph = replace(graph, warnings=graph.warnings + lint(graph))
     except DdmError as err:
         raise sources.locate(err) from None
     return graph, sources

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass, replace
 
-from ddm.compiler.resolve import iter_names
+from ddm.compiler.names import iter_names
 from ddm.compiler.rules import call, entries_of, mean_of, number
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import ProblemDiagnostic
@@ -44,18 +44,25 @@ KNOWN = ("X <= c, X >= c, abs(X) <= c, abs(X - P) <= c, sum(abs(X)) <= c, "
 
 
 @dataclass(frozen=True)
-class GuardInfo:
+class GuardSugar:
+    """What a guard became: its audit facts and the names of the declarations it introduced
+    (the checker turns them into the value ids of :class:`~ddm.compiler.ir.GuardSpec`)."""
+
     name: str
     intent: str
     target: str
     limit: str  # the limit as written
     action: str
     span: Span
+    violated: str  # nodes: 1.0 where the decision broke the limit before enforcement …
+    breached: str  # … and where the enforced decision still breaks it
+    violation_rate: str  # metrics
+    breach_rate: str
 
 
 def desugar(guard: ast.GuardDecl, target: ast.NodeDecl) -> tuple[list[ast.NodeDecl],
                                                                  list[ast.MetricDecl],
-                                                                 GuardInfo]:
+                                                                 GuardSugar]:
     """The nodes and metrics a guard stands for; the last node is the target's new
     declaration (same name, type and span, enforced value)."""
     entries = entries_of(guard, "guard", KEYS, ("limit", "action"),
@@ -119,9 +126,10 @@ def desugar(guard: ast.GuardDecl, target: ast.NodeDecl) -> tuple[list[ast.NodeDe
                               guard.name_span),
                ast.MetricDecl(f"{base}_breach_rate", mean_of(f"{base}_breached", span), span,
                               guard.name_span)]
-    info = GuardInfo(guard.name, guard.intent or guard.name, x, format_expr(limit), action,
-                     guard.span)
-    return nodes, metrics, info
+    sugar = GuardSugar(guard.name, guard.intent or guard.name, x, format_expr(limit), action,
+                       guard.span, f"{base}_violated", f"{base}_breached",
+                       f"{base}_violation_rate", f"{base}_breach_rate")
+    return nodes, metrics, sugar
 
 
 def _projection(lhs, upper: bool, bound, x: str, value: ast.Name, guard: ast.GuardDecl):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ddm.compiler.settings import RunSettings
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, LayerType, TensorType
 
@@ -78,6 +79,47 @@ class FnInfo:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A Φ-rule as lowering and the runtime see it: value ids, never names to rebuild.
+
+    ``trigger`` (in [0, 1]), ``penalty`` and ``term`` are per-sample scalars, ``weight`` a
+    scalar per sample or static; ``activation`` = mean(trigger) and ``effective_penalty`` =
+    mean(term) are batch values (the audit metrics). A rule with memory has the state param
+    ``memory`` and its decay γ at the static value ``decay``; ``boost`` is η."""
+
+    name: str
+    intent: str
+    span: Span
+    trigger: int
+    penalty: int
+    weight: int
+    term: int
+    activation: int
+    effective_penalty: int
+    memory: str | None = None
+    decay: int | None = None
+    boost: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSpec:
+    """A guardrail as lowering and the runtime see it. ``violated`` and ``breached`` are
+    per-sample values, 1.0 where the decision broke the limit before enforcement and where the
+    enforced decision still does; ``violation_rate`` and ``breach_rate`` their batch means."""
+
+    name: str
+    intent: str
+    target: str  # the guarded node
+    limit: str  # the limit as written
+    action: str  # project | reject
+    span: Span
+    violated: int
+    breached: int
+    violation_rate: int
+    breach_rate: int
+
+
 @dataclass(frozen=True)
 class Graph:
     file: str
@@ -90,11 +132,11 @@ class Graph:
     loss: int | None
     metrics: tuple[tuple[str, int], ...]
     fns: tuple[FnInfo, ...]
-    run: Any = None  # the RunDecl AST; the runtime validates it with spans
+    run: RunSettings | None = None  # the run section, typed; the runtime validates it
     warnings: tuple = field(default=())
     losses: tuple[tuple[str, int], ...] = ()  # named alternatives: ``loss NAME = …``
-    rules: tuple = ()  # compiler.rules.RuleInfo: each rule's name, intent and span
-    guards: tuple = ()  # compiler.guards.GuardInfo: each guardrail, in program order
+    rules: tuple[RuleSpec, ...] = ()  # in program order
+    guards: tuple[GuardSpec, ...] = ()  # in program order
     # the loss without its Φ-rules' terms (the "pure DP" loss), and each named loss's
     task_loss: int | None = None
     task_losses: tuple[tuple[str, int], ...] = ()
@@ -165,15 +207,8 @@ def gradient_path(g: Graph) -> set[int]:
     """Values the loss depends on that depend on a param: where the adjoint flows. Layer
     params enter through layer values; a problem's or a scan's body feeds its node."""
     feeds: dict[int, set[int]] = {v.id: set(v.inputs) for v in g.values}
-    for v in g.values:
-        if v.op == "argmin":
-            p = v.attr("problem")
-            feeds[v.id] |= {p.objective, p.var}
-            feeds[p.var] = set(range(*p.body)) - {p.var}
-        elif v.op == "scan":
-            s = v.attr("scan")
-            feeds[v.id] |= {s.result}
-            feeds[s.carry] = {v.inputs[0], s.result}
+    for i, extra in body_feeds(g).items():
+        feeds[i] |= extra
     upstream = reachable([g.loss] if g.loss is not None else [], feeds.__getitem__)
     users: dict[int, list[int]] = {}
     for dst, srcs in feeds.items():
@@ -183,6 +218,25 @@ def gradient_path(g: Graph) -> set[int]:
     downstream = reachable(sources, lambda i: users.get(i, ()))
     floats = {v.id for v in g.values if v.type.is_float}
     return upstream & downstream & floats
+
+
+def body_feeds(g: Graph) -> dict[int, set[int]]:
+    """Where the adjoint flows besides a value's inputs: an argmin's node feeds its objective
+    and its decision variable, which feeds every value of the problem (implicit
+    differentiation: the solution moves with everything the problem captures); a scan's node
+    feeds its new carry, and the carry placeholder the initial carry and the new carry (the
+    step before). Every outer value a body captures is an input of one of its values."""
+    feeds: dict[int, set[int]] = {}
+    for v in g.values:
+        if v.op == "argmin":
+            p = v.attr("problem")
+            feeds[v.id] = {p.objective, p.var}
+            feeds[p.var] = set(range(*p.body)) - {p.var}
+        elif v.op == "scan":
+            s = v.attr("scan")
+            feeds[v.id] = {s.result}
+            feeds[s.carry] = {v.inputs[0], s.result}
+    return feeds
 
 
 def reachable(starts, step) -> set[int]:

@@ -1,4 +1,5 @@
-"""IR → JAX. Entry point: :func:`lower`, giving pure functions over (params, inputs).
+"""IR → JAX: the evaluator behind the compiled product's functions (:mod:`ddm.compiler.product`,
+whose :func:`~ddm.compiler.product.lower` is the phase's entry point).
 
 The program is written per sample. ``sample`` evaluates values for one sample; ``batch``
 vectorises the per-sample part with ``jax.vmap(axis_name="batch")`` (so batch-statistics ops can
@@ -31,38 +32,53 @@ from ddm.library.types import DtypeError, ShapeError, SymDim
 
 
 @dataclass(frozen=True)
-class Lowered:
+class Evaluator:
+    """Evaluates IR values with JAX: the interpreter the compiled product's functions call.
+
+    Every entry returns the values asked for and the solver :class:`Info` of each declarative
+    node it solved, by value id (batched over samples under :meth:`batch`; for a node inside a
+    scan, stacked over the scan's steps). Nothing is written anywhere else."""
+
     graph: Graph
     ops: Mapping[str, Op]
     x64: bool
 
     # --- one sample ----------------------------------------------------------------------------
     def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-               batched: bool = False, infos: dict | None = None,
-               taps: Mapping | None = None, key=None) -> dict[int, object]:
-        """Values ``roots`` (static or sample stage) for one sample's ``inputs``. Declarative
-        nodes among them put their solver :class:`Info` into ``infos`` (by value id).
-        ``taps``: zeros added to some values, by id, so that the gradient with respect to a
-        tap is the loss's adjoint at that value (:meth:`Program.grad_norms`). ``key``: this
-        sample's JAX key for random ops (``None``: they are deterministic)."""
-        need = self.graph.ancestors(roots)
+               batched: bool = False, taps: Mapping | None = None,
+               key=None) -> tuple[dict[int, object], dict[int, object]]:
+        """``(values, infos)``: values ``roots`` (static or sample stage) for one sample's
+        ``inputs``, and the solver infos of the declarative nodes among what they need.
+        ``batched``: called under ``jax.vmap(axis_name="batch")`` (batch-statistics ops may
+        use collectives). ``taps``: zeros added to some values, by id, so that the gradient with
+        respect to a tap is the loss's adjoint at that value. ``key``: this sample's JAX key for
+        random ops (``None``: they are deterministic)."""
         env: dict = {}
-        for i in sorted(need):
-            env[i] = self.value(self.graph.values[i], env, params, inputs, dims, batched, key)
+        infos = self.run(sorted(self.graph.ancestors(roots)), env, params, inputs, dims,
+                         batched, key, taps)
+        return {i: env[i] for i in roots}, infos
+
+    def run(self, ids, env: dict, params, inputs, dims, batched, key=None,
+            taps: Mapping | None = None) -> dict[int, object]:
+        """Evaluate the values ``ids`` (in order) into ``env``; returns the solver infos."""
+        infos: dict = {}
+        for i in ids:
+            env[i], found = self.node(self.graph.values[i], env, params, inputs, dims, batched,
+                                      key)
+            infos.update(found)
             if taps is not None and i in taps:
                 env[i] = env[i] + taps[i]
-        if infos is not None:
-            infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
-        return {i: env[i] for i in roots}
+        return infos
 
     # --- a batch -------------------------------------------------------------------------------
     def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-              infos: dict | None = None, taps: Mapping | None = None,
-              key=None) -> dict[int, object]:
-        """Values ``roots`` of any stage for a batch of inputs (leading axis). Solver infos of
-        per-sample declarative nodes come back batched (leading axis) in ``infos``. ``taps``
-        as in :meth:`sample`: batched ``[B, …]`` for sample-stage values. ``key``: a JAX key
-        for random ops; sample ``b`` draws from ``fold_in(key, b)`` (``None``: deterministic)."""
+              taps: Mapping | None = None,
+              key=None) -> tuple[dict[int, object], dict[int, object]]:
+        """``(values, infos)`` for a batch of inputs (leading axis): values ``roots`` of any
+        stage, and the solver infos of per-sample declarative nodes batched (leading axis).
+        ``taps`` as in :meth:`sample`: batched ``[B, …]`` for sample-stage values. ``key``: a JAX
+        key for random ops; sample ``b`` draws from ``fold_in(key, b)`` (``None``:
+        deterministic)."""
         taps = taps or {}
         g = self.graph
         need = g.ancestors(roots)
@@ -70,6 +86,7 @@ class Lowered:
         sources = sorted({g.values[i].inputs[0] for i in lifts})
         sample_roots = sorted(set(sources) | {i for i in roots if g.values[i].stage == "sample"})
         env: dict = {}
+        infos: dict = {}
         if sample_roots:
             wanted = g.inputs_needed(sample_roots)
             batch_inputs = {s.name: inputs[s.name] for s in wanted}
@@ -77,10 +94,8 @@ class Lowered:
             sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
 
             def one(sample_inputs, tapped, sample_key):
-                found: dict = {}
-                out = self.sample(params, sample_inputs, dims, sample_roots, batched=True,
-                                  infos=found, taps=tapped or None, key=sample_key)
-                return out, found
+                return self.sample(params, sample_inputs, dims, sample_roots, batched=True,
+                                   taps=tapped or None, key=sample_key)
 
             keys = None
             if key is not None:
@@ -89,26 +104,38 @@ class Lowered:
             per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps,
                                                                  keys)
             env.update(per_sample)
-            if infos is not None:
-                infos.update(found)
+            infos.update(found)
         for i in lifts:
             env[i] = env[g.values[i].inputs[0]]
-        for i in sorted(need):
-            v = g.values[i]
-            if i in env or v.stage == "sample":
-                continue
-            env[i] = self.value(v, env, params, inputs, dims, batched=True, key=key)
-            if i in taps:
-                env[i] = env[i] + taps[i]
-        if infos is not None:
-            infos.update({k[1]: a for k, a in env.items() if isinstance(k, tuple)})
-        return {i: env[i] for i in roots}
+        rest = [i for i in sorted(need) if i not in env and g.values[i].stage != "sample"]
+        infos.update(self.run(rest, env, params, inputs, dims, True, key, taps))
+        return {i: env[i] for i in roots}, infos
+
+    # --- one node --------------------------------------------------------------------------------
+    def node(self, v: Value, env, params, inputs, dims, batched: bool,
+             key=None) -> tuple[object, dict[int, object]]:
+        """``v``'s value and the solver infos its evaluation produced: a declarative node's
+        own, a scan's those of the declarative nodes in its body (stacked over its steps)."""
+        if v.op == "argmin":
+            # an argmin's problem is evaluated without a key: its solution is deterministic
+            from ddm.compiler.lower_argmin import solve_node
+            x, info = solve_node(self, v, env, params, inputs, dims, batched)
+            return self._typed(v, x), {v.id: info}
+        if v.op == "scan":
+            from ddm.compiler.lower_scan import scan_node
+            out, infos = scan_node(self, v, env, params, inputs, dims, batched, key)
+            return self._typed(v, out), infos
+        return self.value(v, env, params, inputs, dims, batched, key), {}
 
     # --- one value -----------------------------------------------------------------------------
     def value(self, v: Value, env, params, inputs, dims, batched: bool, key=None):
         """``v``'s value from the values in ``env``; ``key``: the JAX key random ops fold
         ``v.id`` into (``None``: they are deterministic)."""
-        out = self._compute(v, env, params, inputs, dims, batched, key)
+        if v.op in ("argmin", "scan"):  # nested in a problem's body: its infos are not kept
+            return self.node(v, env, params, inputs, dims, batched, key)[0]
+        return self._typed(v, self._compute(v, env, params, inputs, dims, batched, key))
+
+    def _typed(self, v: Value, out):
         if v.type.weak:
             return out  # Python scalars stay weakly typed, as the checker assumed
         want = resolve_dtype(v.type.dtype, self.x64)
@@ -133,15 +160,6 @@ class Lowered:
             return env[v.inputs[0]]
         if op == "index":
             return env[v.inputs[0]][self._index(v, env)]
-        if op == "argmin":
-            # an argmin's problem is evaluated without a key: its solution is deterministic
-            from ddm.compiler.lower_argmin import solve_node
-            x, info = solve_node(self, v, env, params, inputs, dims, batched)
-            env[("info", v.id)] = info
-            return x
-        if op == "scan":
-            from ddm.compiler.lower_scan import scan_node
-            return scan_node(self, v, env, params, inputs, dims, batched, key)
         if op == "as_carry":
             shape = tuple(resolve_dim(d, dims, v.span) for d in v.attr("shape"))
             return jnp.broadcast_to(env[v.inputs[0]], shape)
@@ -216,12 +234,12 @@ class Lowered:
         return value
 
 
-def lower(graph: Graph, x64: bool = False, ops: Mapping[str, Op] = OPS) -> Lowered:
-    """Prepare ``graph`` for evaluation; checks that the float64 it uses is available."""
+def evaluator(graph: Graph, x64: bool = False, ops: Mapping[str, Op] = OPS) -> Evaluator:
+    """The evaluator of ``graph``; checks that the float64 it uses is available."""
     if not x64:
         for v in graph.values:
             if v.type.dtype == "f64":
                 raise DtypeDiagnostic(v.span, "this program uses f64, which needs float64 "
                                       "enabled", hint="load it with x64=True (CLI: --x64, "
                                       "config: x64: true)")
-    return Lowered(graph, ops, x64)
+    return Evaluator(graph, ops, x64)

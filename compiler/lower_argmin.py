@@ -39,9 +39,10 @@ def solve_node(low, v, env, params, inputs, dims, batched):
     else:
         x, info = _solve_prox(body, prob, theta, n, dtype, opts)
     x = jnp.reshape(x.astype(dtype), shape)
-    if prob.on_infeasible == "nan":
-        x = jnp.where(jnp.isin(info.status, jnp.asarray(prob.accepted)), x, jnp.nan)
-    return x, info
+    # A failed instance never becomes a plausible number, whatever transformation the caller
+    # applies: its value is NaN, so is every gradient it touches (the solvers' backward passes
+    # are NaN for it too), and the error policy's check reports it (compiler/product.py).
+    return jnp.where(jnp.isin(info.status, jnp.asarray(prob.accepted)), x, jnp.nan), info
 
 
 def _options(prob: Problem, x64: bool) -> SolveOptions:
@@ -162,30 +163,10 @@ def _solve_qp(body, prob, theta, n, dtype, opts):
 
 
 def _closest(P, c, A, b, G, h, x, info, opts):
-    """Where the constraints admit no point, the solution of the elastic problem
-    min F(x) + ρ/2 (‖Ax − b‖² + ‖s‖²) s.t. Gx − s ≤ h, s ≥ 0: the objective's best point
-    among those violating the constraints least (ρ large, relative to the data's scale)."""
-    from ddm.library.solvers.qp import qp
-    from ddm.library.solvers.status import CONVERGED, INFEASIBLE, SINGULAR, Info
-
-    n, m = P.shape[0], G.shape[0]
-    scale = 1.0 + jnp.max(jnp.abs(P)) + jnp.max(jnp.abs(c))
-    rho = 1e6 * jax.lax.stop_gradient(scale)
-    Pe = jnp.zeros((n + m, n + m), P.dtype)
-    Pe = Pe.at[:n, :n].set(P + rho * A.T @ A).at[n:, n:].set(rho * jnp.eye(m, dtype=P.dtype))
-    ce = jnp.concatenate([c - rho * A.T @ b, jnp.zeros((m,), P.dtype)])
-    Ge = jnp.concatenate([jnp.concatenate([G, -jnp.eye(m, dtype=P.dtype)], 1),
-                          jnp.concatenate([jnp.zeros((m, n), P.dtype),
-                                           -jnp.eye(m, dtype=P.dtype)], 1)])
-    he = jnp.concatenate([h, jnp.zeros((m,), P.dtype)])
-    none = jnp.zeros((0, n + m), P.dtype)
-    xe, ie = qp(Pe, ce, none, jnp.zeros((0,), P.dtype), Ge, he, opts)
-    bad = (info.status == INFEASIBLE) | (info.status == SINGULAR)
-    x = jnp.where(bad, xe[:n], x)
-    info = Info(jnp.where(bad, ie.status, info.status),
-                jnp.where(bad, info.iterations + ie.iterations, info.iterations),
-                jnp.where(bad, ie.residual, info.residual))
-    return x, info
+    """Where the constraints admit no point, the closest one: the best point among those
+    violating them least (``library/solvers/closest.py``)."""
+    from ddm.library.solvers.closest import closest
+    return closest(P, c, A, b, G, h, x, info, opts)
 
 
 def _solve_smooth(body, prob, theta, n, dtype, opts):

@@ -3,8 +3,8 @@
 The step evaluates the body's values (only those the new carry needs) with the placeholders
 bound to the step index and the carry, and the captured outer values taken from the enclosing
 environment — closed over, so their gradients flow through ``lax.scan``'s own rule. Declarative
-nodes inside the body return their solver infos per step; they come out stacked ``[N, ...]``
-and are put in the enclosing environment under the nested node's id, as if it ran outside.
+nodes inside the body return their solver infos per step; they come out stacked ``[N, ...]``,
+by the nested node's id, beside the scan's value.
 Random ops in the body draw from ``fold_in(fold_in(key, scan id), t)``: fresh noise per step.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from ddm.library.precision import resolve_dtype
 
 
 def scan_node(low, v, env, params, inputs, dims, batched, key=None):
-    """The stacked carries of scan node ``v`` for one sample (``key``: the sample's JAX key
-    for random ops in the body, or ``None``)."""
+    """``(stacked carries, infos)`` of scan node ``v`` for one sample: the carries ``[N, …]``
+    and, by value id, the solver infos of the declarative nodes in its body, stacked over the
+    steps (``key``: the sample's JAX key for random ops in the body, or ``None``)."""
     spec = v.attr("scan")
     values = low.graph.values
     steps = resolve_dim(spec.length, dims, v.span)
@@ -33,15 +34,12 @@ def scan_node(low, v, env, params, inputs, dims, batched, key=None):
         local[spec.index] = t
         local[spec.carry] = carry
         step_key = None if body_key is None else jax.random.fold_in(body_key, t)
-        for i in need:
-            local[i] = low.value(values[i], local, params, inputs, dims, batched, step_key)
+        infos = low.run(need, local, params, inputs, dims, batched, step_key)
         new = jnp.broadcast_to(jnp.asarray(local[spec.result], dtype), shape)
-        infos = {k: a for k, a in local.items() if isinstance(k, tuple)}
         return new, (new, infos)
 
     _, (stacked, infos) = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
-    env.update(infos)
-    return stacked
+    return stacked, infos
 
 
 def _needed(values, spec, body) -> list[int]:

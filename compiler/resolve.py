@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import (CycleDiagnostic, ImportDiagnostic, NameDiagnostic, Note,
                                  Warning_)
 from ddm.dsl.span import Span
+from ddm.compiler.names import iter_names
 from ddm.library import INITIALIZERS, LAYERS, OPS
 
 Loader = Callable[[str], ast.Module]  # path → parsed module (the driver supplies it)
@@ -42,10 +43,6 @@ class Resolved:
     outputs: list[ast.Name] = field(default_factory=list)
     loss: ast.LossDecl | None = None
     named_losses: dict[str, ast.LossDecl] = field(default_factory=dict)
-    rules: list = field(default_factory=list)  # RuleInfo, in program order
-    guards: list = field(default_factory=list)  # GuardInfo, in program order
-    task_loss: ast.LossDecl | None = None  # the loss before the rules' terms were added
-    task_named: dict[str, ast.LossDecl] = field(default_factory=dict)
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
     run: ast.RunDecl | None = None
     warnings: list[Warning_] = field(default_factory=list)
@@ -99,7 +96,6 @@ def _declare(module: ast.Module, r: Resolved) -> None:
                                  hint="choose another name", notes=notes)
         first[name] = (kind, span)
 
-    guards: list[ast.GuardDecl] = []
     for item in module.items:
         if isinstance(item, ast.DimDecl):
             if item.name in r.dims and r.dims[item.name] is item:
@@ -141,42 +137,13 @@ def _declare(module: ast.Module, r: Resolved) -> None:
                                      notes=(Note(r.metrics[item.name].name_span,
                                                  "first declared here"),))
             r.metrics[item.name] = item
-        elif isinstance(item, ast.RuleDecl):
-            from ddm.compiler.rules import desugar
-            decls, metrics, term, info = desugar(item)
-            for d in decls:
-                if isinstance(d, ast.ParamDecl):
-                    claim("param", d.name, item.name_span)
-                    r.params[d.name] = d
-                else:
-                    claim("node", d.name, item.name_span)
-                    r.nodes[d.name] = d
-            for m in metrics:
-                if m.name in r.metrics:
-                    raise NameDiagnostic(item.name_span, f"metric '{m.name}' of rule "
-                                         f"'{item.name}' is already declared")
-                r.metrics[m.name] = m
-            r.rules.append((info, term))
-        elif isinstance(item, ast.GuardDecl):
-            guards.append(item)
+        elif isinstance(item, (ast.RuleDecl, ast.GuardDecl)):
+            raise TypeError("resolve() takes a desugared module: run compiler.desugar first")
         elif isinstance(item, ast.RunDecl):
             if r.run is not None:
                 raise NameDiagnostic(item.span, "a program has one run section; this is the "
                                      "second", notes=(Note(r.run.span, "first run here"),))
             r.run = item
-    if guards:
-        _apply_guards(r, guards, claim)
-    if r.rules:
-        from ddm.compiler.rules import add_terms
-        terms = [t for _, t in r.rules]
-        if r.loss is None and not r.named_losses:
-            info = r.rules[0][0]
-            raise NameDiagnostic(info.span, f"rule '{info.name}' adds a term to the loss, and "
-                                 "the program has none", hint="declare one: loss = ...")
-        r.task_loss, r.task_named = r.loss, dict(r.named_losses)
-        if r.loss is not None:
-            r.loss = add_terms(r.loss, terms)
-        r.named_losses = {n: add_terms(d, terms) for n, d in r.named_losses.items()}
     seen_out: dict[str, ast.Name] = {}
     for out in r.outputs:
         if out.id in seen_out:
@@ -250,107 +217,11 @@ KEYWORDS = frozenset({"scan", "return", "not", "and", "or", "true", "false", "ar
                       "argmax"})
 
 
-def _apply_guards(r: Resolved, guards: list, claim) -> None:
-    """Each guard's nodes and metrics (compiler/guards.py); the guarded node's declaration
-    becomes the enforced value. Guards on one node chain in program order."""
-    from ddm.compiler.guards import desugar
-    seen: dict[str, ast.GuardDecl] = {}
-    for g in guards:
-        if g.name in seen:
-            raise NameDiagnostic(g.name_span, f"guard '{g.name}' is declared twice",
-                                 notes=(Note(seen[g.name].name_span, "first declared here"),))
-        seen[g.name] = g
-        target = r.nodes.get(g.target)
-        if target is None:
-            kind = ("an input" if g.target in r.inputs else "a param" if g.target in r.params
-                    else None)
-            what = f"'{g.target}' is {kind}" if kind else f"there is no node '{g.target}'"
-            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', but "
-                                 f"{what}: a guard limits a decision, a node of the program",
-                                 hint="guard the node that makes the decision: "
-                                      f"guard {g.name} on NODE {{ … }}")
-        if isinstance(target.value, ast.Scan):
-            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', a scan: "
-                                 "its steps read their own carry, which a guard on the whole "
-                                 "path would not reach",
-                                 hint="limit the step's decision inside the body instead (e.g. "
-                                      "clip(...) or an argmin with bounds), or guard a node "
-                                      "computed from the path")
-        nodes, metrics, info = desugar(g, target)
-        for node in nodes[:-1]:
-            claim("node", node.name, g.name_span)
-            r.nodes[node.name] = node
-        r.nodes[g.target] = nodes[-1]
-        for m in metrics:
-            if m.name in r.metrics:
-                raise NameDiagnostic(g.name_span, f"metric '{m.name}' of guard '{g.name}' is "
-                                     "already declared")
-            r.metrics[m.name] = m
-        r.guards.append(info)
-
-
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
 # --- references ------------------------------------------------------------------------------
-
-def iter_names(expr) -> Iterator[tuple[ast.Name, bool]]:
-    """Every Name in ``expr`` with whether it stands in call position (iterative)."""
-    stack = [(expr, False, frozenset())]
-    while stack:
-        e, called, bound = stack.pop()
-        if isinstance(e, ast.Name):
-            if e.id not in bound:  # an argmin's decision variable is local to its problem
-                yield e, called
-            elif called:  # a decision variable, scan index, carry or scan let
-                raise NameDiagnostic(e.span, f"'{e.id}' is a value, not a function")
-            continue
-        if isinstance(e, ast.Argmin):
-            inner = bound | {e.var}
-            if e.using is not None:
-                stack += [(k.value, False, bound) for k in reversed(e.using.options)]
-            parts = [e.objective, *e.constraints]
-            stack += [(x, False, inner) for x in reversed(parts)]
-            continue
-        if isinstance(e, ast.Scan):
-            # the init sees the outer names; each let sees the index, the carry and the lets
-            # before it (pushed in reverse: the stack pops in source order)
-            inner = bound | {e.index, e.carry}
-            scoped = []
-            for s in e.body:
-                scoped.append((s.value, False, inner))
-                inner = inner | {s.name}
-            scoped.append((e.result, False, inner))
-            stack += list(reversed(scoped)) + [(e.init, False, bound)]
-            continue
-        stack += [(x, c, bound) for x, c in _children(e)]
-
-
-def _children(e):
-    """The sub-expressions of ``e`` in reverse source order, each with its call position."""
-    out = []
-    if isinstance(e, ast.BinOp):
-        out += [(e.right, False), (e.left, False)]
-    elif isinstance(e, ast.UnaryOp):
-        out.append((e.operand, False))
-    elif isinstance(e, ast.Call):
-        out += [(k.value, False) for k in reversed(e.kwargs)]
-        out += [(a, False) for a in reversed(e.args)]
-        out.append((e.func, True))
-    elif isinstance(e, ast.Index):
-        for it in reversed(e.items):
-            if isinstance(it, ast.Slice):
-                out += [(x, False) for x in (it.hi, it.lo) if x is not None]
-            else:
-                out.append((it, False))
-        out.append((e.base, False))
-    elif isinstance(e, ast.ListExpr):
-        out += [(x, False) for x in reversed(e.items)]
-    elif isinstance(e, ast.Attr) and not isinstance(e.base, ast.Name):
-        out.append((e.base, False))  # alias.fn is checked with the call
-    return out
-
 
 def _suggest(name: str, candidates) -> str | None:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)

@@ -36,21 +36,26 @@ KEYS = ("when", "sharpness", "penalty", "weight", "decay", "boost")
 
 
 @dataclass(frozen=True)
-class RuleInfo:
+class RuleSugar:
+    """What a rule became: its audit facts and the names of the declarations it introduced
+    (the checker turns them into the value ids of :class:`~ddm.compiler.ir.RuleSpec`)."""
+
     name: str
     intent: str
     span: Span
+    trigger: str  # nodes
+    penalty: str
+    weight: str
+    term: str
+    activation: str  # metrics
+    effective_penalty: str
     memory: str | None = None  # the state param, when the rule decays
+    decay: str | None = None  # the node holding γ, when the rule decays
     boost: float = 0.0  # η of the saliency reinforcement
 
-    @property
-    def decay(self) -> str | None:
-        return f"rule_{self.name}_decay" if self.memory else None
 
-
-def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleInfo]:
-    """The params and nodes, and the metrics a rule stands for, the name of its loss term
-    node and what the training loop needs to know of it."""
+def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], RuleSugar]:
+    """The params and nodes, and the metrics a rule stands for, and what it became."""
     entries = entries_of(rule, "rule", KEYS, ("when", "penalty"),
                          'rule r "intent" { when x > 1.0 penalty sum(w ** 2) }')
     span = rule.span
@@ -103,8 +108,11 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], str, RuleIn
                               rule.name_span),
                ast.MetricDecl(f"{base}_effective_penalty", mean_of(f"{base}_term", span), span,
                               rule.name_span)]
-    info = RuleInfo(rule.name, rule.intent or rule.name, rule.span, memory, boost)
-    return extra + nodes, metrics, f"{base}_term", info
+    sugar = RuleSugar(rule.name, rule.intent or rule.name, rule.span, f"{base}_trigger",
+                      f"{base}_penalty", f"{base}_weight", f"{base}_term",
+                      f"{base}_activation", f"{base}_effective_penalty", memory,
+                      f"{base}_decay" if memory else None, boost)
+    return extra + nodes, metrics, sugar
 
 
 def entries_of(decl, kind: str, keys, required, example: str) -> dict:

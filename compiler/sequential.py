@@ -19,15 +19,13 @@ their solver infos come out of the scan stacked over steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ddm.compiler.scope import Checker, Scope, int_literal, num_literal, span_of
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import DtypeDiagnostic, NameDiagnostic, Note, ShapeDiagnostic
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, SymDim, TensorType
 
-if TYPE_CHECKING:
-    from ddm.compiler.check import _Checker, _Scope
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,7 @@ class ScanSpec:
                 f"{self.carry_name}: {self.carry_type}")
 
 
-def check_scan(ch: "_Checker", e: ast.Scan, scope: "_Scope") -> int:
-    from ddm.compiler.check import _Scope
+def check_scan(ch: Checker, e: ast.Scan, scope: Scope) -> int:
 
     if scope.context == "batch":
         raise ShapeDiagnostic(e.span, "scan belongs in a node, not in loss or metric",
@@ -67,7 +64,7 @@ def check_scan(ch: "_Checker", e: ast.Scan, scope: "_Scope") -> int:
     ch.scan_index[index] = (e.index, length)
     carry = ch.add("scan_carry", "state", (), (("name", e.carry),), carry_t, e.carry_span,
                    scope, stage="sample")
-    inner = _Scope(scope.context, dict(scope.local), scope.dims, scope.fn, scope.tag)
+    inner = scope.inner()
     inner.local[e.index] = index
     inner.local[e.carry] = carry
     for stmt in e.body:
@@ -99,7 +96,7 @@ def _distinct_names(e: ast.Scan) -> None:
         seen[name] = span
 
 
-def _dims(scope: "_Scope"):
+def _dims(scope: Scope):
     """The dims a scan's length and carry type may name: the scope's, and inside a fn checked
     at its definition the symbolic dims of its signature."""
     if scope.fn is None:

@@ -20,7 +20,8 @@ class DdmError(Exception):
     """A mistake in a user's program, data or configuration, located at ``span``.
 
     ``kind`` names the family (``syntax``, ``name``, ``cycle``, ``shape``, ``dtype``, ``arity``,
-    ``config``, ``data``, ``import``, ``input``, ``problem``, ``solver``); tests and tools match on it.
+    ``data``, ``import``, ``input``, ``problem``; the runtime adds ``config`` and ``solver``,
+    ``ddm.runtime.errors``); tests and tools match on it.
     """
 
     kind = "error"
@@ -71,11 +72,10 @@ class ImportDiagnostic(DdmError):
     kind = "import"
 
 
-class ConfigDiagnostic(DdmError):
-    kind = "config"
-
-
 class DataDiagnostic(DdmError):
+    """Arrays given at call time that do not fit the program's declared inputs (raised when the
+    compiled functions bind them), and bad data a run reads."""
+
     kind = "data"
 
 
@@ -84,13 +84,6 @@ class ProblemDiagnostic(DdmError):
     affine in the decision variable, a solver that does not fit the problem's class."""
 
     kind = "problem"
-
-
-class SolverDiagnostic(DdmError):
-    """A declarative node's solver did not converge on some instance (run time): the message
-    names the node, the instance, the status and the residual."""
-
-    kind = "solver"
 
 
 class InputDiagnostic(DdmError):
@@ -104,6 +97,7 @@ class Warning_:
     span: Span
     message: str
     sources: dict = field(default_factory=dict, compare=False)
+    hint: str | None = None  # how to fix it, printed as "  hint: …"
 
 
 def _context(span: Span, source: str | None) -> list[str]:

@@ -337,6 +337,14 @@ class _Builder:
 
     def e_call(self, t, span):
         func, *args = t.children
+        return ast.Call(self.expr(func), *self.call_args(args), span)
+
+    def e_sense_call(self, t, span):
+        """``argmax(x, …)``: a call of the library op (``argmax v: T { … }`` is a problem)."""
+        sense, *args = t.children
+        return ast.Call(ast.Name(str(sense), self.span(sense)), *self.call_args(args), span)
+
+    def call_args(self, args) -> tuple[tuple, tuple]:
         pos, kws = [], []
         for a in args:
             if a is None:
@@ -346,7 +354,7 @@ class _Builder:
                 kws.append(ast.Keyword(str(name), self.expr(value), self.span(a)))
             else:
                 pos.append(self.expr(a))
-        return ast.Call(self.expr(func), tuple(pos), tuple(kws), span)
+        return tuple(pos), tuple(kws)
 
     def e_index(self, t, span):
         base, *items = t.children

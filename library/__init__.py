@@ -5,13 +5,13 @@ No import of JAX happens here: implementations reach it lazily (:mod:`ddm.librar
 """
 from __future__ import annotations
 
-from ddm.library import (elementwise, guards, hedging, linalg, losses, reductions, relaxations,
-                          shape_ops, stats)
+from ddm.library import (choices, elementwise, guards, hedging, linalg, losses, reductions,
+                          relaxations, shape_ops, stats)
 from ddm.library.layers import INITIALIZERS, LAYERS
 from ddm.library.op import Arg, Op, table
 
 OPS = table(elementwise.OPS, reductions.OPS, linalg.OPS, shape_ops.OPS, stats.OPS, losses.OPS,
-            hedging.OPS, guards.OPS, relaxations.OPS)
+            hedging.OPS, guards.OPS, relaxations.OPS, choices.OPS)
 
 # What the expression syntax means in terms of ops.
 BINARY_OPERATORS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",

@@ -6,7 +6,7 @@ Shapes follow NumPy broadcasting over symbolic dims; the result dtype follows
 from __future__ import annotations
 
 from ddm.library.lazy import jax, jnp
-from ddm.library.op import Arg, Op
+from ddm.library.op import Arg, NoGrad, Op
 from ddm.library.types import DtypeError, ShapeError, TensorType, broadcast_shapes, promote
 
 X = (Arg("x"),)
@@ -99,9 +99,9 @@ UNARY = (
        "Absolute value.", family="unary"),
     Op("stop_gradient", X, lambda t, s: t[0], lambda x: jax.lax.stop_gradient(x),
        "x, with no gradient flowing back through it (a state read, not a parameter).",
-       family="unary"),
+       family="unary", no_grad=NoGrad(("x",), "stop_gradient")),
     Op("sign", X, lambda t, s: _number(t[0], "sign"), lambda x: jnp.sign(x),
-       "Sign (-1, 0 or 1).", family="unary"),
+       "Sign (-1, 0 or 1).", family="unary", no_grad=NoGrad(("x",), "sign")),
     Op("neg", X, lambda t, s: _number(t[0], "negate"), lambda x: -x,
        "Negation; what unary '-' means.", family="unary"),
 )
@@ -133,7 +133,8 @@ BINARY = (
 
 def _cmp(name, sym, fn):
     return Op(name, XY, broadcast_rule(f"compare ('{sym}')", "bool"), fn,
-              f"x {sym} y elementwise → bool.", family="compare", extra={"symbol": sym})
+              f"x {sym} y elementwise → bool.", family="compare", extra={"symbol": sym},
+              no_grad=NoGrad(("x", "y"), "comparison"))
 
 
 COMPARE = (
@@ -144,11 +145,14 @@ COMPARE = (
     _cmp("gt", ">", lambda x, y: x > y),
     _cmp("ge", ">=", lambda x, y: x >= y),
     Op("logical_and", XY, logical_rule("and"), lambda x, y: jnp.logical_and(x, y),
-       "Elementwise logical and of bools; what 'and' means.", family="logical"),
+       "Elementwise logical and of bools; what 'and' means.", family="logical",
+       extra={"symbol": "and"}, no_grad=NoGrad(("x", "y"), "logical")),
     Op("logical_or", XY, logical_rule("or"), lambda x, y: jnp.logical_or(x, y),
-       "Elementwise logical or of bools; what 'or' means.", family="logical"),
+       "Elementwise logical or of bools; what 'or' means.", family="logical",
+       extra={"symbol": "or"}, no_grad=NoGrad(("x", "y"), "logical")),
     Op("logical_not", X, logical_rule("not"), lambda x: jnp.logical_not(x),
-       "Elementwise logical not; what 'not' means.", family="logical"),
+       "Elementwise logical not; what 'not' means.", family="logical",
+       extra={"symbol": "not"}, no_grad=NoGrad(("x",), "logical")),
 )
 
 
@@ -186,16 +190,18 @@ def _clip(x, lo, hi):
 
 def _cast(dtype):
     # Lowering converts every value to the concrete dtype its IR type names, so the cast's
-    # implementation is the identity; the rule is what changes the type.
+    # implementation is the identity; the rule is what changes the type. A cast to an integer
+    # or bool is piecewise constant: no gradient flows back through it.
     def rule(types, static):
         return TensorType(dtype, types[0].shape)
-    return Op(dtype, X, rule, lambda x: x, f"Cast to {dtype}.", family="unary")
+    no_grad = NoGrad(("x",), "cast") if dtype in ("i32", "bool") else None
+    return Op(dtype, X, rule, lambda x: x, f"Cast to {dtype}.", family="unary", no_grad=no_grad)
 
 
 SELECT = (
     Op("where", (Arg("cond"), Arg("x"), Arg("y")), _where_rule,
        lambda c, x, y: jnp.where(c, x, y), "x where cond holds, else y; broadcasting.",
-       family="where"),
+       family="where", no_grad=NoGrad(("cond",), "condition")),
     Op("clip", (Arg("x"), Arg("lo"), Arg("hi")), _clip_rule,
        _clip, "x limited to [lo, hi]; the bounds broadcast to x.",
        family="clip"),

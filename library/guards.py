@@ -8,13 +8,13 @@ the Euclidean norm) and :func:`guard_reject` replaces a breaking decision by its
 >>> import jax.numpy as jnp
 >>> float(_excess(jnp.array([0.5, 1.5]), 1.0))
 0.5
->>> _project_l1(jnp.array([3.0, -1.0]), 2.0).tolist()
+>>> [float(x) + 0.0 for x in _project_l1(jnp.array([3.0, -1.0]), 2.0)]
 [2.0, 0.0]
 """
 from __future__ import annotations
 
 from ddm.library.lazy import jnp
-from ddm.library.op import Arg, Op
+from ddm.library.op import Arg, NoGrad, Op
 from ddm.library.types import DtypeError, ShapeError, TensorType, broadcast_shapes
 
 # a limit is met when its excess is at most this, relative to the bound: float32 projections
@@ -137,7 +137,8 @@ OPS = (
     Op("guard_violated", (Arg("excess"), Arg("bound")), _violated_rule,
        lambda e, b: _violated(e, b).astype(jnp.result_type(e)),
        "1.0 where a guard's excess passes the tolerance (1e-5 relative to the bound), else "
-       "0.0: one check, counted in the compliance report.", family="guard"),
+       "0.0: one check, counted in the compliance report.", family="guard",
+       no_grad=NoGrad(("excess", "bound"), "guard")),
     Op("project_l1", (Arg("x"), Arg("radius")), _radius_rule("project_l1"), _project_l1,
        "The nearest point of the L1 ball sum(abs(v)) <= radius (gross exposure, turnover).",
        family="guard"),
@@ -149,8 +150,10 @@ OPS = (
        "most k nonzeros (trade frequency).", family="guard"),
     Op("nonzero", (Arg("x"), Arg("tol", "float", 1e-6)), _nonzero_rule, _nonzero,
        "How many elements have |x| > tol, as a float (no gradient): e.g. the number of "
-       "trades in a rebalance.", family="guard"),
+       "trades in a rebalance.", family="guard", no_grad=NoGrad(("x",), "count")),
     Op("guard_reject", (Arg("x"), Arg("excess"), Arg("bound"), Arg("fallback")), _reject_rule,
        _reject, "The decision x, or the fallback (broadcast to x) where the excess breaks "
-       "the limit: what action reject does.", family="guard"),
+       "the limit: what action reject does.", family="guard",
+       # the excess and the bound only decide which of x and the fallback is taken
+       no_grad=NoGrad(("excess", "bound"), "guard")),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ddm.library.lazy import jax, jnp
-from ddm.library.op import Arg, Op
+from ddm.library.op import Arg, NoGrad, Op
 from ddm.library.types import DtypeError, ShapeError, TensorType, promote
 
 
@@ -142,10 +142,12 @@ OPS = (
     Op("mse", (Arg("a"), Arg("b")), _pair_rule("mse"), lambda a, b: jnp.mean(jnp.square(a - b)),
        "Mean squared error.", family="pair"),
     Op("accuracy", (Arg("p"), Arg("y"), Arg("threshold", "float", 0.5)), _pair_rule("accuracy"),
-       _accuracy, "Share of samples with (p > threshold) == (y > 0.5).", family="pair"),
+       _accuracy, "Share of samples with (p > threshold) == (y > 0.5). A metric: no gradient.",
+       family="pair", no_grad=NoGrad(("p", "y"), "metric")),
     Op("auc", (Arg("score"), Arg("label")), _vector_pair_rule("auc"), _auc,
        "Area under the ROC curve of scores against labels in {0, 1} (rank statistic; ties "
-       "count half). Not differentiable in any useful sense: a metric.", family="vector_pair"),
+       "count half). Not differentiable in any useful sense: a metric.", family="vector_pair",
+       no_grad=NoGrad(("score", "label"), "metric")),
     Op("sharpe", (Arg("r"), Arg("periods", "int", 1), Arg("eps", "float", 1e-12)),
        vector_rule("sharpe"), _sharpe,
        "mean(r) / sqrt(var(r) + eps) · sqrt(periods): periods=252 annualises daily returns.",

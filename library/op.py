@@ -1,8 +1,9 @@
 """The library's unit: one :class:`Op` record per operation, shape rule beside implementation.
 
 A record says what a program may write (``params``), what type comes out (``rule``, run by the
-checker without JAX), and how to compute it (``impl``, called by lowering with JAX arrays for
-tensor arguments and Python values for static ones).
+checker without JAX), how to compute it (``impl``, called by lowering with JAX arrays for
+tensor arguments and Python values for static ones), and which arguments its derivative is zero
+or undefined in (``no_grad``, read by the gradient-flow lint without JAX).
 """
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ class Arg:
         return self.default is REQUIRED
 
 
+# why an op passes no gradient to some of its arguments: the gradient-flow lint
+# (compiler/gradflow.py) names the reason and suggests the relaxation that keeps one
+NO_GRAD_REASONS = ("comparison", "logical", "cast", "sign", "stop_gradient", "condition",
+                   "decision", "count", "metric", "guard")
+
+
+@dataclass(frozen=True, slots=True)
+class NoGrad:
+    """The tensor arguments an op passes no gradient to, and why: the op's result is
+    piecewise constant in them (a comparison, a cast to an integer, an argmax: the
+    derivative is zero wherever it exists) or the op cuts the gradient by design
+    (stop_gradient). ``args`` names tensor params of the op; ``reason`` is one of
+    :data:`NO_GRAD_REASONS`."""
+
+    args: tuple[str, ...]
+    reason: str
+
+    def __post_init__(self):
+        if self.reason not in NO_GRAD_REASONS:
+            raise ValueError(f"unknown no-gradient reason {self.reason!r}")
+
+
 @dataclass(frozen=True)
 class Op:
     """One library operation.
@@ -54,6 +77,32 @@ class Op:
     batch_only: bool = False  # reductions over the batch (losses, auc): only in loss/metric
     variadic: bool = False  # extra positional args are collected into the last param (list)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    no_grad: NoGrad | None = None  # arguments the gradient does not flow to (default: none)
+
+    def __post_init__(self):
+        if self.no_grad is not None:
+            tensors = {a.name for a in self.params if a.kind in ("tensor", "tensors")}
+            unknown = set(self.no_grad.args) - tensors
+            if unknown:
+                raise ValueError(f"{self.name}: no_grad names {sorted(unknown)}, which are not "
+                                 "tensor arguments")
+
+    def no_grad_inputs(self, layout: tuple[int, ...] | None, count: int) -> frozenset[int]:
+        """Positions among a call's ``count`` tensor inputs that receive no gradient.
+        ``layout`` is the call's ``_layout`` attribute (per tensor param: -1 one input,
+        0 omitted, n a list of n inputs); ``None`` reads each tensor param as one input."""
+        if self.no_grad is None:
+            return frozenset()
+        tensor_args = [a for a in self.params if a.kind in ("tensor", "tensors")]
+        if layout is None:
+            layout = tuple(-1 for _ in range(count))
+        out, i = set(), 0
+        for arg, n in zip(tensor_args, layout):
+            width = 1 if n == -1 else n
+            if arg.name in self.no_grad.args:
+                out.update(range(i, i + width))
+            i += width
+        return frozenset(out)
 
     def signature(self) -> str:
         parts = []

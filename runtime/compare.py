@@ -17,7 +17,7 @@ VARIANTS = (("pure_dp", "off"), ("phi_guided", "on"))
 
 def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False) -> dict:
     """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}."""
-    from ddm.dsl.diagnostics import ConfigDiagnostic
+    from ddm.runtime.errors import ConfigDiagnostic
     from ddm.runtime import train
     from ddm.runtime.checkpoint import write_json
 

@@ -49,3 +49,8 @@ class Compiled:
     @property
     def compilations(self) -> int:
         return len(self.executables)
+
+    @property
+    def recompilations(self) -> int:
+        """Compilations beyond the first (0 for a function never called)."""
+        return max(self.compilations - 1, 0)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def report(prog, params, test, train_violations, train_checks: int) -> dict:
+def report(product, params, test, train_violations, train_checks: int) -> dict:
     """``train_violations``: per guard, the samples of all training steps that broke it
-    (counted inside the train step); the test set is checked here, before and after."""
-    g = prog.graph
-    roots = tuple(g.nodes[f"guard_{x.name}_{part}"] for x in g.guards
-                  for part in ("violated", "breached"))
-    values = prog._values(params, test, roots)
+    (counted inside the train step); the test set is checked here, before and after, from the
+    guards' checks in the aux of one evaluation."""
+    import jax
+
+    g = product.graph
+    roots = tuple(i for x in g.guards for i in (x.violated, x.breached))
+    values, _ = jax.jit(product.values, static_argnums=(2,))(params, test, roots)
     out = []
     for k, x in enumerate(g.guards):
-        violated = np.asarray(values[roots[2 * k]]) > 0.5
-        breached = np.asarray(values[roots[2 * k + 1]]) > 0.5
+        violated = np.asarray(values[x.violated]) > 0.5
+        breached = np.asarray(values[x.breached]) > 0.5
         out.append({
             "guard": x.name, "intent": x.intent, "decision": x.target, "limit": x.limit,
             "action": x.action,

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from ddm.dsl import ast
-from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.compiler.settings import Call, Invalid, RunSettings
+from ddm.runtime.errors import ConfigDiagnostic
 from ddm.dsl.span import Span
 from ddm.library.op import Arg
 
@@ -103,17 +103,18 @@ class RunConfig:
         return err
 
     # --- sources -------------------------------------------------------------------------------
-    def apply_run_section(self, run: ast.RunDecl | None, text: str) -> None:
+    def apply_run_section(self, run: RunSettings | None, text: str) -> None:
+        """The program's ``run { }`` section (typed by the compiler, spans kept)."""
         if run is None:
             return
         self.texts[run.span.file] = text
         for entry in run.entries:
             try:
-                value = _from_expr(entry.value, self)
+                value = _plain(entry.value)
             except ConfigDiagnostic as err:
                 raise err.with_source(text) from None
-            self._set(entry.key, value, entry.span, entry.value)
-            if isinstance(entry.value, ast.Call):
+            self._set(entry.key, value, entry.span, entry.value_span)
+            if isinstance(entry.value, Call):
                 for kw in entry.value.kwargs:  # 'key=value': unknown keys and bad values alike
                     self.where[f"{entry.key}.{kw.name}"] = kw.span
 
@@ -154,7 +155,7 @@ class RunConfig:
                     self.where[f"{key}.{k_node.value}"] = _mark_span(path, v_node)
                     # an unknown setting is reported at its name, not its value
                     self.where[f"{key}.{k_node.value}:name"] = _mark_span(path, k_node)
-            self._set(key, value, span, None, _mark_span(path, value_node))
+            self._set(key, value, span, _mark_span(path, value_node))
 
     def apply_set(self, assignment: str, index: int) -> None:
         """``--set key=value`` or ``--set optimizer.lr=3e-4``; the value is parsed as YAML."""
@@ -185,9 +186,9 @@ class RunConfig:
             self.where[key] = vspan
             self.values[head] = {**current, sub: value}
             return
-        self._set(key, value, Span(name, 1, 1, 1, len(key) + 1), None, vspan)
+        self._set(key, value, Span(name, 1, 1, 1, len(key) + 1), vspan)
 
-    def _set(self, key: str, value: Any, key_span: Span, expr, value_span: Span | None = None):
+    def _set(self, key: str, value: Any, key_span: Span, value_span: Span | None = None):
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1)
             err = ConfigDiagnostic(key_span, f"unknown run setting '{key}'",
@@ -195,7 +196,7 @@ class RunConfig:
                                    else "settings: " + ", ".join(KEYS))
             err.source = self.texts.get(key_span.file)
             raise err
-        self.where[key] = value_span or (getattr(expr, "span", None) or key_span)
+        self.where[key] = value_span or key_span
         if key in CALLS and isinstance(value, str):
             value = {"name": value}
         self.values[key] = value
@@ -339,30 +340,20 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, minimum, choices=None):
     return value
 
 
-def _from_expr(e, cfg: RunConfig):
-    """A run-section value: a literal, a name, or a call with keyword literals."""
-    if isinstance(e, ast.Number):
-        return e.value
-    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number):
-        return -e.operand.value
-    if isinstance(e, ast.Bool):
-        return e.value
-    if isinstance(e, ast.String):
-        return e.value
-    if isinstance(e, ast.Name):
-        return {"name": e.id}
-    if isinstance(e, ast.ListExpr):
-        return [_from_expr(item, cfg) for item in e.items]
-    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
-        if e.args:
-            raise ConfigDiagnostic(getattr(e.args[0], "span", None), "run settings take keyword "
-                                   f"arguments only: {e.func.id}(key=value)")
-        out = {"name": e.func.id}
-        for kw in e.kwargs:
-            out[kw.name] = _from_expr(kw.value, cfg)
+def _plain(value):
+    """A typed run setting as the plain value the config holds: calls become ``{"name": …,
+    key: value}``, lists lists; a value the section cannot hold is reported where it was
+    written."""
+    if isinstance(value, Invalid):
+        raise ConfigDiagnostic(value.span, value.message)
+    if isinstance(value, Call):
+        out: dict[str, Any] = {"name": value.name}
+        for kw in value.kwargs:
+            out[kw.name] = _plain(kw.value)
         return out
-    raise ConfigDiagnostic(getattr(e, "span", None), "a run setting is a literal or a call such "
-                           "as adam(lr=1e-3)")
+    if isinstance(value, tuple):
+        return [_plain(x) for x in value]
+    return value
 
 
 def _mark_span(path: str, node) -> Span:

@@ -62,7 +62,7 @@ def micro_batches(batch: int) -> int:
     return max(1, min(8, batch // 8))
 
 
-def make(prog, batch: int):
+def make(product, batch: int):
     """``(params, arrays, idx) -> per-param noise statistics`` for log steps (jit it), and
     ``k``, the number of micro-batches."""
     import jax
@@ -72,7 +72,7 @@ def make(prog, batch: int):
     size = batch // k
 
     def grads_of(params, sample):
-        return jax.grad(prog._loss_impl)(params, sample)
+        return jax.grad(lambda p: product.loss(p, sample)[0])(params)
 
     def diagnose(params, arrays, idx):
         idx = idx[: k * size].reshape(k, size)

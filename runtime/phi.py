@@ -21,32 +21,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from ddm.compiler.product import Product
 from ddm.dsl.diagnostics import ProblemDiagnostic
+from ddm.runtime.adjoints import zero_taps
+from ddm.runtime.errors import ConfigDiagnostic
 
 
 class PhiSetup:
-    """The value ids a training step reads besides the loss, and the memory update."""
+    """What a training step does for the rules and guards besides the loss: the memory
+    update, the guards' violation counts and the orthogonality penalty."""
 
-    def __init__(self, prog, cfg, float_inputs: set[str]):
-        g = prog.graph
-        self.guard_ids = tuple(g.nodes[f"guard_{x.name}_violated"] for x in g.guards)
+    def __init__(self, product: Product, cfg, float_inputs: set[str]):
+        g = product.graph
+        self.product = product
+        self.guards = tuple(x.name for x in g.guards)
         self.memories = []  # (param name, decay value id, boost, input features)
         for r in g.rules:
-            if not r.memory:
+            if not r.memory or r.decay is None:
                 continue
-            trigger = g.nodes[f"rule_{r.name}_trigger"]
-            feats = tuple(s.name for s in g.inputs_needed([trigger]) if s.name in float_inputs)
+            feats = tuple(s.name for s in g.inputs_needed([r.trigger]) if s.name in float_inputs)
             if r.boost > 0 and not feats:
-                raise prog.sources.locate(ProblemDiagnostic(
+                raise product.locate(ProblemDiagnostic(
                     r.span, f"rule '{r.name}' boosts its memory by the saliency of the inputs "
                     "its condition depends on, and it depends on none",
                     hint="write the condition on the data's features, or drop boost"))
-            self.memories.append((r.memory, g.nodes[r.decay], r.boost, feats))
+            self.memories.append((r.memory, r.decay, r.boost, feats))
         self.boosted = any(b > 0 for _, _, b, _ in self.memories)
         self.pool = tuple(sorted(float_inputs))
-        self.roots = self.guard_ids + tuple(d for _, d, _, _ in self.memories)
+        self.decays = tuple(d for _, d, _, _ in self.memories)
         ortho = cfg.values.get("orthogonality")
-        self.ortho = self.ortho_weight = None
+        self.ortho: int | None = None
+        self.ortho_weight = 0.0
         self.ortho_cosine = True
         if ortho:
             if ortho["wrt"] not in g.nodes:
@@ -68,23 +73,34 @@ class PhiSetup:
             self.ortho, self.ortho_weight = g.nodes[ortho["wrt"]], ortho["weight"]
             self.ortho_cosine = ortho["cosine"]
 
-    def violations(self, extras):
+    def violations(self, aux):
         """Per guard, how many samples of the batch broke its limit (int32 vector)."""
         import jax.numpy as jnp
-        if not self.guard_ids:
+        if not self.guards:
             return jnp.zeros((0,), jnp.int32)
-        return jnp.stack([jnp.sum(extras[i] > 0.5) for i in self.guard_ids]).astype(jnp.int32)
+        return jnp.stack([jnp.sum(aux.guards[name].violated > 0.5)
+                          for name in self.guards]).astype(jnp.int32)
 
-    def remember(self, new_params, params, extras, xgrads):
-        """``new_params`` with each decaying rule's memory stepped (see the module doc)."""
+    def penalty(self, params, batch, key):
+        """The orthogonality penalty of the step (0 without one)."""
+        import jax.numpy as jnp
+        if self.ortho is None:
+            return None
+        return self.ortho_weight * orthogonality(self.product, params, batch, self.ortho, key,
+                                                 self.ortho_cosine)
+
+    def remember(self, new_params, params, batch, xgrads):
+        """``new_params`` with each decaying rule's memory stepped (see the module doc); γ is
+        evaluated at the step's params."""
         import jax.numpy as jnp
         if not self.memories:
             return new_params
+        decay, _ = self.product.values(params, batch, self.decays)
         out = dict(new_params)
         sal = {k: jnp.mean(jnp.abs(x)) for k, x in xgrads.items()}
         overall = sum(sal.values()) / max(len(sal), 1) if sal else 0.0
-        for name, decay, boost, feats in self.memories:
-            kept = extras[decay] * params[name]
+        for name, d, boost, feats in self.memories:
+            kept = decay[d] * params[name]
             if boost > 0:
                 mine = sum(sal[f] for f in feats) / len(feats)
                 kept = kept + boost * mine / jnp.maximum(overall, 1e-30)
@@ -92,26 +108,49 @@ class PhiSetup:
         return out
 
 
+def orthogonality(product: Product, params, batch, vid: int, key=None, cosine: bool = False):
+    """⟨∂L_task/∂d, ∂L_rules/∂d⟩² at the value ``vid`` (a decision, over the batch), where
+    L_rules = loss − task loss: the seed's orthogonality penalty (§7.5) that keeps the rules
+    from double-counting what the task loss already says. ``cosine``: the squared cosine
+    instead, in [0, 1] whatever the losses' scale. Traceable."""
+    import jax
+    import jax.numpy as jnp
+
+    g = product.graph
+    roots = (g.loss, g.task_loss)
+    zero = zero_taps(product, params, batch, [vid], key)[vid]
+
+    def both(tap):
+        out, _ = product.values(params, batch, roots, {vid: tap}, key)
+        return jnp.stack([out[g.loss], out[g.task_loss]])
+
+    jac = jax.jacrev(both)(zero)
+    task, rules = jac[1], jac[0] - jac[1]
+    inner = jnp.sum(task * rules)
+    if cosine:
+        tiny = jnp.finfo(inner.dtype).tiny
+        return inner ** 2 / jnp.maximum(jnp.sum(task ** 2) * jnp.sum(rules ** 2), tiny)
+    return inner ** 2
+
+
 class Curriculum:
     """Batch indices drawn ∝ the rules' weight on each episode (see the module doc)."""
 
-    def __init__(self, prog, spec, n: int, batch: int, key):
+    def __init__(self, product: Product, spec, n: int, batch: int, key):
         self.on = bool(spec)
-        self.prog, self.n, self.batch, self.key = prog, n, batch, key
+        self.product, self.n, self.batch, self.key = product, n, batch, key
         self.probs: np.ndarray | None = None
         self.weights: np.ndarray | None = None
         self.refreshed = 0
         if not self.on:
             return
-        g = prog.graph
+        g = product.graph
         if not g.rules:
-            from ddm.dsl.diagnostics import ConfigDiagnostic
             raise ConfigDiagnostic(None, "curriculum sampling weighs episodes by the rules "
                                    "that fire on them, and the program has no rules",
                                    hint="declare a rule, or drop curriculum")
         self.strength, self.every = spec["strength"], spec["every"]
-        self.roots = tuple(g.nodes[f"rule_{r.name}_{part}"] for r in g.rules
-                           for part in ("weight", "trigger"))
+        self.roots = tuple(i for r in g.rules for i in (r.weight, r.trigger))
 
     def indices(self, step: int, params, arrays):
         import jax
@@ -122,8 +161,14 @@ class Curriculum:
         return jax.random.choice(k, self.n, (self.batch,), replace=True,
                                  p=jax.numpy.asarray(self.probs, np.float32))
 
+    def _values(self, params, arrays):
+        import jax
+        if not hasattr(self, "_jitted"):
+            self._jitted = jax.jit(self.product.values, static_argnums=(2,))
+        return self._jitted(params, arrays, self.roots)[0]
+
     def _refresh(self, params, arrays) -> None:
-        values = self.prog._values(params, arrays, self.roots)
+        values = self._values(params, arrays)
         a = np.zeros(self.n)
         for w, t in zip(self.roots[::2], self.roots[1::2]):
             a += np.broadcast_to(np.asarray(values[w], np.float64), (self.n,)) * \

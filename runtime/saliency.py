@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.runtime.errors import ConfigDiagnostic
 
 MAX_ROWS = 20
 
@@ -64,14 +64,15 @@ def compute(prog, params, arrays: Mapping[str, Any], settings: Mapping[str, Any]
     needed = [i.name for i in g.inputs_needed([vid])]
     n = min(settings["samples"], min(len(arrays[k]) for k in needed))
     batch = {k: arrays[k][:n] for k in needed}
-    inputs, dims = prog._bind(prog._inputs(batch), [vid], True, "saliency")
+    product = prog.product
 
     def one(sample):
         def f(x):
-            out = prog._lowered.sample(params, {**sample, wrt: x}, dims, [vid], batched=True)
+            out, _ = product.sample_values(params, {**sample, wrt: x}, (vid,), True)
             return jnp.ravel(out[vid])
         return jax.jacrev(f)(sample[wrt])
 
+    inputs = {k: jnp.asarray(a) for k, a in batch.items()}
     J = jax.jit(jax.vmap(one, axis_name="batch"))(inputs)  # [n, outputs, *input]
     S = np.mean(np.abs(np.asarray(J, np.float64)).reshape(n, J.shape[1], -1), axis=0)
     features = S.shape[1]

@@ -55,3 +55,22 @@ def fd_grad(f, params, eps=1e-6):
 def flat(tree):
     from jax.flatten_util import ravel_pytree
     return np.asarray(ravel_pytree(tree)[0])
+
+
+def type_of(prog, node: str) -> str:
+    """The IR type of a program's named node, as text."""
+    return str(prog.graph.values[prog.graph.nodes[node]].type)
+
+
+def compile_error(text: str):
+    """The located error compiling ``text`` raises."""
+    import ddm
+    from ddm.dsl.diagnostics import DdmError
+    with pytest.raises(DdmError) as info:
+        ddm.loads(text)
+    return info.value
+
+
+def column_of(text: str, line: int, needle: str) -> int:
+    """1-based column of ``needle`` on 1-based ``line`` of ``text``."""
+    return text.split("\n")[line - 1].index(needle) + 1

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import ddm
-from ddm.dsl.diagnostics import SolverDiagnostic
+from ddm.runtime.errors import SolverDiagnostic
 
 jax.config.update("jax_enable_x64", True)  # for arrays built at import
 pytestmark = pytest.mark.usefixtures("float64")
@@ -350,6 +350,85 @@ def test_closest_policy_returns_the_least_violating_point():
     assert np.all(np.isfinite(w)) and np.ptp(w) < 1e-6 and 1 / 3 < w[0] <= 1.0
 
 
+TWO_BOUNDS = """
+dim N = 2
+input lo: f32
+node w = argmin v: f32[N] { sum(v ** 2) } subject to { sum(v) == 1, v >= lo }{using}
+output w
+loss = mean(w[:, 0] + 2 * w[:, 1])
+"""
+
+
+@pytest.mark.parametrize("x64, atol", [(False, 1e-3), (True, 1e-6)], ids=["float32", "float64"])
+def test_closest_point_is_right_in_both_precisions_with_its_status_and_gradient(x64, atol):
+    """sum(v) == 1 and v >= 0.8 admit no point; the least violation is at v = [0.6, 0.6]
+    (float32 once returned [0.496, 0.504] as "singular"). Its status says so ("closest", which
+    the policy accepts); a feasible instance of the same batch is untouched. On the closest
+    branch v = (1 + lo)/3: the loss mean(v₀ + 2v₁) moves by ½ per unit of lo, the feasible
+    instance's (inactive bounds) by 0."""
+    from ddm.library.solvers.status import CLOSEST, CONVERGED
+
+    prog = ddm.loads(TWO_BOUNDS.replace("{using}", ' using ipm(on_infeasible="closest")'),
+                     x64=x64)
+    plain = ddm.loads(TWO_BOUNDS.replace("{using}", ""), x64=x64)
+    dtype = np.float64 if x64 else np.float32
+    lo = np.array([0.8, 0.1], dtype)
+    w = np.asarray(prog.apply_batch({}, lo=lo)["w"])
+    np.testing.assert_allclose(w[0], [0.6, 0.6], atol=atol)
+    np.testing.assert_array_equal(w[1], np.asarray(plain.apply_batch({}, lo=lo[1:])["w"])[0])
+    info = prog.solver_info({}, lo=lo)["w"]
+    assert list(np.asarray(info.status)) == [CLOSEST, CONVERGED]
+    g = np.asarray(jax.grad(lambda lo: prog.loss({}, {"lo": lo}))(jnp.asarray(lo)))
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, [0.5, 0.0], atol=10 * atol)
+    if x64:
+        fd = central_fd(lambda lo: float(prog.loss({}, {"lo": lo})), lo)
+        np.testing.assert_allclose(g, fd, atol=1e-6)
+
+
+FLAT = """
+param a: f32 = 0.3
+input z: f32
+node w = argmin v: f32[2] { {objective} }{using}
+output w
+loss = mean({loss})
+"""
+
+
+@pytest.mark.parametrize("objective, using, loss, expected", [
+    # v₁ = 0 whatever a: the Hessian diag(2, 0) is singular at a differentiable minimum
+    ("(v[0] - a - z) ** 2 + v[1] ** 4", "", "w[:, 0] ** 2 + w[:, 1]",
+     lambda a, z: (np.stack([a + z, 0 * z], -1), np.mean(2 * (a + z)))),
+    # a line of minimisers: Newton from 0 returns the minimum-norm one, ((a+z)/2, −(a+z)/2)
+    ("(v[0] - v[1] - a - z) ** 2", " using newton", "w[:, 0] + 3 * w[:, 1]",
+     lambda a, z: (np.stack([a + z, -(a + z)], -1) / 2, -1.0)),
+], ids=["flat-direction", "valley"])
+def test_singular_hessian_node_has_the_least_squares_gradient(objective, using, loss, expected):
+    """Through the program: the solve converges, the gradient is finite and equals finite
+    differences and the derivative of the point returned. solver_info (a primal call) reports
+    the dense adjoint as planned — decided when the node is differentiated — with no
+    conditioning measured."""
+    from ddm.library.solvers.status import ADJ_DENSE, CONVERGED
+
+    text = FLAT.replace("{objective}", objective).replace("{using}", using)
+    prog = ddm.loads(text.replace("{loss}", loss), x64=True)
+    params = prog.init(jax.random.key(0))
+    z = np.array([0.0, 0.1, -0.2])
+    want_w, want_g = expected(0.3, z)
+    np.testing.assert_allclose(prog.apply_batch(params, z=z)["w"], want_w, atol=1e-8)
+    np.testing.assert_allclose(prog.apply(params, z=0.1)["w"], want_w[1], atol=1e-8)
+    info = prog.solver_info(params, z=z)["w"]
+    assert np.all(np.asarray(info.status) == CONVERGED)
+    assert np.all(np.asarray(info.adjoint) == ADJ_DENSE)
+    assert np.all(np.isnan(np.asarray(info.conditioning)))
+    g = float(jax.grad(lambda p: prog.loss(p, {"z": z}))(params)["a"])
+    # the solution is affine in a and the losses at most quadratic: a wide step is exact, and
+    # stays clear of the ~1e-9 rounding noise along the valley's floor
+    fd = central_fd(lambda a: float(prog.loss({"a": jnp.asarray(a)}, {"z": z})), np.array(0.3),
+                    h=1e-2)
+    assert abs(g - want_g) < 1e-7 and abs(g - float(fd)) < 1e-6
+
+
 def test_indefinite_matrix_at_run_time_is_a_named_diagnostic():
     prog = ddm.loads(BUDGET, file="budget.ddm")
     params = prog.init(jax.random.key(0), N=2)
@@ -386,7 +465,7 @@ def test_node_composes_with_jit_vmap_grad_and_scan():
     rng = np.random.default_rng(7)
     S = np.stack([spd(rng, 3) for _ in range(5)])
     b = rng.normal(size=(5, 3))
-    one = jax.jit(lambda b, S: prog._apply_impl(params, {"b": b, "S": S})[0]["w"])
+    one = jax.jit(lambda b, S: prog.product.apply(params, {"b": b, "S": S})[0]["w"])
     batched = jax.vmap(one)(b, S)
     np.testing.assert_allclose(batched, prog.apply_batch(params, b=b, S=S)["w"], rtol=1e-12)
 

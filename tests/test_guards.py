@@ -239,8 +239,8 @@ def test_training_counts_every_check_and_the_run_writes_a_compliance_report(monk
     assert entry["limit"] == "sum(abs(w)) <= 1.0"
     assert entry["train"]["checks"] == 40 * 64
     # the test set's count, by hand, from the raw decision (the node before the guard)
-    raw = prog._values(result.params, {k: np.asarray(v) for k, v in data.test.items()},
-                       (prog.graph.nodes["w_before_gross"],))
+    raw, _ = prog.product.values(result.params, {k: np.asarray(v) for k, v in data.test.items()},
+                                 (prog.graph.nodes["w_before_gross"],))
     raw = np.asarray(next(iter(raw.values())))
     assert entry["test"]["violations"] == int(np.sum(np.sum(np.abs(raw), 1) > 1.0 + 1e-5))
     assert entry["test"]["violations"] > 0 and entry["test"]["breaches_after_enforcement"] == 0

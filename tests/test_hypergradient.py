@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ddm
-from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.runtime.errors import ConfigDiagnostic
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source

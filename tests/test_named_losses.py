@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import ddm
-from ddm.dsl.diagnostics import ConfigDiagnostic, DataDiagnostic, NameDiagnostic
+from ddm.dsl.diagnostics import DataDiagnostic, NameDiagnostic
+from ddm.runtime.errors import ConfigDiagnostic
 from ddm.dsl.format import format_source
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig

@@ -385,6 +385,20 @@ def retrieval_case(draw, op):
     return Case((T(dq, (d,)), T(de, (k, d)), T(dp, (k,))), defaults(op))
 
 
+@st.composite
+def argmax_case(draw, op):
+    """Scores of rank >= 1 along any axis, negative or not."""
+    x = draw(shapes(1))
+    return Case((T(draw(st.sampled_from(NUM)), x),), {**defaults(op),
+                                                       "axis": draw(axis_of(len(x)))})
+
+
+@st.composite
+def one_hot_case(draw, op):
+    """Integer indices of any shape and a class count K."""
+    return Case((T("i32", draw(shapes(0, 3))),), {**defaults(op), "K": draw(DIM)})
+
+
 STRATEGIES = {
     "unary": unary_case, "binary": binary_case, "compare": compare_case,
     "logical": logical_case, "where": where_case, "clip": clip_case, "reduce": reduce_case,
@@ -394,6 +408,7 @@ STRATEGIES = {
     "stack": stack_case, "reshape": reshape_case, "fill": fill_case, "cov": cov_case,
     "zscore": zscore_case, "pair": pair_case, "vector_pair": vector_pair_case,
     "guard": guard_case, "gumbel": gumbel_case, "retrieval": retrieval_case,
+    "argmax": argmax_case, "one_hot": one_hot_case,
 }
 
 

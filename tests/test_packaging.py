@@ -16,7 +16,7 @@ def test_wheel_installs_one_package_with_the_grammar(tmp_path):
     assert (target / "ddm" / "dsl" / "grammar.lark").exists()
     for sub in ("dsl", "compiler", "library", "runtime", "runtime/data", "cli", "bench"):
         assert (target / "ddm" / sub / "__init__.py").exists(), sub
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ddm, ddm.compiler.program as p; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ddm, ddm.runtime.program as p; "
             "assert p.__file__.startswith(sys.argv[1]); "
             "print(ddm.loads('input x: f32\\nnode y = x * 3\\noutput y').apply({}, x=2.0)['y'])")
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,

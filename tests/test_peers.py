@@ -105,11 +105,11 @@ def test_node_matches_cvxpylayers(problem, n, seed):
     @jax.jit
     def ddm_run(log_lam, b, S, c):
         """The node's solutions, statuses and d loss / d (log λ, b, Σ), through ``prog``."""
-        out, infos = prog._apply_batch_impl({"lam": log_lam}, {"b": b, "S": S})
-        grads = jax.grad(lambda *a: prog._loss_impl({"lam": a[0]}, {"b": a[1], "S": a[2],
-                                                                    "c": c}),
+        out, aux = prog.product.apply_batch({"lam": log_lam}, {"b": b, "S": S})
+        grads = jax.grad(lambda *a: prog.product.loss({"lam": a[0]}, {"b": a[1], "S": a[2],
+                                                                    "c": c})[0],
                          argnums=(0, 1, 2))(log_lam, b, S)
-        return out["w"], [i.status for i in infos.values()], grads
+        return out["w"], [i.status for i in aux.solvers.values()], grads
 
     w, statuses, g_ddm = ddm_run(log_lam, b, S, c)
     assert all(int(s.max()) == 0 for s in statuses), "a solve did not converge"

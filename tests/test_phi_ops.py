@@ -23,6 +23,7 @@ import pytest
 from conftest import fd_grad, flat
 
 import ddm
+from conftest import column_of, compile_error, type_of
 from ddm.dsl.diagnostics import DdmError
 from ddm.dsl.format import format_module, format_source
 from ddm.dsl.parser import parse
@@ -33,27 +34,12 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def type_of(prog, node: str) -> str:
-    return str(prog.graph.values[prog.graph.nodes[node]].type)
-
-
-def compile_error(text: str) -> DdmError:
-    with pytest.raises(DdmError) as info:
-        ddm.loads(text)
-    return info.value
-
-
-def column_of(text: str, line: int, needle: str) -> int:
-    """1-based column of ``needle`` on 1-based ``line`` of ``text``."""
-    return text.split("\n")[line - 1].index(needle) + 1
-
-
 def node_values(prog, name: str, batch, key=None, params=None):
     """The named node's values over ``batch`` (a dict of inputs with a leading axis), drawn
-    with ``key`` (``None``: deterministic) — ``Lowered.batch`` as a training step runs it."""
+    with ``key`` (``None``: deterministic), as a training step evaluates it."""
     vid = prog.graph.nodes[name]
-    inputs, dims = prog._bind(prog._inputs(batch), [vid], True, "test")
-    run = jax.jit(lambda p, k: prog._lowered.batch(p, inputs, dims, [vid], infos={}, key=k))
+    inputs = {k: np.asarray(v) for k, v in batch.items()}
+    run = jax.jit(lambda p, k: prog.product.values(p, inputs, (vid,), None, k)[0])
     return np.asarray(run(params or {}, key)[vid])
 
 

@@ -14,7 +14,13 @@ import pytest
 from conftest import EXAMPLES
 from ddm.compiler.driver import front_end, front_end_file
 from ddm.compiler.ir import gradient_path
-from ddm.compiler.render import STYLE, DotMissing, measured, render_file, to_dot
+from ddm.runtime.diagram import diagram, measured
+from ddm.runtime.dot import STYLE, DotMissing, render_file
+from ddm.runtime.dot import to_dot as dot_text
+
+
+def to_dot(graph, show="forward", grads=None, rankdir="LR"):
+    return dot_text(diagram(graph, show, grads, rankdir))
 from test_examples import ddmc
 
 NODE = re.compile(r'^\s*"(v\d+|p:\w+)" \[(.*)\];$', re.M)

@@ -8,6 +8,7 @@ import pytest
 
 import ddm
 from ddm.compiler.rules import relax
+from ddm.runtime.phi import orthogonality
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import DdmError
 from ddm.dsl.format import format_source
@@ -114,9 +115,10 @@ def test_format_round_trips_a_rule():
 
 def test_a_rule_is_its_own_cluster_in_the_diagram():
     from ddm.compiler.driver import front_end
-    from ddm.compiler.render import to_dot
+    from ddm.runtime.diagram import diagram
+    from ddm.runtime.dot import to_dot
     g, _ = front_end(PROGRAM.format(rule=RULE), "rule.ddm")
-    text = to_dot(g)
+    text = to_dot(diagram(g))
     assert 'label="rule high_vol: reduce position in high volatility"' in text
     block = text.split('subgraph "cluster_rule:high_vol"')[1].split("\n  }")[0]
     for name in ("rule_high_vol_trigger", "rule_high_vol_term"):
@@ -219,10 +221,11 @@ def test_the_orthogonality_penalty_is_the_squared_inner_product_of_the_two_gradi
     trig = 1 / (1 + np.exp(-20.0 * (batch["vol"] - 0.3)))
     g_task = -batch["r"] / 16  # ∂(−mean(w·r))/∂w
     g_rule = 0.5 * trig * 2 * w / 16  # ∂mean(0.5·trigger·w²)/∂w
-    got = prog._orthogonality_impl(params, batch, prog.graph.nodes["w"])
+    got = orthogonality(prog.product, params, as_arrays(batch), prog.graph.nodes["w"])
     assert float(got) == pytest.approx(float(np.sum(g_task * g_rule) ** 2), rel=1e-4)
     cos2 = np.sum(g_task * g_rule) ** 2 / (np.sum(g_task ** 2) * np.sum(g_rule ** 2))
-    got = prog._orthogonality_impl(params, batch, prog.graph.nodes["w"], cosine=True)
+    got = orthogonality(prog.product, params, as_arrays(batch), prog.graph.nodes["w"],
+                        cosine=True)
     assert float(got) == pytest.approx(float(cos2), rel=1e-4) and 0 <= float(got) <= 1
 
 
@@ -403,3 +406,7 @@ loss = mean(a * x) + 0.0 * mean(y)
         train.run(ddm.loads(text, file="n.ddm"), cfg, None)
     assert "n.ddm:3:10" in str(err.value) and "first non-finite value is node 'y'" in \
         str(err.value)
+
+
+def as_arrays(batch):
+    return {k: np.asarray(v) for k, v in batch.items()}

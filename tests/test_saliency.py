@@ -8,7 +8,7 @@ import pytest
 
 import ddm
 from conftest import EXAMPLES
-from ddm.dsl.diagnostics import ConfigDiagnostic
+from ddm.runtime.errors import ConfigDiagnostic
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source

@@ -21,10 +21,12 @@ import pytest  # noqa: E402
 from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from ddm.library.solvers.closest import closest  # noqa: E402
 from ddm.library.solvers.eq_qp import eq_qp, eq_qp_with_duals  # noqa: E402
 from ddm.library.solvers.options import SolveOptions  # noqa: E402
 from ddm.library.solvers.qp import qp  # noqa: E402
-from ddm.library.solvers.status import (CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE,  # noqa: E402
+from ddm.library.solvers.status import (ADJ_KKT, ADJ_TRUNCATED, ADJ_UNROLL,  # noqa: E402
+                                        CLOSEST, CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE,
                                         SINGULAR, UNBOUNDED)
 
 UNROLL = SolveOptions(backward="unroll")
@@ -543,3 +545,75 @@ def test_f64_option_solves_in_float64_and_returns_the_input_dtype(solver):
     assert x.dtype == jnp.float32 and int(info.status) == CONVERGED
     np.testing.assert_allclose(x, x64, rtol=1e-6, atol=1e-7)
     assert all(g.dtype == jnp.float32 and np.all(np.isfinite(g)) for g in grads)
+
+
+# ------------------------------------------------------------------ how the gradient is computed
+
+
+@pytest.mark.parametrize("solver, mode, code", [
+    ("eq_qp", "implicit", ADJ_KKT), ("eq_qp", "unroll", ADJ_UNROLL),
+    ("qp", "implicit", ADJ_KKT), ("qp", "unroll", ADJ_UNROLL), ("qp", "truncated", ADJ_TRUNCATED)])
+def test_info_says_how_the_gradient_is_computed_under_vmap_jit_and_grad(solver, mode, code):
+    """Classes 1–2: the structured KKT solve (or the mode asked for), per instance. Class 1
+    reports its Cholesky pivot ratio; class 2 factors its adjoint system in the backward pass
+    only, after Info exists, so its conditioning is NaN."""
+    opts = SolveOptions(backward=mode, steps=3 if mode == "truncated" else 0)
+    instances = [budget_instance(s) for s in (1, 2)]
+    args = [jnp.stack(a) for a in zip(*instances)]
+    if solver == "eq_qp":
+        _, _, info, grads = jit(jax.vmap(eq_fn(opts)))(jnp.ones((2, N)), *args[:4])
+    else:
+        _, info, grads = jit(jax.vmap(qp_fn(opts)))(jnp.ones((2, N)), *args)
+    assert info.adjoint.shape == (2,) and info.adjoint.dtype == jnp.int32
+    assert np.all(np.asarray(info.adjoint) == code)
+    assert info.conditioning.shape == info.adjoint_residual.shape == (2,)
+    assert np.all(np.isnan(np.asarray(info.adjoint_residual)))
+    cond = np.asarray(info.conditioning)
+    if solver == "eq_qp":
+        assert np.all((cond > 0) & (cond <= 1))
+    else:
+        assert np.all(np.isnan(cond))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
+# ------------------------------------------------------------------ on_infeasible="closest"
+
+
+def closest_fn(w, lo, dtype):
+    """The issue's instance: min ‖v‖² s.t. v₀ + v₁ = 1, v ≥ lo (infeasible for lo > ½), then
+    :func:`closest`; returns ``(w·x, (x, info))``."""
+    P, c = 2.0 * jnp.eye(2, dtype=dtype), jnp.zeros(2, dtype)
+    A, b = jnp.ones((1, 2), dtype), jnp.ones(1, dtype)
+    G, h = -jnp.eye(2, dtype=dtype), -jnp.full(2, lo, dtype)
+    opts = SolveOptions()
+    x, info = qp(P, c, A, b, G, h, opts)
+    x, info = closest(P, c, A, b, G, h, x, info, opts)
+    return w @ x, (x, info)
+
+
+@pytest.mark.parametrize("dtype, atol", [(jnp.float32, 1e-3), (jnp.float64, 1e-6)],
+                         ids=["float32", "float64"])
+def test_closest_point_of_an_infeasible_instance_in_both_precisions(dtype, atol):
+    """v ≥ 0.8 and v₀ + v₁ = 1 admit no point. The least violation balances both:
+    (2t − 1)² + 2(0.8 − t)² is least at t = 0.6, so the closest point is [0.6, 0.6]
+    (float32 once returned [0.496, 0.504], "singular": its penalty swamped the objective). A
+    feasible instance in the same batch is untouched."""
+    w = jnp.array([1.0, 2.0], dtype)
+    lo = jnp.array([0.8, 0.1], dtype)
+    vg = jit(jax.vmap(jax.value_and_grad(lambda w, lo: closest_fn(w, lo, dtype), argnums=1,
+                                         has_aux=True)))
+    (_, (x, info)), g = vg(jnp.stack([w, w]), lo)
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x[0], [0.6, 0.6], atol=atol)
+    assert list(np.asarray(info.status)) == [CLOSEST, CONVERGED]
+    np.testing.assert_allclose(x[1], [0.5, 0.5], atol=atol)
+    _, (x_plain, _) = jit(lambda w, lo: closest_fn(w, lo, dtype))(w, lo[1])
+    assert np.array_equal(np.asarray(x[1]), np.asarray(x_plain))   # bit for bit
+    assert np.all(np.isfinite(np.asarray(g)))
+    # t(lo) = (1 + lo)/3 on the closest branch, so d(w·x)/d lo = (1 + 2)/3 = 1 (the elastic
+    # problem's bias is a relative √ε); the feasible instance's bounds are inactive: 0.
+    np.testing.assert_allclose(g, [1.0, 0.0], atol=10 * atol)
+    if dtype == jnp.float64:
+        value = jit(lambda lo: closest_fn(w, lo, dtype)[0])
+        fd = (value(0.8 + 1e-6) - value(0.8 - 1e-6)) / 2e-6
+        assert abs(float(g[0]) - float(fd)) < 1e-6

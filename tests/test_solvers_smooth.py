@@ -23,11 +23,13 @@ from hypothesis import strategies as st  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from ddm.library.solvers import prox as P  # noqa: E402
-from ddm.library.solvers.implicit import implicit_root  # noqa: E402
+from ddm.library.solvers.implicit import implicit_root, off_range_rtol, pivot_rtol  # noqa: E402
 from ddm.library.solvers.newton import newton  # noqa: E402
 from ddm.library.solvers.options import SolveOptions  # noqa: E402
-from ddm.library.solvers.status import (CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE,  # noqa: E402
-                                        SINGULAR, UNBOUNDED, Info)
+from ddm.library.solvers.status import (ADJ_CG, ADJ_DENSE, ADJ_GMRES, ADJ_LSTSQ,  # noqa: E402
+                                        ADJ_LU, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
+                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
+                                        make_info)
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -304,22 +306,35 @@ def test_simplex_with_a_centred_l1_term_matches_cvxpy_and_finite_differences():
     assert rel_err(flat_grad(g), fd_gradient(turnover_simplex_qp, v, Q, PTIGHT, 1e-6)) < 1e-4
 
 
-def test_lasso_with_a_singular_support_hessian_has_nan_gradient():
-    """Two identical columns, both in the support: the solution converges but its derivative
-    does not exist (H_SS singular); the gradient must be NaN, not a huge finite number."""
+def tied_lasso(v, data, opts):
+    """LASSO whose columns 0 and 1 are identical (v = (y, M), both differentiated): every split
+    of their weight with the same sign is optimal, a segment of solutions."""
+    y, M = v
+    f = lambda x, th: 0.5 * jnp.sum((th[1] @ x - th[0]) ** 2)  # noqa: E731
+    return P.prox_grad(f, (y, M), P.prox_l1, {"lam": 0.1}, jnp.zeros(M.shape[1]), opts)
+
+
+def test_lasso_with_a_singular_support_hessian_falls_back_to_least_squares():
+    """Two identical columns, both in the support: J = I − ∂T/∂x is singular. FISTA from 0 keeps
+    the two weights equal, so the solution it returns moves with y by the minimum-norm rule —
+    the least-squares adjoint's derivative, equal to finite differences. Perturbing either tied
+    column alone breaks the tie (the solution jumps to one end of the segment): those entries
+    of the gradient have no derivative and are NaN, the other columns' are finite."""
     rng = np.random.default_rng(0)
     M = rng.normal(size=(12, 5))
     M[:, 1] = M[:, 0]
-    M, y = jnp.asarray(M), jnp.asarray(3 * rng.normal(size=12))
-
-    def solve(y):
-        f = lambda x, th: 0.5 * jnp.sum((M @ x - th) ** 2)  # noqa: E731
-        return P.prox_grad(f, y, P.prox_l1, {"lam": 0.1}, jnp.zeros(5), PTIGHT)
-
-    x, info = solve(y)
-    assert int(info.status) == CONVERGED and abs(float(x[0])) > 0 and abs(float(x[1])) > 0
-    g = jax.grad(lambda y: jnp.sum(solve(y)[0]))(y)
-    assert np.all(np.isnan(np.asarray(g)))
+    v = (jnp.asarray(3 * rng.normal(size=12)), jnp.asarray(M))
+    x, info, g = solve_with_grad(tied_lasso, v, None, PTIGHT)
+    assert int(info.status) == CONVERGED and float(x[0]) == float(x[1]) != 0.0
+    assert int(info.adjoint) == ADJ_LSTSQ and float(info.conditioning) < pivot_rtol(x.dtype)
+    assert float(info.adjoint_residual) > off_range_rtol(x.dtype)  # some entries have no derivative
+    gy, gM = g
+    fd_y = fd_gradient(lambda y, M, o: tied_lasso((y, M), None, o), v[0], v[1], PTIGHT, 1e-6)
+    assert rel_err(gy, fd_y) < 1e-6
+    assert np.all(np.isnan(np.asarray(gM[:, :2]))) and np.all(np.isfinite(np.asarray(gM[:, 2:])))
+    fd_M2 = fd_gradient(lambda c, M, o: tied_lasso((v[0], M.at[:, 2].set(c)), None, o),
+                        v[1][:, 2], v[1], PTIGHT, 1e-6)
+    assert rel_err(gM[:, 2], fd_M2) < 1e-5
 
 
 @fast_jit
@@ -408,13 +423,132 @@ def flat_valley(v, A, opts):
                   jnp.zeros(2), opts)
 
 
-def test_newton_singular_and_infeasible_problems():
-    _, info, g = solve_with_grad(flat_valley, jnp.array(1.0), jnp.zeros((0, 2)), SolveOptions())
-    assert int(info.status) == SINGULAR and all_nan(g)
+def test_newton_valley_returns_its_minimum_norm_point_with_that_points_gradient():
+    """A line of minimisers: Newton from 0 steps within range(H) and returns the minimum-norm
+    one, (v/2, −v/2). The KKT matrix is singular (H rank 1); the least-squares adjoint gives
+    the derivative of exactly that point, (½, −½)·(readout)."""
+    v = jnp.array(1.0)
+    x, info, g = solve_with_grad(flat_valley, v, jnp.zeros((0, 2)), SolveOptions())
+    assert int(info.status) == CONVERGED and int(info.adjoint) == ADJ_LSTSQ
+    np.testing.assert_allclose(x, [0.5, -0.5], atol=1e-8)
+    # Rounding along the valley's floor, amplified by the regularised step, leaves the point's
+    # null component at ~1e-9 noise: the solution is linear in v, so a wide step measures it
+    # (its O(h²) error through the sine read-out is ~1e-6).
+    fd = fd_gradient(flat_valley, v, jnp.zeros((0, 2)), SolveOptions(), 1e-2)
+    assert abs(float(g) - float(fd[0])) < 1e-5
+    expected = 0.5 * np.cos(0.5) - 0.5 * 1.5 * np.cos(-0.5)  # readout Σ (1 + i/n) sin(xᵢ)
+    assert abs(float(g) - expected) < 1e-8
+
+
+def test_newton_infeasible_problem():
     # x₀ + x₁ = 1 and 2x₀ + 2x₁ = 1 have no common point.
     _, info = fast_jit(flat_valley, static_argnums=2)(
         jnp.array(1.0), jnp.array([[1.0, 1.0], [2.0, 2.0]]), SolveOptions())
     assert int(info.status) == INFEASIBLE
+
+
+def flat_quartic(a, data, opts):
+    """f = (v₀ − a)² + v₁⁴: Newton from 0 stops at v₁ = 0 exactly, where H = diag(2, 0)."""
+    return newton(lambda x, th: (x[0] - th) ** 2 + x[1] ** 4, a, None, None, jnp.zeros(2), opts)
+
+
+@pytest.mark.parametrize("opts", [SolveOptions(), SolveOptions(matrix_free=True)],
+                         ids=["dense", "matrix-free"])
+def test_singular_hessian_at_a_minimum_gets_the_least_squares_gradient(opts):
+    """A minimum where the Hessian is singular but the solution is differentiable (v₁ = 0 for
+    every a): the gradient is finite and equals finite differences. Dense: the forward rule
+    reports the least-squares fallback and the pivot ratio behind it; a primal call reports
+    the plan. Matrix-free: CG fails on the inconsistent system, the regularised normal
+    equations answer; Info can only report the plan (CG)."""
+    a = jnp.array(0.3)
+    x, info, g = solve_with_grad(flat_quartic, a, None, opts)
+    assert int(info.status) == CONVERGED and float(x[1]) == 0.0
+    assert abs(float(x[0]) - 0.3) < 1e-15
+    fd = fd_gradient(flat_quartic, a, None, opts, 1e-6)
+    assert abs(float(g) - float(fd[0])) < 1e-8 and abs(float(g) - np.cos(0.3)) < 1e-10
+    _, primal = fast_jit(flat_quartic, static_argnums=2)(a, None, opts)
+    if opts.matrix_free:
+        assert int(info.adjoint) == int(primal.adjoint) == ADJ_CG
+        assert np.isnan(float(info.conditioning))
+    else:
+        assert int(info.adjoint) == ADJ_LSTSQ and float(info.conditioning) == 0.0
+        assert float(info.adjoint_residual) < 1e-12
+        assert int(primal.adjoint) == ADJ_DENSE and np.isnan(float(primal.conditioning))
+
+
+def flat_quartic_tilted(a, data, opts):
+    """f = v⁴ − a·v: at a = 0 the minimum is v = 0 with H = 0, and v*(a) = (a/4)^(1/3) has an
+    infinite derivative there."""
+    return newton(lambda x, th: x[0] ** 4 - th * x[0], a, None, None, jnp.zeros(1), opts)
+
+
+def test_no_derivative_at_a_singular_minimum_is_nan_not_zero():
+    """The least-squares adjoint would return 0 here; the probe sees a moving F along null(J)
+    (∂F/∂a = −1, J = 0) and makes the gradient NaN, reporting the off-range fraction."""
+    x, info, g = solve_with_grad(flat_quartic_tilted, jnp.array(0.0), None, SolveOptions())
+    assert int(info.status) == CONVERGED and float(x[0]) == 0.0
+    assert int(info.adjoint) == ADJ_LSTSQ and float(info.adjoint_residual) > 0.5
+    assert np.isnan(float(g))
+    # Away from a = 0 the Hessian is regular: LU, and the derivative (1/3)(a/4)^(−2/3)/4.
+    x, info, g = solve_with_grad(flat_quartic_tilted, jnp.array(4.0), None, TIGHT)
+    assert int(info.adjoint) == ADJ_LU and np.isnan(float(info.adjoint_residual))
+    assert abs(float(g) - np.cos(1.0) / 12.0) < 1e-9
+
+
+def test_saddle_point_is_singular_with_nan_gradient():
+    """Newton from 0 on x₀² − x₁² + a·x₀ stops at the stationary point, a saddle: not a minimum."""
+    def saddle(a, data, opts):
+        return newton(lambda x, th: x[0] ** 2 - x[1] ** 2 + th * x[0], a, None, None,
+                      jnp.zeros(2), opts)
+
+    _, info, g = solve_with_grad(saddle, jnp.array(0.5), None, SolveOptions())
+    assert int(info.status) == SINGULAR and all_nan(g)
+
+
+# ================================================================ how the gradient is computed
+
+
+@pytest.mark.parametrize("problem, opts, differentiated, primal", [
+    ("newton", SolveOptions(), ADJ_LU, ADJ_DENSE),
+    ("newton p=2", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
+    ("newton", SolveOptions(matrix_free=True), ADJ_CG, ADJ_CG),
+    ("newton", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
+    ("newton", SolveOptions(backward="truncated", steps=1), ADJ_TRUNCATED, ADJ_TRUNCATED),
+    ("prox", SolveOptions(), ADJ_LU, ADJ_DENSE),
+    ("prox", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
+    ("prox", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
+    ("prox", SolveOptions(backward="truncated", steps=3), ADJ_TRUNCATED, ADJ_TRUNCATED),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_info_says_how_the_gradient_is_computed_under_vmap_jit_and_grad(
+        problem, opts, differentiated, primal):
+    """Every mode fills the adjoint fields per instance. Dense implicit: the differentiated
+    call decides (LU here, with its pivot ratio), a primal call reports the plan ('dense') with
+    no conditioning; matrix-free and the other modes report their method either way."""
+    if problem.startswith("newton"):
+        p = 2 if problem.endswith("p=2") else 0
+        batch = [smooth_instance(3, p, s) for s in (5, 6)]
+        solve, data = smooth, None
+    else:
+        M, y = lasso_instance(0)
+        batch = [(y, jnp.array(lam)) for lam in (1.0, 2.0)]
+        solve, data = lasso, M
+    v = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *batch)
+    (_, (_, info)), g = fast_jit(jax.vmap(value_and_grad_of(solve, opts), in_axes=(0, None)))(
+        v, data)
+    assert info.adjoint.shape == (2,) and info.adjoint.dtype == jnp.int32
+    if opts.backward != "unroll":  # the 3rd iterate of an unrolled solve is not converged
+        assert np.all(np.asarray(info.status) == CONVERGED)
+    assert np.all(np.asarray(info.adjoint) == differentiated)
+    assert info.conditioning.shape == info.adjoint_residual.shape == (2,)
+    if differentiated == ADJ_LU:
+        assert np.all(np.asarray(info.conditioning) >= pivot_rtol(jnp.float64))
+    else:
+        assert np.all(np.isnan(np.asarray(info.conditioning)))
+    assert np.all(np.isnan(np.asarray(info.adjoint_residual)))
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(g))
+    _, info_p = fast_jit(jax.vmap(lambda v, d: solve(v, d, opts), in_axes=(0, None)))(v, data)
+    assert np.all(np.asarray(info_p.adjoint) == primal)
+    assert np.all(np.isnan(np.asarray(info_p.conditioning)))
 
 
 # ================================================================ composition
@@ -487,7 +621,7 @@ def test_implicit_root_helper_on_a_scalar_equation():
 
     def solve(z0, th):
         z = jax.lax.fori_loop(0, 60, lambda _, z: z - F(z, th) / (3 * z ** 2 + 1), z0)
-        return z, Info(jnp.int32(CONVERGED), jnp.int32(60), jnp.abs(F(z, th)))
+        return z, make_info(CONVERGED, 60, jnp.abs(F(z, th)), ADJ_DENSE)
 
     for opts in (SolveOptions(), SolveOptions(matrix_free=True)):
         root = implicit_root(F, solve, opts)

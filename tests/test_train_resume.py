@@ -18,7 +18,7 @@ import ddm
 from conftest import EXAMPLES, ROOT
 from test_examples import ddmc as run_ddmc
 from ddm.dsl.diagnostics import DataDiagnostic
-from ddm.runtime import train
+from ddm.runtime import adjoints, train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source
 
@@ -188,8 +188,8 @@ def test_node_gradient_norms_of_a_step_are_the_adjoints_of_its_batch(tmp_path, m
     cfg.values.update(data={"name": "toy"}, batch=32, steps=1, log_every=1, diagnostics="full")
     cfg.validate(train.SOURCES)
     result = train.run(prog, cfg, str(tmp_path))
-    want = {prog.node_label(i): n for i, n in prog.grad_norms(result.params, {"x": x}).items()
-            if prog.graph.values[i].name}
+    norms = adjoints.grad_norms(prog.product, result.params, {"x": x})
+    want = {prog.node_label(i): n for i, n in norms.items() if prog.graph.values[i].name}
     got = json.loads((tmp_path / "log.jsonl").read_text())["node_grad_norms"]
     assert set(got) == {"y", "z"} and got == pytest.approx(want, rel=1e-5)
     stats = json.loads((tmp_path / "log.jsonl").read_text())["node_grads"]
@@ -211,7 +211,7 @@ def test_micro_batch_statistics_are_exact_on_a_known_gradient():
     from ddm.runtime import diagnostics
     prog = ddm.loads("input x: f32\nparam w: f32 = 0.0\nloss = mean((w - x) ** 2)\n")
     x = np.repeat(np.arange(8, dtype=np.float32), 8)  # micro-batch k holds x = k
-    fn, k = diagnostics.make(prog, 64)
+    fn, k = diagnostics.make(prog.product, 64)
     s = diagnostics.to_floats(jax.jit(fn)({"w": np.float32(0.0)}, {"x": x},
                                           np.arange(64)))["w"]
     g = -2.0 * np.arange(8)  # ∂/∂w of mean((w − k)²) at w = 0

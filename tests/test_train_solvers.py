@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ddm
-from ddm.dsl.diagnostics import SolverDiagnostic
+from ddm.runtime.errors import SolverDiagnostic
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source

@@ -40,6 +40,8 @@ quadratic is not strictly convex on the feasible set, unbounded below or with ma
 direct solve cannot tell which); or A rank-deficient, S singular — or when the KKT residual at the
 result exceeds the tolerance; else ``CONVERGED`` (:func:`classify`). ``Info.residual`` is the
 relative KKT residual (:func:`kkt_residual`). A gradient is NaN unless the status is ``CONVERGED``.
+``Info.adjoint`` is ``kkt`` (``unroll`` in that mode) and ``Info.conditioning`` the smaller
+pivot ratio min Lᵢᵢ² / max Lᵢᵢ² of the two Cholesky factors — the number the ε^(2/3) test reads.
 """
 from __future__ import annotations
 
@@ -52,11 +54,12 @@ from jax.scipy.linalg import solve_triangular
 
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import CONVERGED, INFEASIBLE, NONFINITE, SINGULAR, Info
+from ddm.library.solvers.status import (ADJ_KKT, ADJ_UNROLL, CONVERGED, INFEASIBLE, NONFINITE,
+                                        SINGULAR, make_info)
 
-__all__ = ["eq_qp", "eq_qp_with_duals", "diagonal", "KKTFactor", "kkt_factor", "kkt_factor_solve",
-           "kkt_solve", "kkt_residual", "rows_consistent", "classify", "symmetrize",
-           "work_dtype", "all_finite"]
+__all__ = ["eq_qp", "eq_qp_with_duals", "diagonal", "pivot_ratio", "KKTFactor", "kkt_factor",
+           "kkt_factor_solve", "kkt_solve", "kkt_residual", "rows_consistent", "classify",
+           "symmetrize", "work_dtype", "all_finite"]
 
 
 # ------------------------------------------------------------------ the structured KKT solve
@@ -102,6 +105,15 @@ def _pivot_rtol(dtype) -> float:
     no longer resolves.
     """
     return float(jnp.finfo(dtype).eps) ** (2.0 / 3.0)
+
+
+def pivot_ratio(L) -> jax.Array:
+    """min Lᵢᵢ² / max Lᵢᵢ² of a lower Cholesky factor (1 when empty, NaN when not finite): the
+    conditioning measure :func:`_chol_ok` tests and ``Info.conditioning`` reports."""
+    if L.shape[0] == 0:
+        return jnp.ones((), L.dtype)
+    d = diagonal(L) ** 2
+    return jnp.min(d) / jnp.max(d)
 
 
 def _chol_ok(L) -> jax.Array:
@@ -338,15 +350,20 @@ def _accept_tol(opts: SolveOptions, dtype) -> float:
 # ------------------------------------------------------------------ implicit backward
 
 
+def _conditioning(f: KKTFactor) -> jax.Array:
+    """The smaller pivot ratio of the two Cholesky factors (no gradient)."""
+    return jax.lax.stop_gradient(jnp.minimum(pivot_ratio(f.L), pivot_ratio(f.M)))
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _implicit(P, c, A, b, tol):
-    x, nu, status, res, _ = _solve(P, c, A, b, tol)
-    return x, nu, status, res
+    x, nu, status, res, f = _solve(P, c, A, b, tol)
+    return x, nu, status, res, _conditioning(f)
 
 
 def _implicit_fwd(P, c, A, b, tol):
     x, nu, status, res, f = _solve(P, c, A, b, tol)
-    return (x, nu, status, res), (f, x, nu, status)
+    return (x, nu, status, res, _conditioning(f)), (f, x, nu, status)
 
 
 def _implicit_bwd(tol, saved, cts):
@@ -383,12 +400,14 @@ def eq_qp_with_duals(P, c, A, b, opts: SolveOptions = SolveOptions()):
     P = symmetrize(P)
     tol = _accept_tol(opts, work)
     if opts.backward == "implicit":
-        x, nu, status, res = _implicit(P, c, A, b, tol)
+        x, nu, status, res, cond = _implicit(P, c, A, b, tol)
+        mode = ADJ_KKT
     else:
-        x, nu, status, res, _ = _solve(P, c, A, b, tol)
+        x, nu, status, res, f = _solve(P, c, A, b, tol)
         ok = status == CONVERGED
         x, nu = poison_gradient(x, ok), poison_gradient(nu, ok)
-    info = Info(status, jnp.ones((), jnp.int32), jax.lax.stop_gradient(res))
+        cond, mode = _conditioning(f), ADJ_UNROLL
+    info = make_info(status, 1, jax.lax.stop_gradient(res), mode, cond)
     return x.astype(out), nu.astype(out), info
 
 

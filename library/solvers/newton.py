@@ -11,13 +11,17 @@ Forward (never differentiated in ``implicit`` mode)::
 Where H is not positive definite on null(A) the step is regularised (dense: H + δI with δ from
 Gershgorin's bound, so the shifted matrix is positive definite; matrix-free: conjugate gradients
 stopped at the first direction of non-positive curvature), and the line search may then also
-*expand* the step (t = 2, 4, …) while Armijo's condition holds, which drives an objective that is
-unbounded below to −∞ within a few iterations so it is reported, not looped on.
+*expand* the step (t = 2, 4, …) while Armijo's condition holds and f keeps falling, which
+drives an objective that is unbounded below to −∞ within a few iterations so it is reported,
+not looped on. A Hessian that is only singular (f flat along a direction the gradient does not
+touch) thus gets the slightly shifted Newton step, not lengthened, and converges as usual.
 
 Backward (``implicit``): the KKT conditions F(x, ν; θ, A, b) = [∇ₓf(x, θ) + Aᵀν; A x − b] = 0
 are differentiated by :func:`~ddm.library.solvers.implicit.implicit_root`; their Jacobian in
 (x, ν) is the KKT matrix [[H, Aᵀ], [A, 0]], applied by Hessian-vector products when matrix-free.
-A, b and everything f closes over receive cotangents.
+A, b and everything f closes over receive cotangents. Where the KKT matrix is singular at a
+minimum (H semi-definite on null(A)), the dense adjoint falls back to least squares per
+instance and reports it (``Info.adjoint``); a saddle point is SINGULAR, with a NaN gradient.
 
 Modes: ``unroll`` differentiates ``opts.steps`` Newton iterations from x₀ (the forward value is
 that iterate); ``truncated`` solves without gradient, then differentiates ``opts.steps`` iterations
@@ -38,8 +42,9 @@ from jax.scipy.linalg import cho_solve
 from ddm.library.solvers.implicit import (cast_inexact, closure_convert, implicit_root,
                                           poison_gradient, use_dense)
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR,
-                                        UNBOUNDED, Info)
+from ddm.library.solvers.status import (ADJ_DENSE, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
+                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
+                                        make_info, with_adjoint)
 
 __all__ = ["newton", "kkt_residual"]
 
@@ -132,7 +137,14 @@ def _dense_direction(f, x, th, aff: _Affine, g):
     M = 0.5 * (M + M.T)
     rhs = -(P @ g)
     L = jnp.linalg.cholesky(M)
-    ok = jnp.all(jnp.isfinite(L))
+    # A singular M can factor with a pivot at rounding level instead of failing; solving with
+    # it throws the step far along null(M) (a valley's floor). So a pivot ratio min Lᵢᵢ²/max Lᵢᵢ²
+    # at rounding level (below 100 n ε, and ε^(2/3) at most) counts as a failed factor too: the
+    # shifted solve below then stays in range(M). Merely ill-conditioned Hessians keep Newton.
+    eps = float(jnp.finfo(x.dtype).eps)
+    d = jnp.diag(L) ** 2
+    floor = min(100.0 * n * eps, eps ** (2.0 / 3.0))
+    ok = jnp.all(jnp.isfinite(L)) & (jnp.min(d) > floor * jnp.max(d))
     # A failed factor is NaN: swap in I so the unused branch stays finite under autodiff too.
     dx_newton = cho_solve((jnp.where(ok, L, eye), True), rhs)
     root_eps = jnp.sqrt(jnp.finfo(x.dtype).eps)
@@ -214,8 +226,13 @@ def _line_search(f, x, fx, dx, slope, expand):
 
     Armijo: the largest t = 2⁻ʲ (j ≤ 60) with f(x + t dx) ≤ f(x) + α t slope + s, where
     s = 10ε(1 + |f(x)|) absorbs rounding once the decrease is below f's precision. When
-    ``expand`` (a regularised, non-convex step) and t = 1 passes, t doubles while it still
-    passes. t = 0 when dx is not a descent direction (slope ≥ 0) or no trial passes.
+    ``expand`` (a regularised step) and t = 1 passes, t doubles while 2t still passes *and*
+    lowers f below f(x + t dx): a step along a flat or concave direction grows as far as f
+    keeps falling, while a regularised step that is already (nearly) the Newton step — a
+    singular but semi-definite Hessian — is not lengthened past the minimiser; without the
+    strict decrease the slack would let it hop around the minimiser at the size the slack
+    allows, never converging. t = 0 when dx is not a descent direction (slope ≥ 0) or no trial
+    passes.
     Not differentiated: callers pass stop-gradient inputs.
     """
     slack = 10.0 * jnp.finfo(x.dtype).eps * (1.0 + jnp.abs(fx))
@@ -224,12 +241,15 @@ def _line_search(f, x, fx, dx, slope, expand):
         ft = f(x + t * dx)
         return jnp.isfinite(ft) & (ft <= fx + _ARMIJO * t * slope + slack)
 
+    def improves(t):
+        return passes(2.0 * t) & (f(x + 2.0 * t * dx) < f(x + t * dx))
+
     descent = slope < 0.0
     one = jnp.ones((), x.dtype)
     t, _ = lax.while_loop(lambda s: descent & ~passes(s[0]) & (s[1] < _HALVINGS),
                           lambda s: (0.5 * s[0], s[1] + 1), (one, jnp.array(0)))
     ok = descent & passes(t)
-    t, _ = lax.while_loop(lambda s: ok & expand & (s[1] < _DOUBLINGS) & passes(2.0 * s[0]),
+    t, _ = lax.while_loop(lambda s: ok & expand & (s[1] < _DOUBLINGS) & improves(s[0]),
                           lambda s: (2.0 * s[0], s[1] + 1), (t, jnp.array(0)))
     return jnp.where(ok, t, 0.0)
 
@@ -295,18 +315,23 @@ def _solve(f, opts: SolveOptions, x0, params):
 
     s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, state)
     status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
-    singular = _singular(f, s.x, th, aff, dense) | s.reg
+    # Matrix-free, the last CG's curvature test stands in for the dense Hessian test.
+    singular = _singular(f, s.x, th, aff, dense) | (s.reg if not dense else False)
     status = jnp.where((status == CONVERGED) & singular, SINGULAR, status)
     nu = _multiplier(s.g, aff)
-    return (s.x, nu), Info(status.astype(jnp.int32), s.k, s.res)
+    return (s.x, nu), make_info(status, s.k, s.res, ADJ_DENSE)
 
 
 def _singular(f, x, th, aff: _Affine, dense: bool):
-    """Whether the KKT matrix at x is (numerically) singular or H is not PD on null(A).
+    """Whether x is not a minimum whose derivative the KKT system defines: A rank-deficient,
+    or H not positive semi-definite on null(A) (a saddle or a maximum, not a minimum).
 
-    Dense: Cholesky of M − cI with M = PHP + (I − P), c = 100 n ε (1 + ‖M‖max), must succeed,
-    and A must have full row rank. Matrix-free: only the rank of A is checked here; the final
-    step's curvature test (``reg``) and the adjoint solve's own check cover the rest.
+    Dense: Cholesky of M + cI with M = PHP + (I − P), c = 100 n ε (1 + ‖M‖max), must succeed
+    (M semi-definite up to rounding), and A must have full row rank. A semi-definite but
+    singular H — a direction along which f is flat at x — is *not* flagged: the point is a
+    minimum, and the adjoint decides per instance whether it is differentiable
+    (:mod:`~ddm.library.solvers.implicit`, least squares). Matrix-free: only the rank of A is
+    checked here; the final step's curvature test (``reg``) covers the rest.
     """
     p, n = aff.A.shape
     eps = jnp.finfo(x.dtype).eps
@@ -321,8 +346,8 @@ def _singular(f, x, th, aff: _Affine, dense: bool):
     M = P @ H @ P + (jnp.eye(n, dtype=x.dtype) - P)
     M = 0.5 * (M + M.T)
     c = 100.0 * n * eps * (1.0 + jnp.max(jnp.abs(M)))
-    pd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(M - c * jnp.eye(n, dtype=x.dtype))))
-    return rank_deficient | ~pd
+    psd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(M + c * jnp.eye(n, dtype=x.dtype))))
+    return rank_deficient | ~psd
 
 
 # ---------------------------------------------------------------- unrolled iterations
@@ -354,7 +379,7 @@ def _iterate(f, opts: SolveOptions, x_start, params, steps: int):
     status = _classify(x, fx, g, res, opts.tolerance(x.dtype), _big(x.dtype))
     status = jnp.where(status == _RUNNING, MAX_ITER, status)
     status = jnp.where(_all_finite((x_start, params)), status, NONFINITE)
-    return x, Info(sg(status).astype(jnp.int32), jnp.array(steps, jnp.int32), sg(res))
+    return x, make_info(sg(status), steps, sg(res), ADJ_UNROLL)
 
 
 # ---------------------------------------------------------------- entry point
@@ -370,9 +395,11 @@ def newton(f: Callable, theta, A, b, x0, opts: SolveOptions = SolveOptions()):
     - ``opts``: tolerance, ``max_iter`` (default 50), backward mode and ``steps``, dtype,
       dense / matrix-free switch (module docstring).
 
-    Status: CONVERGED; MAX_ITER (limit reached or line search stalled); SINGULAR (converged but
-    the KKT matrix is singular or the Hessian is not positive definite on null(A): the point is
-    not a strict local minimum, the gradient would be meaningless); UNBOUNDED (f < −1e30 or
+    Status: CONVERGED (also where the Hessian is only semi-definite on null(A): the gradient
+    then comes from the least-squares adjoint, ``info.adjoint``); MAX_ITER (limit reached or
+    line search stalled); SINGULAR (converged to a point where the Hessian is not positive
+    semi-definite on null(A) — a saddle, not a minimum — or A is rank-deficient); UNBOUNDED
+    (f < −1e30 or
     ‖x‖∞ > 1e30 in float64, 1e18 in float32); INFEASIBLE (A x = b has no solution); NONFINITE
     (NaN/Inf in the data or in f). Any status but CONVERGED makes the implicit gradient NaN.
 
@@ -410,6 +437,6 @@ def _run(f, opts: SolveOptions, x0, params):
         sg = lax.stop_gradient
         (x_star, _), info = _solve(f, opts, sg(x0), sg(params))
         x, _ = _iterate(f, opts, x_star, params, opts.steps)
-        return poison_gradient(x, info.status == CONVERGED), info
+        return poison_gradient(x, info.status == CONVERGED), with_adjoint(info, ADJ_TRUNCATED)
     raise ValueError(f"newton: unknown backward mode {opts.backward!r}; expected 'implicit', "
                      "'unroll' or 'truncated'")

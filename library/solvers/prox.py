@@ -21,7 +21,12 @@ Backward (``implicit``): the solution is a fixed point x = T_η(x) for every η 
 F(x; θ, ω) = x − prox(x − η∇f(x, θ), η, ω) = 0 with η the final step size (held constant) is
 differentiated by :func:`~ddm.library.solvers.implicit.implicit_root`. The prox's Jacobian comes
 from JAX autodiff of the prox functions below (a 0/1 mask for L1 and box away from their kinks,
-the projection onto the face's affine hull for the simplex).
+the projection onto the face's affine hull for the simplex). Where J = I − ∂T/∂x is singular —
+a LASSO whose support holds two identical columns: a segment of solutions — the dense adjoint
+falls back to least squares per instance (``Info.adjoint``): FISTA from 0 keeps the tied
+weights equal, so the gradient in y (which moves the segment without breaking the tie) is the
+derivative of the point returned, and the entries of the two tied columns, whose perturbation
+breaks the tie, are NaN (:mod:`~ddm.library.solvers.implicit`).
 
 Modes: ``unroll`` differentiates ``opts.steps`` plain proximal-gradient iterations from x₀ with a
 fixed step η = 1/λ̂, λ̂ a power-iteration estimate of the largest eigenvalue of ∇²f(x₀) (the
@@ -41,7 +46,8 @@ from jax import lax
 from ddm.library.solvers.implicit import (cast_inexact, closure_convert, implicit_root,
                                           poison_gradient)
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import CONVERGED, MAX_ITER, NONFINITE, UNBOUNDED, Info
+from ddm.library.solvers.status import (ADJ_DENSE, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
+                                        MAX_ITER, NONFINITE, UNBOUNDED, make_info, with_adjoint)
 
 __all__ = ["prox_grad", "prox_l1", "proj_box", "prox_l1_box", "proj_simplex",
            "prox_l1_simplex", "prox_none", "fixed_point_residual"]
@@ -276,7 +282,7 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
     status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
     eta = s.eta
     res = _inf(fixed_point_residual(f, prox, s.x, th, omega, eta)) / (1.0 + _inf(s.x))
-    return s.x, Info(status.astype(jnp.int32), s.k, res), eta
+    return s.x, make_info(status, s.k, res, ADJ_DENSE), eta
 
 
 # ---------------------------------------------------------------- unrolled iterations
@@ -316,7 +322,7 @@ def _iterate(f, prox, opts: SolveOptions, x_start, params, eta, steps: int):
                        jnp.where((fx < -big) | (_inf(x) > big), UNBOUNDED,
                                  jnp.where(res <= opts.tolerance(x.dtype), CONVERGED, MAX_ITER)))
     status = jnp.where(_data_ok(x_start, th, omega), status, NONFINITE)
-    return x, Info(sg(status).astype(jnp.int32), jnp.array(steps, jnp.int32), res)
+    return x, make_info(sg(status), steps, res, ADJ_UNROLL)
 
 
 # ---------------------------------------------------------------- entry point
@@ -372,6 +378,6 @@ def _run(f, prox, opts: SolveOptions, x0, params):
     if opts.backward == "truncated":
         x_star, info, eta = _solve(f, prox, opts, sg(x0), sg(params))
         x, _ = _iterate(f, prox, opts, x_star, params, sg(eta), opts.steps)
-        return poison_gradient(x, info.status == CONVERGED), info
+        return poison_gradient(x, info.status == CONVERGED), with_adjoint(info, ADJ_TRUNCATED)
     raise ValueError(f"prox_grad: unknown backward mode {opts.backward!r}; expected "
                      "'implicit', 'unroll' or 'truncated'")

@@ -58,6 +58,9 @@ on the identified active set, :func:`_adjoint_scaling`). Then::
 
 Active constraints have D → ∞ (G v_x = 0 on them), inactive ones D → 0: the limit is the
 derivative of the equality-constrained QP on the active set. NaN unless ``CONVERGED``.
+``Info.adjoint`` is ``kkt``; ``Info.conditioning`` is NaN: the adjoint system is factored in the
+backward pass only (at the solution's active-set scaling, not the last iterate's), after
+``Info`` was returned.
 
 ``unroll``: autodiff through ``opts.steps`` iterations from the first point (``max_iter`` if
 steps is 0; an iterate that has converged is frozen; step lengths and σ are not differentiated).
@@ -79,8 +82,9 @@ from ddm.library.solvers.eq_qp import (KKTFactor, _shift, all_finite, diagonal, 
                                        symmetrize, work_dtype)
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR,
-                                        UNBOUNDED, Info)
+from ddm.library.solvers.status import (ADJ_KKT, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
+                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
+                                        Info, make_info, with_adjoint)
 
 __all__ = ["qp", "QP", "Iterate", "DEFAULT_MAX_ITER"]
 
@@ -334,7 +338,7 @@ def _start(q: QP, fast: bool = False):
 
 def _info(state: _State) -> Info:
     status = jnp.where(state.status == _RUNNING, MAX_ITER, state.status).astype(jnp.int32)
-    return Info(lax.stop_gradient(status), state.k, lax.stop_gradient(state.res))
+    return make_info(lax.stop_gradient(status), state.k, lax.stop_gradient(state.res), ADJ_KKT)
 
 
 def _advance(q: QP, state: _State, fr: _Frame, tol: float, max_iter: int,
@@ -480,12 +484,13 @@ def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
         steps = opts.steps if opts.steps > 0 else max_iter
         state, fr = _start(q)
         state = solve_steps(q, state, fr, tol, steps)
-        info = _info(state)
+        info = with_adjoint(_info(state), ADJ_UNROLL)
         x = poison_gradient(state.it.x, (info.status == CONVERGED) | (info.status == MAX_ITER))
     else:
         it, info = solve_loop(jax.tree_util.tree_map(lax.stop_gradient, q), tol, max_iter)
         it = plain_steps(q, jax.tree_util.tree_map(lax.stop_gradient, it), _frame(q),
                          max(opts.steps, 1))
         x = poison_gradient(it.x, info.status == CONVERGED)
-        info = info._replace(iterations=info.iterations + max(opts.steps, 1))
+        info = with_adjoint(info._replace(iterations=info.iterations + max(opts.steps, 1)),
+                            ADJ_TRUNCATED)
     return x.astype(out), info
