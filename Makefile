@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ddm-installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider --import-mode=importlib
 
-.PHONY: run test test-slow bench deep-hedge-grid phi-vs-dp install dot lock clean
+.PHONY: run test check test-slow bench deep-hedge-grid phi-vs-dp install dot lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	@# S&P 500 prices ship in the skfolio wheel; ddm reads its data file only (no import),
 	@# so skip its heavy dependencies.
 	$(PIP) install --quiet --no-deps -c constraints.txt skfolio
+	@# the repository root is the package `ddm`: pyright finds it through this link (it cannot
+	@# follow the editable install's import hook; pyproject.toml [tool.pyright] extraPaths)
+	@mkdir -p $(VENV)/src && ln -sfn "$(CURDIR)" $(VENV)/src/ddm
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -36,7 +39,13 @@ dot:
 run: install dot
 	$(VENV)/bin/ddmc compile examples/hedge.ddm --run
 
-test: install dot
+# lint (ruff), formatting (ruff format), types (pyright), then the suite
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+
+test: install dot check
 	$(PYTEST) -m "not slow" -q
 
 test-slow: install dot

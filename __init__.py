@@ -8,7 +8,10 @@ flow end to end. This module is a lazy facade: importing ``ddm`` imports neither
 >>> [float(v) for v in prog.apply({}, x=[1.0, 2.0, 3.0])["y"]]
 [2.0, 4.0, 6.0]
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -19,12 +22,18 @@ _protect()
 
 __all__ = ["load", "loads", "Program", "DdmError", "__version__"]
 
+if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers (nothing is imported here)
+    from ddm.dsl.diagnostics import DdmError
+    from ddm.runtime.program import Program, load, loads
+
 
 def __getattr__(name: str):
     if name in ("load", "loads", "Program"):
         from ddm.runtime import program
+
         return getattr(program, name)
     if name == "DdmError":
         from ddm.dsl.diagnostics import DdmError
+
         return DdmError
     raise AttributeError(f"module 'ddm' has no attribute {name!r}")

@@ -13,6 +13,7 @@ test paths beside the Black–Scholes delta hedge and no hedge.
 
 Not yet part of ``python -m ddm.bench`` (the ddm side needs the sequential policy construct).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,19 @@ DT = T / N
 def init(key, sizes=(3, 32, 32, 1)):
     import jax
     import jax.numpy as jnp
-    return [(jax.random.normal(jax.random.fold_in(key, i), (a, b)) * jnp.sqrt(2.0 / (a + b)),
-             jnp.zeros(b)) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+    return [
+        (
+            jax.random.normal(jax.random.fold_in(key, i), (a, b)) * jnp.sqrt(2.0 / (a + b)),
+            jnp.zeros(b),
+        )
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
 
 
 def mlp(ps, x):
     import jax
+
     for w, b in ps[:-1]:
         x = jax.nn.relu(x @ w + b)
     w, b = ps[-1]
@@ -43,11 +51,18 @@ def hedges(ps, prices):
     """Hedge ratios ``[P, N]`` for price paths ``[P, N + 1]``, the previous hedge carried."""
     import jax
     import jax.numpy as jnp
+
     tau = T - DT * jnp.arange(N)
 
     def step(prev, t):
-        x = jnp.stack([jnp.log(prices[:, t] / K) / (SIGMA * jnp.sqrt(tau[t])),
-                       jnp.full_like(prev, tau[t] / T), prev], -1)
+        x = jnp.stack(
+            [
+                jnp.log(prices[:, t] / K) / (SIGMA * jnp.sqrt(tau[t])),
+                jnp.full_like(prev, tau[t] / T),
+                prev,
+            ],
+            -1,
+        )
         h = mlp(ps, x)
         return h, h
 
@@ -57,21 +72,27 @@ def hedges(ps, prices):
 def delta_hedge(prices):
     import jax.numpy as jnp
     from jax.scipy.stats import norm
+
     tau = T - DT * jnp.arange(N)
-    return norm.cdf((jnp.log(prices[:, :-1] / K) + 0.5 * SIGMA ** 2 * tau)
-                    / (SIGMA * jnp.sqrt(tau)))
+    return norm.cdf((jnp.log(prices[:, :-1] / K) + 0.5 * SIGMA**2 * tau) / (SIGMA * jnp.sqrt(tau)))
 
 
 def pnl(prices, hs, cost):
     import jax
+
     from ddm.library.market import trading
-    return jax.vmap(lambda s, h: trading.hedged_short_option_pnl(
-        s, h, lambda x: trading.call_payoff(x, K), proportional=cost))(prices, hs)
+
+    return jax.vmap(
+        lambda s, h: trading.hedged_short_option_pnl(
+            s, h, lambda x: trading.call_payoff(x, K), proportional=cost
+        )
+    )(prices, hs)
 
 
 def entropic(p, lam=1.0):
     import jax
     import jax.numpy as jnp
+
     return (jax.nn.logsumexp(-lam * p) - jnp.log(p.shape[0])) / lam
 
 
@@ -95,8 +116,7 @@ def main(argv=None) -> int:
     @jax.jit
     def train_step(ps, state, k):
         prices = gbm(k, S0, 0.0, SIGMA, DT, N, batch)[..., 0]
-        loss, g = jax.value_and_grad(
-            lambda ps: entropic(pnl(prices, hedges(ps, prices), cost)))(ps)
+        loss, g = jax.value_and_grad(lambda ps: entropic(pnl(prices, hedges(ps, prices), cost)))(ps)
         updates, state = opt.update(g, state, ps)
         return optax.apply_updates(ps, updates), state, loss
 
@@ -104,17 +124,22 @@ def main(argv=None) -> int:
     for s in range(steps):
         ps, state, loss = train_step(ps, state, jax.random.fold_in(key, 1000 + s))
         if (s + 1) % 500 == 0:
-            print(f"step {s + 1}  entropic risk {float(loss):.4f}  "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"step {s + 1}  entropic risk {float(loss):.4f}  "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     test = gbm(jax.random.key(99), S0, 0.0, SIGMA, DT, N, 100_000)[..., 0]
     learned, delta = hedges(ps, test), delta_hedge(test)
     for name, hs in (("learned", learned), ("delta", delta), ("no hedge", jnp.zeros_like(delta))):
         p = pnl(test, hs, cost)
         es = jnp.mean(jax.lax.top_k(-p, 5000)[0])
         trades = jnp.abs(jnp.diff(hs, axis=1, prepend=0.0))
-        print(f"{name:9s} mean {float(p.mean()):+.4f}  std {float(p.std()):.4f}  entropic "
-              f"{float(entropic(p)):.4f}  ES5% {float(es):.4f}  turnover "
-              f"{float(jnp.mean(jnp.sum(trades, axis=1))):.3f}")
+        print(
+            f"{name:9s} mean {float(p.mean()):+.4f}  std {float(p.std()):.4f}  entropic "
+            f"{float(entropic(p)):.4f}  ES5% {float(es):.4f}  turnover "
+            f"{float(jnp.mean(jnp.sum(trades, axis=1))):.3f}"
+        )
     print(f"mean |learned − delta| {float(jnp.mean(jnp.abs(learned - delta))):.4f}")
     vega = S0 * float(norm.pdf(0.5 * SIGMA * math.sqrt(T))) * math.sqrt(T)
     print(f"Derman–Kamal std {math.sqrt(math.pi / 4) * SIGMA * vega / math.sqrt(N):.4f}")

@@ -21,6 +21,7 @@ before timing, so the ratio compares two implementations of the same computation
 pfhedge step / ddm step (> 1: ddm faster); target ≥ 2. Skipped with a note when torch or
 pfhedge is not installed (``make bench`` installs the ``bench`` extra).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,6 +36,7 @@ BATCH, QUICK_BATCH, STEPS_N, COST, PREMIUM = 4096, 1024, 30, 1e-3, 2.2871
 
 def _ddm_program():
     import ddm
+
     with open(os.path.join(ROOT, "examples", "deep_hedge.ddm"), encoding="utf-8") as fh:
         src = fh.read()
     full = "loss = entropic_risk(pnl_net) + entropic_risk(pnl_band)"
@@ -47,29 +49,34 @@ def _ddm_program():
 
 def _paths(n):
     from ddm.runtime.data.simulated import load_gbm
+
     d = load_gbm(sigma=0.2, cost=COST, n_train=n, n_test=1, seed=7)
     return {k: d.train[k] for k in ("S", "tau", "cost")}
 
 
 def _pfhedge(spot, params):
-    import torch
-    from pfhedge.instruments import BrownianStock, EuropeanOption
-    from pfhedge.nn import EntropicRiskMeasure, Hedger
+    # torch and pfhedge are optional peers (the bench extra, which `make bench` installs): where
+    # they are absent, bench() skips before calling this and the type check cannot resolve them
+    import torch  # pyright: ignore[reportMissingImports]
+    from pfhedge.instruments import BrownianStock, EuropeanOption  # pyright: ignore[reportMissingImports]
+    from pfhedge.nn import EntropicRiskMeasure, Hedger  # pyright: ignore[reportMissingImports]
 
     torch.set_num_threads(1)
     stock = BrownianStock(sigma=0.2, cost=COST, dt=1 / 365)
     option = EuropeanOption(stock, strike=100.0, maturity=STEPS_N / 365)
     option.simulate(n_paths=spot.shape[0])  # allocates the buffers; replaced below
     stock.register_buffer("spot", torch.as_tensor(spot, dtype=torch.float32))
-    model = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(),
-                                torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                                torch.nn.Linear(32, 1))
+    # the Linear layers by name: a Linear's weight and bias are typed Tensors, while the items a
+    # Sequential hands back are plain Modules
+    layers = [torch.nn.Linear(3, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 1)]
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     with torch.no_grad():  # ddm's initial params: y = x @ W + b, torch's: x @ W.T + b
-        for layer, (w, b) in zip(model[::2], params):
+        for layer, (w, b) in zip(layers, params):
             layer.weight.copy_(torch.as_tensor(w.T))
             layer.bias.copy_(torch.as_tensor(b))
-    hedger = Hedger(model, ["log_moneyness", "time_to_maturity", "prev_hedge"],
-                    criterion=EntropicRiskMeasure())
+    hedger = Hedger(
+        model, ["log_moneyness", "time_to_maturity", "prev_hedge"], criterion=EntropicRiskMeasure()
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss():
@@ -87,12 +94,14 @@ def _pfhedge(spot, params):
 
 
 def bench(quick: bool = False) -> dict:
-    try:
-        import pfhedge  # noqa: F401
-        import torch
+    try:  # the optional peers (see _pfhedge)
+        import pfhedge  # noqa: F401  # pyright: ignore[reportMissingImports]
+        import torch  # pyright: ignore[reportMissingImports]
     except ImportError as exc:
-        return {"name": "deep_hedge.pfhedge", "skipped": f"{exc.name} not installed "
-                "(make bench installs the bench extra)"}
+        return {
+            "name": "deep_hedge.pfhedge",
+            "skipped": f"{exc.name} not installed (make bench installs the bench extra)",
+        }
     import jax
     import numpy as np
     import optax
@@ -145,16 +154,26 @@ def bench(quick: bool = False) -> dict:
         run_pf(k)
         t_pf.append((time.perf_counter() - t) / k)
     ddm_s, pf_s = statistics.median(t_ddm), statistics.median(t_pf)
-    return {"name": "deep_hedge.pfhedge", "batch": n, "steps": STEPS_N, "ddm_step_s": ddm_s,
-            "pfhedge_step_s": pf_s, "ratio": pf_s / ddm_s, "target_ratio": TARGET,
-            "meets_target": pf_s / ddm_s >= TARGET, "loss_ddm": loss_ddm, "loss_pfhedge": loss_pf,
-            "loss_agrees": agree, "torch": torch.__version__,
-            "pfhedge": __import__("pfhedge").__version__, "torch_threads": torch.get_num_threads()}
+    return {
+        "name": "deep_hedge.pfhedge",
+        "batch": n,
+        "steps": STEPS_N,
+        "ddm_step_s": ddm_s,
+        "pfhedge_step_s": pf_s,
+        "ratio": pf_s / ddm_s,
+        "target_ratio": TARGET,
+        "meets_target": pf_s / ddm_s >= TARGET,
+        "loss_ddm": loss_ddm,
+        "loss_pfhedge": loss_pf,
+        "loss_agrees": agree,
+        "torch": torch.__version__,
+        "pfhedge": __import__("pfhedge").__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
-    return [bench(quick) for n in NAMES
-            if not only or only in ("deep_hedge", n, f"deep_hedge.{n}")]
+    return [bench(quick) for n in NAMES if not only or only in ("deep_hedge", n, f"deep_hedge.{n}")]
 
 
 def row(r: dict) -> tuple[str, str, str, str, str, str]:
@@ -162,15 +181,22 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
         return (r["name"], "skipped", r["skipped"], "—", f"≥ {TARGET}×", "skipped")
     ok = "[green]ok[/]" if r["meets_target"] else "[yellow]under[/]"
     check = "[green]loss ok[/]" if r["loss_agrees"] else "[red]LOSS MISMATCH[/]"
-    return (r["name"], f"{r['ddm_step_s'] * 1e3:.1f} ms/step",
-            f"{r['pfhedge_step_s'] * 1e3:.1f} ms/step (pfhedge)", f"{r['ratio']:.2f}× faster",
-            f"≥ {TARGET}×", f"{ok}, {check}")
+    return (
+        r["name"],
+        f"{r['ddm_step_s'] * 1e3:.1f} ms/step",
+        f"{r['pfhedge_step_s'] * 1e3:.1f} ms/step (pfhedge)",
+        f"{r['ratio']:.2f}× faster",
+        f"≥ {TARGET}×",
+        f"{ok}, {check}",
+    )
 
 
 def notes(r: dict) -> str | None:
     if "skipped" in r:
         return None
-    return (f"{r['name']}: batch {r['batch']} paths × {r['steps']} dates, MLP 3-32-32-1, cost "
-            f"{COST}, entropic risk; loss ddm {r['loss_ddm']:.6g} vs pfhedge "
-            f"{r['loss_pfhedge']:.6g}; torch {r['torch']} with {r['torch_threads']} thread, "
-            f"pfhedge {r['pfhedge']}; medians of alternating blocks")
+    return (
+        f"{r['name']}: batch {r['batch']} paths × {r['steps']} dates, MLP 3-32-32-1, cost "
+        f"{COST}, entropic risk; loss ddm {r['loss_ddm']:.6g} vs pfhedge "
+        f"{r['loss_pfhedge']:.6g}; torch {r['torch']} with {r['torch_threads']} thread, "
+        f"pfhedge {r['pfhedge']}; medians of alternating blocks"
+    )

@@ -3,8 +3,9 @@
 One step = forward + backward (``jax.value_and_grad``) + Adam update + ``optax.apply_updates``,
 built exactly as :mod:`ddm.runtime.train` builds it (same return values: new params, new optimiser
 state, loss, global gradient norm; params and optimiser state donated), jitted. The ddm step
-differentiates the compiled product's loss; the hand step differentiates a loss written directly with
-``jax.numpy`` / ``jax.nn`` over the batch (no vmap), on the same params pytree. Both see the same
+differentiates the compiled product's loss; the hand step differentiates a loss written
+directly with ``jax.numpy`` / ``jax.nn`` over the batch (no vmap), on the same params pytree.
+Both see the same
 batches and start from the same param values, in the same process, timed alternately.
 
 Before timing, the benchmark checks that both losses (and gradients) agree, so the ratio compares
@@ -12,6 +13,7 @@ two implementations of the same function. A second, separately jitted copy of th
 timed alongside (``aa_ratio`` = its median / the hand step's): on a shared machine that A/A ratio
 is the noise floor against which ddm / hand should be read.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,6 +35,7 @@ CREDIT_STD = (30.15, 0.1277, 6.866, 0.6313, 0.2, 1.0)
 
 # --- the hand-written losses ----------------------------------------------------------------------
 
+
 def _mlp(p, x, act):
     """mlp(d_in, hidden, d_out): x @ w0 + b0 → act → @ w1 + b1 (ddm.library.layers order)."""
     h = act(x @ p["w0"] + p["b0"])
@@ -41,6 +44,7 @@ def _mlp(p, x, act):
 
 def _bce(p, y, eps=1e-7):
     import jax.numpy as jnp
+
     p = jnp.clip(p, eps, 1 - eps)
     return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
 
@@ -51,8 +55,7 @@ def credit_loss(params, batch):
     import jax.numpy as jnp
 
     x, y = batch["x"], batch["y"]
-    z = (x - jnp.asarray(CREDIT_MEAN, jnp.float32)) / (jnp.asarray(CREDIT_STD, jnp.float32)
-                                                        + 1e-8)
+    z = (x - jnp.asarray(CREDIT_MEAN, jnp.float32)) / (jnp.asarray(CREDIT_STD, jnp.float32) + 1e-8)
     p = jax.nn.sigmoid(_mlp(params["net"], z, jax.nn.relu)[:, 0])
     base = params["baseline"]
     p_logistic = jax.nn.sigmoid((z @ base["w0"] + base["b0"])[:, 0])
@@ -69,23 +72,24 @@ def hedge_loss(params, batch):
 
     x, R, r_next = batch["x"], batch["R"], batch["r_next"]
     t, n = R.shape[1], R.shape[2]
-    b = 1e-4 * _mlp(params["phi"], x, jax.nn.tanh)                       # [B, N]
-    centred = R - jnp.mean(R, axis=1, keepdims=True)                      # [B, W, N]
-    s = jnp.einsum("bti,btj->bij", centred, centred) / (t - 1)            # [B, N, N]
+    b = 1e-4 * _mlp(params["phi"], x, jax.nn.tanh)  # [B, N]
+    centred = R - jnp.mean(R, axis=1, keepdims=True)  # [B, W, N]
+    s = jnp.einsum("bti,btj->bij", centred, centred) / (t - 1)  # [B, N, N]
     eye = jnp.eye(n, dtype=s.dtype)
     target = jnp.trace(s, axis1=1, axis2=2)[:, None, None] / n * eye
     sigma = (1 - 0.1) * s + 0.1 * target + 1e-6 * eye
     lam = jnp.exp(params["lam"])
-    rhs = jnp.stack([b, jnp.ones_like(b)], axis=-1)                       # [B, N, 2]
+    rhs = jnp.stack([b, jnp.ones_like(b)], axis=-1)  # [B, N, 2]
     y = jnp.linalg.solve(2 * lam * sigma, rhs)
     y1, y2 = y[..., 0], y[..., 1]
     nu = (jnp.sum(y1, axis=1) - 1.0) / jnp.sum(y2, axis=1)
-    w = y1 - nu[:, None] * y2                                             # [B, N]
-    pnl = jnp.sum(w * r_next, axis=1)                                     # [B]
+    w = y1 - nu[:, None] * y2  # [B, N]
+    pnl = jnp.sum(w * r_next, axis=1)  # [B]
     return -(jnp.mean(pnl) - 100.0 * jnp.var(pnl))
 
 
 # --- cases ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -99,11 +103,25 @@ class Case:
 
 
 CASES = (
-    Case("credit", "credit.ddm", "credit_applicants",
-         # n_test = n_train: the generator's eager jax.random ops compile once per size
-         {"n_train": 4096, "n_test": 4096, "seed": 1}, 3e-3, 256, credit_loss),
-    Case("hedge", "hedge.ddm", "sp500_windows", {"window": 60, "test_from": "2016-01-01"},
-         1e-3, 128, hedge_loss),
+    Case(
+        "credit",
+        "credit.ddm",
+        "credit_applicants",
+        # n_test = n_train: the generator's eager jax.random ops compile once per size
+        {"n_train": 4096, "n_test": 4096, "seed": 1},
+        3e-3,
+        256,
+        credit_loss,
+    ),
+    Case(
+        "hedge",
+        "hedge.ddm",
+        "sp500_windows",
+        {"window": 60, "test_from": "2016-01-01"},
+        1e-3,
+        128,
+        hedge_loss,
+    ),
 )
 
 
@@ -123,11 +141,13 @@ def make_step(loss_fn, opt):
 def _copy(tree):
     import jax
     import jax.numpy as jnp
+
     return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
 
 
 def _rel(a, b) -> float:
     import numpy as np
+
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
@@ -149,8 +169,9 @@ def primitive_counts(fn, *args) -> dict[str, int]:
     return counts
 
 
-def _time_steps(steps: dict[str, Any], states: dict[str, Any], batches, n_steps: int,
-                repeats: int) -> dict[str, list[float]]:
+def _time_steps(
+    steps: dict[str, Any], states: dict[str, Any], batches, n_steps: int, repeats: int
+) -> dict[str, list[float]]:
     """Seconds per step of each step function: ``repeats`` runs of ``n_steps`` steps each, the
     functions taking turns (the order rotates every repeat) so load drift hits all alike."""
     import jax
@@ -192,8 +213,7 @@ def run_case(case: Case, quick: bool = False) -> dict:
     batches = []
     for _ in range(n_batches):
         idx = rng.choice(n, case.batch, replace=False)
-        batches.append({k: jnp.asarray(np.asarray(data.train[k])[idx], jnp.float32)
-                        for k in names})
+        batches.append({k: jnp.asarray(np.asarray(data.train[k])[idx], jnp.float32) for k in names})
 
     params = prog.init(jax.random.key(0))
     opt = optax.adam(case.lr, b1=0.9, b2=0.999)  # what adam(lr=…) in the run section builds
@@ -209,8 +229,10 @@ def run_case(case: Case, quick: bool = False) -> dict:
     g_hand = jax.jit(jax.grad(case.hand_loss))(params, batches[0])
     if jax.tree_util.tree_structure(g_ddm) != jax.tree_util.tree_structure(g_hand):
         raise AssertionError(f"{case.name}: ddm and hand gradients have different pytrees")
-    grad_rel = max(_rel(a, b) for a, b in zip(jax.tree_util.tree_leaves(g_ddm),
-                                             jax.tree_util.tree_leaves(g_hand)))
+    grad_rel = max(
+        _rel(a, b)
+        for a, b in zip(jax.tree_util.tree_leaves(g_ddm), jax.tree_util.tree_leaves(g_hand))
+    )
 
     step_ddm = make_step(ddm_loss, opt)
     step_hand = make_step(case.hand_loss, opt)

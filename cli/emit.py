@@ -1,4 +1,5 @@
 """``--emit jaxpr|hlo``: the JAX stages of a compiled program, on abstract shapes."""
+
 from __future__ import annotations
 
 from ddm.compiler.binding import resolve
@@ -18,14 +19,17 @@ def emit(prog, stage: str, dims: dict[str, int], batch: int) -> str:
             try:
                 shape = tuple(resolve(d, known, s.span) for d in s.type.shape)
             except Exception:
-                missing = [d.name for d in s.type.shape if getattr(d, "name", None)
-                           and d.name not in known]
-                raise ConfigDiagnostic(None, f"--emit {stage} needs a size for dim "
-                                       f"'{missing[0]}' (input '{s.name}')",
-                                       hint=f"pass --dim {missing[0]}=SIZE") from None
+                missing = [
+                    d.name for d in s.type.shape if getattr(d, "name", None) and d.name not in known
+                ]
+                raise ConfigDiagnostic(
+                    None,
+                    f"--emit {stage} needs a size for dim '{missing[0]}' (input '{s.name}')",
+                    hint=f"pass --dim {missing[0]}=SIZE",
+                ) from None
             from ddm.library.precision import resolve_dtype
-            out[s.name] = jax.ShapeDtypeStruct(lead + shape, resolve_dtype(s.type.dtype,
-                                                                          prog.x64))
+
+            out[s.name] = jax.ShapeDtypeStruct(lead + shape, resolve_dtype(s.type.dtype, prog.x64))
         return out
 
     sections = []

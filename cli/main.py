@@ -3,6 +3,7 @@
 Exit codes: 0 success; 1 a diagnostic in the user's program, data or config; 2 bad usage.
 ``ddmc check`` and ``ddmc fmt`` never import JAX (cold start matters).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,68 +16,107 @@ EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ddmc", description="Differentiable Decision Makers: check, "
-                                "compile, run and format .ddm pipelines.")
+    p = argparse.ArgumentParser(
+        prog="ddmc",
+        description="Differentiable Decision Makers: check, "
+        "compile, run and format .ddm pipelines.",
+    )
     p.add_argument("--version", action="version", version=f"ddmc {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("check", help="parse and type-check; print nodes, kinds and shapes",
-                       description="Parse and type-check FILE without running it. On success, "
-                       "print a table of its inputs, params, nodes, loss and metrics with kinds "
-                       "and types; on error, FILE:LINE:COL: error: … and exit 1.")
+    c = sub.add_parser(
+        "check",
+        help="parse and type-check; print nodes, kinds and shapes",
+        description="Parse and type-check FILE without running it. On success, "
+        "print a table of its inputs, params, nodes, loss and metrics with kinds "
+        "and types; on error, FILE:LINE:COL: error: … and exit 1.",
+    )
     c.add_argument("file", metavar="FILE")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
-    k = sub.add_parser("compile", help="compile to JAX; --emit a stage, or --run the program",
-                       description="Compile FILE to a jitted JAX function. --emit shows a stage; "
-                       "--run trains the program's params on its data (run section, --config, "
-                       "--set) and writes metrics.json, timing.json, params.npz and log.jsonl "
-                       "to --out.")
+    k = sub.add_parser(
+        "compile",
+        help="compile to JAX; --emit a stage, or --run the program",
+        description="Compile FILE to a jitted JAX function. --emit shows a stage; "
+        "--run trains the program's params on its data (run section, --config, "
+        "--set) and writes metrics.json, timing.json, params.npz and log.jsonl "
+        "to --out.",
+    )
     k.add_argument("file", metavar="FILE")
     k.add_argument("--emit", choices=("ir", "jaxpr", "hlo"), help="print this stage and stop")
     k.add_argument("--run", action="store_true", help="train on the program's data")
-    k.add_argument("--config", metavar="RUN.yaml", help="YAML run config (overrides the run "
-                   "section)")
-    k.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override one setting (repeatable): steps=100, optimizer.lr=3e-4")
+    k.add_argument(
+        "--config", metavar="RUN.yaml", help="YAML run config (overrides the run section)"
+    )
+    k.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one setting (repeatable): steps=100, optimizer.lr=3e-4",
+    )
     k.add_argument("--out", metavar="DIR", help="where --run writes (default runs/NAME)")
     k.add_argument("--x64", action="store_true", help="compute in float64")
-    k.add_argument("--dim", metavar="NAME=SIZE", action="append", default=[],
-                   help="size of a symbolic dim for --emit jaxpr|hlo (repeatable)")
-    k.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in "
-                   "DIR (implies --run; writes there)")
+    k.add_argument(
+        "--dim",
+        metavar="NAME=SIZE",
+        action="append",
+        default=[],
+        help="size of a symbolic dim for --emit jaxpr|hlo (repeatable)",
+    )
+    k.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run whose checkpoint is in DIR (implies --run; writes there)",
+    )
 
-    t = sub.add_parser("train", help="the same as compile --run",
-                       description="Train FILE: ddmc compile FILE --run with the same options.")
+    t = sub.add_parser(
+        "train",
+        help="the same as compile --run",
+        description="Train FILE: ddmc compile FILE --run with the same options.",
+    )
     t.add_argument("file", metavar="FILE")
     for flag in ("--config", "--out", "--resume"):
-        t.add_argument(flag, metavar={"--config": "RUN.yaml", "--out": "DIR",
-                                      "--resume": "DIR"}[flag])
+        t.add_argument(
+            flag, metavar={"--config": "RUN.yaml", "--out": "DIR", "--resume": "DIR"}[flag]
+        )
     t.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
     t.add_argument("--x64", action="store_true", help="compute in float64")
     t.set_defaults(run=True, emit=None, dim=[])
 
-    r = sub.add_parser("render", help="draw the program's graph (DOT, SVG, PNG)",
-                       description="Draw FILE's typed graph as the seed article draws pipelines: "
-                       "inputs, params, imperative and declarative nodes told apart, edges "
-                       "labelled with tensor names and types, argmin, scan and fn bodies as "
-                       "clusters. Prints DOT, or writes -o PATH (.dot, .svg, .png; SVG and PNG "
-                       "need graphviz's dot).")
+    r = sub.add_parser(
+        "render",
+        help="draw the program's graph (DOT, SVG, PNG)",
+        description="Draw FILE's typed graph as the seed article draws pipelines: "
+        "inputs, params, imperative and declarative nodes told apart, edges "
+        "labelled with tensor names and types, argmin, scan and fn bodies as "
+        "clusters. Prints DOT, or writes -o PATH (.dot, .svg, .png; SVG and PNG "
+        "need graphviz's dot).",
+    )
     r.add_argument("file", metavar="FILE")
     r.add_argument("-o", "--out", metavar="PATH", help="write here (format from the extension)")
     r.add_argument("--format", choices=("dot", "svg", "png"), help="override the extension")
-    r.add_argument("--backward", action="store_true",
-                   help="draw the backward (adjoint) edges only, dashed")
+    r.add_argument(
+        "--backward", action="store_true", help="draw the backward (adjoint) edges only, dashed"
+    )
     r.add_argument("--both", action="store_true", help="forward and backward edges")
-    r.add_argument("--grads", metavar="RUN_DIR", help="label and colour backward edges with "
-                   "the gradient norms a run measured (RUN_DIR/grad_norms.json); implies --both "
-                   "unless --backward")
-    r.add_argument("--rankdir", choices=("LR", "TB"), default="LR",
-                   help="layout direction (default LR)")
+    r.add_argument(
+        "--grads",
+        metavar="RUN_DIR",
+        help="label and colour backward edges with "
+        "the gradient norms a run measured (RUN_DIR/grad_norms.json); implies --both "
+        "unless --backward",
+    )
+    r.add_argument(
+        "--rankdir", choices=("LR", "TB"), default="LR", help="layout direction (default LR)"
+    )
 
-    f = sub.add_parser("fmt", help="print the canonical formatting of a file",
-                       description="Print FILE in canonical form (comments kept).")
+    f = sub.add_parser(
+        "fmt",
+        help="print the canonical formatting of a file",
+        description="Print FILE in canonical form (comments kept).",
+    )
     f.add_argument("file", metavar="FILE")
     f.add_argument("--check", action="store_true", help="exit 1 if FILE is not canonical")
     f.add_argument("-w", "--write", action="store_true", help="rewrite FILE in place")
@@ -85,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _version() -> str:
     from ddm import __version__
+
     return __version__
 
 
@@ -92,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
     args = _parser().parse_args(argv)
     try:
-        return {"check": cmd_check, "compile": cmd_compile, "train": cmd_compile,
-                "fmt": cmd_fmt, "render": cmd_render}[args.command](args)
+        return {
+            "check": cmd_check,
+            "compile": cmd_compile,
+            "train": cmd_compile,
+            "fmt": cmd_fmt,
+            "render": cmd_render,
+        }[args.command](args)
     except DdmError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER
@@ -107,12 +153,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _warn(graph, sources) -> None:
     for w in graph.warnings:
-        print(format_message("warning", w.span, w.message, sources.texts.get(w.span.file),
-                             hint=w.hint), file=sys.stderr)
+        print(
+            format_message(
+                "warning", w.span, w.message, sources.texts.get(w.span.file), hint=w.hint
+            ),
+            file=sys.stderr,
+        )
 
 
 def cmd_check(args) -> int:
     from ddm.compiler.driver import front_end_file
+
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
     if not args.quiet:
@@ -147,16 +198,17 @@ def summary_table(graph) -> str:
     special = [v for v in graph.values if v.op in ("argmin", "scan")]
     if special:
         lines.append("")
-        inside = {i: s.name for s in special if s.op == "scan"
-                  for i in range(*s.attr("scan").body)}
+        inside = {i: s.name for s in special if s.op == "scan" for i in range(*s.attr("scan").body)}
         for v in special:
-            label = v.name or (f"(in scan {inside[v.id] or 'expression'})" if v.id in inside
-                               else "(unnamed)")
+            label = v.name or (
+                f"(in scan {inside[v.id] or 'expression'})" if v.id in inside else "(unnamed)"
+            )
             what = v.attr("problem") if v.op == "argmin" else v.attr("scan")
             lines.append(f"{label} ({_at(v.span)}): {what.describe()}")
     outs = ", ".join(n for n, _ in graph.outputs) or "none"
-    lines.append(f"\n{os.path.basename(graph.file)}: ok — {len(graph.values)} IR values, outputs: "
-                 f"{outs}")
+    lines.append(
+        f"\n{os.path.basename(graph.file)}: ok — {len(graph.values)} IR values, outputs: {outs}"
+    )
     return "\n".join(lines)
 
 
@@ -166,6 +218,7 @@ def _at(span) -> str:
 
 def _config(graph, sources, args):
     from ddm.runtime.config import RunConfig
+
     cfg = RunConfig.defaults()
     cfg.apply_run_section(graph.run, sources.texts.get(graph.file, ""))
     if args.config:
@@ -177,39 +230,53 @@ def _config(graph, sources, args):
 
 def cmd_compile(args) -> int:
     from ddm.compiler.driver import front_end_file
+
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
     if args.emit == "ir":
         from ddm.compiler.ir import format_ir
+
         print(format_ir(graph))
         return EXIT_OK
     cfg = _config(graph, sources, args)
     x64 = args.x64 or bool(cfg.values.get("x64") is True)
     from ddm.runtime.program import Program
+
     prog = Program.compile(graph, sources, x64=x64)
     if args.emit in ("jaxpr", "hlo"):
         if isinstance(cfg.values.get("loss"), str) and cfg.values["loss"]:
             from ddm.runtime.data import SOURCES
+
             cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
             prog = prog.with_loss(cfg.values["loss"])
         from ddm.cli.emit import emit
+
         print(emit(prog, args.emit, _dims(args.dim), cfg.values.get("batch", 256)))
         return EXIT_OK
     if not args.run and not args.resume:
-        print(f"{os.path.basename(graph.file)}: compiled — {len(graph.values)} IR values; use "
-              "--run to train, --emit ir|jaxpr|hlo to inspect")
+        print(
+            f"{os.path.basename(graph.file)}: compiled — {len(graph.values)} IR values; use "
+            "--run to train, --emit ir|jaxpr|hlo to inspect"
+        )
         return EXIT_OK
     from ddm.runtime.data import SOURCES
+
     cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))  # run() switches to a named loss
     from rich.console import Console
+
     from ddm.cli.report import print_report
     from ddm.runtime.train import run
-    out = args.resume or args.out or os.path.join(
-        "runs", os.path.splitext(os.path.basename(args.file))[0])
+
+    out = (
+        args.resume
+        or args.out
+        or os.path.join("runs", os.path.splitext(os.path.basename(args.file))[0])
+    )
     console = Console(stderr=False)
     if cfg.values.get("compare_rules"):
         from ddm.cli.report import print_comparison
         from ddm.runtime.compare import run_both
+
         both = run_both(prog, cfg, out, console, resume=bool(args.resume))
         for name, result in both["runs"].items():
             console.rule(name)
@@ -227,20 +294,22 @@ def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
     OUT/diagram.svg, or OUT/diagram.dot where graphviz's dot is missing."""
     from ddm.runtime.diagram import diagram, measured
     from ddm.runtime.dot import DotMissing, render_file, to_dot
-    text = to_dot(diagram(graph, "both",
-                          measured(graph, _run_grad_norms(graph, sources, run_dir)), "LR"))
+
+    text = to_dot(
+        diagram(graph, "both", measured(graph, _run_grad_norms(graph, sources, run_dir)), "LR")
+    )
     path = os.path.join(out, "diagram.svg")
     try:
         render_file(text, path, None)
     except DotMissing:
         path = os.path.join(out, "diagram.dot")
         render_file(text, path, "dot")
-    console.print(f"wrote {path} (backward edges: gradient norms of {run_dir})",
-                  highlight=False)
+    console.print(f"wrote {path} (backward edges: gradient norms of {run_dir})", highlight=False)
 
 
 def _dims(pairs) -> dict[str, int]:
     from ddm.runtime.errors import ConfigDiagnostic
+
     out = {}
     for pair in pairs:
         name, _, size = pair.partition("=")
@@ -251,18 +320,19 @@ def _dims(pairs) -> dict[str, int]:
 
 
 def cmd_render(args) -> int:
-    import json
 
     from ddm.compiler.driver import front_end_file
     from ddm.runtime.diagram import diagram, measured
     from ddm.runtime.dot import DotMissing, render_file, to_dot
+
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
     grads = None
     if args.grads:
         grads = measured(graph, _run_grad_norms(graph, sources, args.grads))
-    show = "backward" if args.backward else ("both" if args.both or grads is not None
-                                             else "forward")
+    show = (
+        "backward" if args.backward else ("both" if args.both or grads is not None else "forward")
+    )
     text = to_dot(diagram(graph, show, grads, args.rankdir))
     if not args.out:
         if args.format not in (None, "dot"):
@@ -288,18 +358,23 @@ def _run_grad_norms(graph, sources, run_dir: str) -> dict:
     import json
 
     from ddm.runtime.errors import ConfigDiagnostic
+
     cache = os.path.join(run_dir, "grad_norms.json")
     params = os.path.join(run_dir, "params.npz")
     for need in (params, os.path.join(run_dir, "metrics.json")):
         if not os.path.exists(need):
-            raise ConfigDiagnostic(None, f"--grads {run_dir}: no {os.path.basename(need)} there",
-                                   hint="train first: ddmc compile FILE --run --out DIR, then "
-                                        "ddmc render FILE --grads DIR")
+            raise ConfigDiagnostic(
+                None,
+                f"--grads {run_dir}: no {os.path.basename(need)} there",
+                hint="train first: ddmc compile FILE --run --out DIR, then "
+                "ddmc render FILE --grads DIR",
+            )
     if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(params):
         with open(cache, encoding="utf-8") as fh:
             return json.load(fh)
     from ddm.runtime.program import Program
     from ddm.runtime.train import grad_norms_of_run
+
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
         x64 = bool(json.load(fh).get("config", {}).get("x64"))
     return grad_norms_of_run(Program.compile(graph, sources, x64=x64), run_dir)
@@ -308,6 +383,7 @@ def _run_grad_norms(graph, sources, run_dir: str) -> dict:
 def cmd_fmt(args) -> int:
     from ddm.dsl.format import format_source
     from ddm.dsl.parser import read_source
+
     text = read_source(args.file)
     out = format_source(text, args.file)
     if args.check:
@@ -318,6 +394,7 @@ def cmd_fmt(args) -> int:
     if args.write:
         if out != text:
             from ddm.runtime.checkpoint import atomic_write
+
             atomic_write(args.file, out.encode("utf-8"))
         return EXIT_OK
     sys.stdout.write(out)

@@ -19,17 +19,22 @@ Then: quadratic + equalities → class 1 (``kkt``); quadratic + inequalities →
 smooth + equalities → class 3 (``newton``); an L1 term, or a smooth objective with bounds or a
 simplex → class 4 (``prox``). Anything else is a :class:`ProblemDiagnostic` at the culprit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ddm.compiler.scope import Checker, Scope, int_literal, num_literal, span_of
 from ddm.dsl import ast
-from ddm.dsl.diagnostics import (ArityDiagnostic, DtypeDiagnostic, Note, ProblemDiagnostic,
-                                 ShapeDiagnostic)
+from ddm.dsl.diagnostics import (
+    ArityDiagnostic,
+    DtypeDiagnostic,
+    Note,
+    ProblemDiagnostic,
+    ShapeDiagnostic,
+)
 from ddm.dsl.span import Span
 from ddm.library.types import TensorType
-
 
 # degrees of a value in the decision variable, ordered
 CONST, AFFINE, QUADRATIC, SMOOTH, NONSMOOTH = range(5)
@@ -45,18 +50,52 @@ CLASS_NAMES = {
     3: "smooth objective, linear equalities",
     4: "smooth objective with an L1 term, bounds or a simplex",
 }
-OPTIONS = {"tol": "float", "max_iter": "int", "dtype": ("f32", "f64"),
-           "on_infeasible": ("error", "nan", "closest"), "matrix_free": "bool"}
+OPTIONS = {
+    "tol": "float",
+    "max_iter": "int",
+    "dtype": ("f32", "f64"),
+    "on_infeasible": ("error", "nan", "closest"),
+    "matrix_free": "bool",
+}
 BACKWARD = ("implicit", "unroll", "truncated")
 
 # ops linear in every tensor argument (each argument's degree passes through)
-_LINEAR = {"neg", "identity", "sum", "mean", "transpose", "reshape", "flatten", "concat",
-           "stack", "index", "add", "sub", "cumsum", "trace", "diag", "f32", "f64"}
+_LINEAR = {
+    "neg",
+    "identity",
+    "sum",
+    "mean",
+    "transpose",
+    "reshape",
+    "flatten",
+    "concat",
+    "stack",
+    "index",
+    "add",
+    "sub",
+    "cumsum",
+    "trace",
+    "diag",
+    "f32",
+    "f64",
+}
 # ops linear in one argument when the others are constant
 _BILINEAR = {"mul", "matmul", "dot", "outer"}
 _NONSMOOTH = {"abs", "relu", "maximum", "minimum", "max", "min", "clip", "sign", "norm", "where"}
-_NOT_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
-                       "logical_not", "i32", "bool", "sign"}
+_NOT_DIFFERENTIABLE = {
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "i32",
+    "bool",
+    "sign",
+}
 
 
 @dataclass(frozen=True)
@@ -134,19 +173,24 @@ class Problem:
         With ``on_infeasible="closest"`` the closest point of an infeasible instance is what
         was asked for too."""
         from ddm.library.solvers.status import CLOSEST, CONVERGED, MAX_ITER
+
         codes = (CONVERGED, MAX_ITER) if self.backward == "unroll" else (CONVERGED,)
         return codes + (CLOSEST,) if self.on_infeasible == "closest" else codes
 
     def describe(self) -> str:
         """One line for ``ddmc check`` and ``--emit ir``."""
         back = self.backward + (f"({self.steps})" if self.backward != "implicit" else "")
-        how = "chosen by the compiler" + (f": {self.reason}" if self.reason else "") \
-            if self.backward_by == "compiler" else "as written"
-        cons = f"{len(self.equalities)} equality, {len(self.inequalities)} inequality " \
-               "constraint(s)"
-        return (f"{self.sense} over {self.var_name}: {self.var_type} — class {self.klass} "
-                f"({CLASS_NAMES[self.klass]}; {cons}; curvature {self.curvature}) → solver "
-                f"{self.solver}, backward {back} ({how})")
+        how = (
+            "chosen by the compiler" + (f": {self.reason}" if self.reason else "")
+            if self.backward_by == "compiler"
+            else "as written"
+        )
+        cons = f"{len(self.equalities)} equality, {len(self.inequalities)} inequality constraint(s)"
+        return (
+            f"{self.sense} over {self.var_name}: {self.var_type} — class {self.klass} "
+            f"({CLASS_NAMES[self.klass]}; {cons}; curvature {self.curvature}) → solver "
+            f"{self.solver}, backward {back} ({how})"
+        )
 
     def __repr__(self) -> str:  # the IR listing prints attributes
         return f"class {self.klass}/{self.solver}/{self.backward}"
@@ -154,30 +198,39 @@ class Problem:
 
 # --- checking ----------------------------------------------------------------------------------
 
+
 def check_argmin(ch: Checker, e: ast.Argmin, scope: Scope) -> int:
 
     if scope.context == "batch":
-        raise ProblemDiagnostic(e.span, f"{e.sense} belongs in a node, not in loss or metric",
-                                hint="node w = argmin v: ... then use w here")
+        raise ProblemDiagnostic(
+            e.span,
+            f"{e.sense} belongs in a node, not in loss or metric",
+            hint="node w = argmin v: ... then use w here",
+        )
     typ = ch.type_expr(e.var_type, scope.dims, generic=False)
     if typ.dtype not in ("f32", "f64"):
         raise DtypeDiagnostic(e.var_type.span, f"a decision variable is a float tensor, got {typ}")
     if typ.ndim > 2:
-        raise ShapeDiagnostic(e.var_type.span, f"a decision variable is a scalar, vector or "
-                              f"matrix, got {typ}")
+        raise ShapeDiagnostic(
+            e.var_type.span, f"a decision variable is a scalar, vector or matrix, got {typ}"
+        )
     start = len(ch.values)
-    var = ch.add("decision", "decision", (), (("name", e.var),), typ, e.var_span, scope,
-                 stage="static")
+    var = ch.add(
+        "decision", "decision", (), (("name", e.var),), typ, e.var_span, scope, stage="static"
+    )
     inner = scope.inner()
     inner.local[e.var] = var
     objective = ch.expr(e.objective, inner)
     ot = ch.type_of(objective)
     if ot.shape:
-        raise ShapeDiagnostic(e.objective.span, f"the objective of {e.sense} must be a scalar, "
-                              f"got {ot}", hint="reduce it, e.g. sum(...)")
+        raise ShapeDiagnostic(
+            e.objective.span,
+            f"the objective of {e.sense} must be a scalar, got {ot}",
+            hint="reduce it, e.g. sum(...)",
+        )
     if not ot.is_float and ot.dtype != "i32":
         raise DtypeDiagnostic(e.objective.span, f"the objective must be a number, got {ot}")
-    raw = [(c, _constraint_sides(ch, c, inner)) for c in e.constraints]
+    raw = [(c, _constraint_sides(ch, c, inner)) for c in map(_comparison, e.constraints)]
     end = len(ch.values)
     body = set(range(start, end))
     captured = sorted({i for b in body for i in ch.values[b].inputs if i not in body})
@@ -185,26 +238,39 @@ def check_argmin(ch: Checker, e: ast.Argmin, scope: Scope) -> int:
     for b in sorted(body):
         v = ch.values[b]
         if v.op == "layer":
-            raise ProblemDiagnostic(v.span, "a layer cannot be called inside an optimisation "
-                                    "problem", hint="compute the network's output in a node and "
-                                    "use that node in the problem")
+            raise ProblemDiagnostic(
+                v.span,
+                "a layer cannot be called inside an optimisation problem",
+                hint="compute the network's output in a node and use that node in the problem",
+            )
     constraints = tuple(_constraint(ch, analysis, c, sides, var, e) for c, sides in raw)
     sign = 1.0 if e.sense == "argmin" else -1.0
     terms = tuple(analysis.terms(objective, sign, e))
     problem = _classify(ch, e, analysis, var, typ, objective, terms, constraints, (start, end))
     out_typ = TensorType(typ.dtype, typ.shape)
-    return ch.add("argmin", "declarative", captured, (("problem", problem),), out_typ, e.span,
-                  scope)
+    return ch.add(
+        "argmin", "declarative", captured, (("problem", problem),), out_typ, e.span, scope
+    )
 
 
-def _constraint_sides(ch, c, scope):
+def _comparison(c: ast.Expr) -> ast.BinOp:
+    """``c`` if it is a comparison, else the diagnostic for a constraint that is none."""
     if not (isinstance(c, ast.BinOp) and c.op in ("==", "<=", ">=", "<", ">")):
-        raise ProblemDiagnostic(getattr(c, "span", None), "a constraint compares two "
-                                "expressions with ==, <= or >=",
-                                hint="e.g. sum(v) == 1, v >= 0")
+        raise ProblemDiagnostic(
+            getattr(c, "span", None),
+            "a constraint compares two expressions with ==, <= or >=",
+            hint="e.g. sum(v) == 1, v >= 0",
+        )
+    return c
+
+
+def _constraint_sides(ch, c: ast.BinOp, scope):
     if c.op in ("<", ">"):
-        raise ProblemDiagnostic(c.op_span, f"strict inequality '{c.op}' in a constraint; "
-                                "optimisation needs closed sets", hint=f"use '{c.op}='")
+        raise ProblemDiagnostic(
+            c.op_span,
+            f"strict inequality '{c.op}' in a constraint; optimisation needs closed sets",
+            hint=f"use '{c.op}='",
+        )
     left = ch.expr(c.left, scope)
     right = ch.expr(c.right, scope)
     for side, expr in ((left, c.left), (right, c.right)):
@@ -224,16 +290,22 @@ def _constraint(ch, an: "_Analysis", c: ast.BinOp, sides, var, e: ast.Argmin) ->
     left, right, g = sides
     dl, dr = an.degree(left), an.degree(right)
     if max(dl, dr) == CONST:
-        raise ProblemDiagnostic(c.span, f"this constraint does not involve the decision "
-                                f"variable '{e.var}'", hint="constraints restrict the decision "
-                                "variable; move conditions on the data elsewhere")
-    for side, expr, d in ((left, c.left, dl), (right, c.right, dr)):
+        raise ProblemDiagnostic(
+            c.span,
+            f"this constraint does not involve the decision variable '{e.var}'",
+            hint="constraints restrict the decision "
+            "variable; move conditions on the data elsewhere",
+        )
+    for side, _expr, d in ((left, c.left, dl), (right, c.right, dr)):
         if d > AFFINE:
             culprit = an.culprit(side, AFFINE)
-            raise ProblemDiagnostic(ch.values[culprit].span, f"constraints must be affine in "
-                                    f"'{e.var}'; this is {DEGREE_NAMES[an.degree(culprit)]}",
-                                    notes=(Note(c.span, "in this constraint"),),
-                                    hint="only linear equalities and inequalities are supported")
+            raise ProblemDiagnostic(
+                ch.values[culprit].span,
+                f"constraints must be affine in "
+                f"'{e.var}'; this is {DEGREE_NAMES[an.degree(culprit)]}",
+                notes=(Note(c.span, "in this constraint"),),
+                hint="only linear equalities and inequalities are supported",
+            )
     op = "==" if c.op == "==" else "<="
     form, bound = "general", None
     vsize = ch.type_of(var).shape
@@ -241,24 +313,34 @@ def _constraint(ch, an: "_Analysis", c: ast.BinOp, sides, var, e: ast.Argmin) ->
         lower_var = (c.op == ">=" and left == var) or (c.op == "<=" and right == var)
         upper_var = (c.op == "<=" and left == var) or (c.op == ">=" and right == var)
         other = right if left == var else left
-        if (lower_var or upper_var) and an.degree(other) == CONST \
-                and _broadcasts_to(ch.type_of(other).shape, vsize):
+        if (
+            (lower_var or upper_var)
+            and an.degree(other) == CONST
+            and _broadcasts_to(ch.type_of(other).shape, vsize)
+        ):
             form, bound = ("lower" if lower_var else "upper"), other
     else:
         for a, b in ((left, right), (right, left)):
             v = ch.values[a]
-            if v.op == "sum" and v.inputs == (var,) and v.attr("axis") is None \
-                    and an.degree(b) == CONST and not ch.type_of(b).shape:
+            if (
+                v.op == "sum"
+                and v.inputs == (var,)
+                and v.attr("axis") is None
+                and an.degree(b) == CONST
+                and not ch.type_of(b).shape
+            ):
                 form, bound = "sum", b
     return Constraint(op, g, form, bound, c.span)
 
 
 def _broadcasts_to(shape, target) -> bool:
     return len(shape) <= len(target) and all(
-        s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))
+        s == 1 or s == t for s, t in zip(reversed(shape), reversed(target))
+    )
 
 
 # --- structure ---------------------------------------------------------------------------------
+
 
 class _Analysis:
     """Degrees of body values in the decision variable, and the objective's terms."""
@@ -283,14 +365,15 @@ class _Analysis:
             if top == CONST:
                 d = CONST
             elif v.op in _NOT_DIFFERENTIABLE:
-                raise ProblemDiagnostic(v.span, f"'{v.op}' is not differentiable in the decision "
-                                        "variable", hint="an objective or constraint must be "
-                                        "a number that varies smoothly with it")
+                raise ProblemDiagnostic(
+                    v.span,
+                    f"'{v.op}' is not differentiable in the decision variable",
+                    hint="an objective or constraint must be a number that varies smoothly with it",
+                )
             elif v.op in _LINEAR:
                 d = top
             elif v.op in _BILINEAR:
-                d = top if min(ins) == CONST else (QUADRATIC if top == AFFINE else
-                                                   max(top, SMOOTH))
+                d = top if min(ins) == CONST else (QUADRATIC if top == AFFINE else max(top, SMOOTH))
             elif v.op == "div":
                 d = ins[0] if ins[1] == CONST else max(top, SMOOTH)
             elif v.op == "quad":
@@ -303,8 +386,11 @@ class _Analysis:
                     d = ins[0]
                 elif k == 2 and ins[0] == AFFINE:
                     d = QUADRATIC
-                elif k == 2 and self.ch.values[v.inputs[0]].op == "norm" \
-                        and self.degree(self.ch.values[v.inputs[0]].inputs[0]) == AFFINE:
+                elif (
+                    k == 2
+                    and self.ch.values[v.inputs[0]].op == "norm"
+                    and self.degree(self.ch.values[v.inputs[0]].inputs[0]) == AFFINE
+                ):
                     d = QUADRATIC  # norm(a) ** 2 = sum(a ** 2)
                 else:
                     d = max(top, SMOOTH)
@@ -334,8 +420,7 @@ class _Analysis:
         v = self.ch.values[vid]
         if v.op == "const":
             x = v.attr("value")
-            return None if not isinstance(x, (int, float)) else (1 if x > 0 else -1 if x < 0
-                                                                  else 0)
+            return None if not isinstance(x, (int, float)) else (1 if x > 0 else -1 if x < 0 else 0)
         if v.op == "param":
             return 1 if v.attr("positive") else None
         if v.op == "dim":
@@ -427,18 +512,23 @@ class _Analysis:
         elif iv.op in ("mul", "dot") and iv.inputs[0] == iv.inputs[1]:
             arg = iv.inputs[0]
         elif iv.op in ("mul", "dot", "matmul", "outer"):
-            raise ProblemDiagnostic(iv.span, "non-convex quadratic: a product of two different "
-                                    f"expressions in '{e.var}' is indefinite in general",
-                                    hint=f"write a convex form: quad({e.var}, M), "
-                                    f"sum(a ** 2) or dot(a, a)")
+            raise ProblemDiagnostic(
+                iv.span,
+                "non-convex quadratic: a product of two different "
+                f"expressions in '{e.var}' is indefinite in general",
+                hint=f"write a convex form: quad({e.var}, M), sum(a ** 2) or dot(a, a)",
+            )
         if arg is not None and vals[arg].op == "norm":
             arg = vals[arg].inputs[0]  # norm(a) ** 2
         if arg is None or self.degree(arg) != AFFINE or scale is None:
-            raise ProblemDiagnostic(span, f"ddm cannot tell that this quadratic in '{e.var}' is "
-                                    "convex", hint=f"write it as quad({e.var}, M), sum(a ** 2), "
-                                    "dot(a, a) or norm(a) ** 2")
-        return Term(sign, coefs, vid, "sumsq", arg, None, self.is_identity(arg), scale=scale,
-                    span=span)
+            raise ProblemDiagnostic(
+                span,
+                f"ddm cannot tell that this quadratic in '{e.var}' is convex",
+                hint=f"write it as quad({e.var}, M), sum(a ** 2), dot(a, a) or norm(a) ** 2",
+            )
+        return Term(
+            sign, coefs, vid, "sumsq", arg, None, self.is_identity(arg), scale=scale, span=span
+        )
 
     def l1(self, vid, sign, coefs, e) -> Term:
         vals = self.ch.values
@@ -447,13 +537,17 @@ class _Analysis:
             a = vals[v.inputs[0]].inputs[0]
             center, csign = self.center(a)
             if a == self.var or center is not None:
-                return Term(sign, coefs, vid, "l1", a, center=center, center_sign=csign,
-                            span=v.span)
+                return Term(
+                    sign, coefs, vid, "l1", a, center=center, center_sign=csign, span=v.span
+                )
         culprit = self.culprit(vid, SMOOTH) if self.degree(vid) == NONSMOOTH else vid
-        raise ProblemDiagnostic(vals[culprit].span, f"nonsmooth term in '{e.var}': ddm's "
-                                "proximal solver handles L1 terms of the decision variable, "
-                                f"λ * sum(abs({e.var} - c))",
-                                hint="smooth it (e.g. softplus) or rewrite it as an L1 term")
+        raise ProblemDiagnostic(
+            vals[culprit].span,
+            f"nonsmooth term in '{e.var}': ddm's "
+            "proximal solver handles L1 terms of the decision variable, "
+            f"λ * sum(abs({e.var} - c))",
+            hint="smooth it (e.g. softplus) or rewrite it as an L1 term",
+        )
 
     def center(self, a: int):
         """``v - c`` → (c, +1); ``c - v`` → (c, +1) (|c − v| = |v − c|); ``v + c`` → (c, −1)."""
@@ -493,34 +587,42 @@ def _size(shape):
 
 # --- classification ----------------------------------------------------------------------------
 
-def _classify(ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, constraints,
-              body) -> Problem:
+
+def _classify(
+    ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, constraints, body
+) -> Problem:
     l1 = [t for t in terms if t.kind == "l1"]
     smooth = [t for t in terms if t.kind == "smooth"]
     quads = [t for t in terms if t.kind in ("quad", "sumsq")]
     if len(l1) > 1:
-        raise ProblemDiagnostic(l1[1].span, "more than one L1 term; combine them into one",
-                                hint=f"λ * sum(abs({e.var}))")
+        raise ProblemDiagnostic(
+            l1[1].span,
+            "more than one L1 term; combine them into one",
+            hint=f"λ * sum(abs({e.var}))",
+        )
     curvature = "convex"
     for t in quads + l1:
         direction = t.sign
         for c, _ in t.coefs:
             cs = an.sign(c)  # +1, 0 (≥ 0), -1 or None (unknown)
-            direction = None if cs is None or direction is None else \
-                direction * (-1.0 if cs == -1 else 1.0)
+            direction = (
+                None if cs is None or direction is None else direction * (-1.0 if cs == -1 else 1.0)
+            )
         if direction is None:
             curvature = "checked at run time"
         elif direction < 0:
             what = "concave" if t.kind != "l1" else "a negative L1 weight"
             flip = "argmax" if e.sense == "argmin" else "argmin"
-            raise ProblemDiagnostic(t.span, f"non-convex objective: this term is {what} in "
-                                    f"'{e.var}' and the problem is an {e.sense}",
-                                    hint=f"did you mean {flip}, or a + sign?")
+            raise ProblemDiagnostic(
+                t.span,
+                f"non-convex objective: this term is {what} in "
+                f"'{e.var}' and the problem is an {e.sense}",
+                hint=f"did you mean {flip}, or a + sign?",
+            )
         if t.kind == "quad":
             curvature = "checked at run time"  # the definiteness of M is data
     if smooth:
         curvature = "unknown"
-    eqs = [c for c in constraints if c.op == "=="]
     ineqs = [c for c in constraints if c.op == "<="]
     top = max((an.degree(t.value) for t in terms if t.kind != "l1"), default=CONST)
     if l1 or (top == SMOOTH and ineqs):
@@ -533,43 +635,77 @@ def _classify(ch, e: ast.Argmin, an: _Analysis, var, typ, objective, terms, cons
     else:
         klass = 1
         if top < QUADRATIC:
-            raise ProblemDiagnostic(e.objective.span, f"the objective is {DEGREE_NAMES[top]} in "
-                                    f"'{e.var}' with no inequality constraints: the problem is "
-                                    "unbounded or has no unique solution",
-                                    hint=f"add a quadratic term, e.g. + 1e-3 * sum({e.var} ** 2)")
+            raise ProblemDiagnostic(
+                e.objective.span,
+                f"the objective is {DEGREE_NAMES[top]} in "
+                f"'{e.var}' with no inequality constraints: the problem is "
+                "unbounded or has no unique solution",
+                hint=f"add a quadratic term, e.g. + 1e-3 * sum({e.var} ** 2)",
+            )
     solver, opts = _options(ch, e, klass, constraints)
     if solver == "prox" and klass == 2:
         _check_prox_constraints(ch, e, constraints)
     backward, steps, by, reason = _backward(e, klass, solver, top, opts)
-    return Problem(e.sense, var, e.var, typ, objective, terms, tuple(constraints), body, klass,
-                   solver, opts.get("tol"), opts.get("max_iter"), opts.get("dtype"),
-                   opts.get("on_infeasible", "error"), opts.get("matrix_free"), backward, steps,
-                   by, reason, curvature)
+    return Problem(
+        e.sense,
+        var,
+        e.var,
+        typ,
+        objective,
+        terms,
+        tuple(constraints),
+        body,
+        klass,
+        solver,
+        opts.get("tol"),
+        opts.get("max_iter"),
+        opts.get("dtype"),
+        opts.get("on_infeasible", "error"),
+        opts.get("matrix_free"),
+        backward,
+        steps,
+        by,
+        reason,
+        curvature,
+    )
 
 
 def _check_prox_constraints(ch, e: ast.Argmin, constraints) -> None:
     forms = [c.form for c in constraints]
     for c in constraints:
         if c.form == "general":
-            raise ProblemDiagnostic(c.span, "with an L1 term or a non-quadratic objective, ddm "
-                                    "solves constraints that are bounds on "
-                                    f"'{e.var}' ({e.var} >= lo, {e.var} <= hi) or a simplex "
-                                    f"(sum({e.var}) == r with {e.var} >= 0); this one is "
-                                    "general", hint="drop the L1 term (class 2 handles general "
-                                    "constraints) or express the constraint as a bound")
+            raise ProblemDiagnostic(
+                c.span,
+                "with an L1 term or a non-quadratic objective, ddm "
+                "solves constraints that are bounds on "
+                f"'{e.var}' ({e.var} >= lo, {e.var} <= hi) or a simplex "
+                f"(sum({e.var}) == r with {e.var} >= 0); this one is "
+                "general",
+                hint="drop the L1 term (class 2 handles general "
+                "constraints) or express the constraint as a bound",
+            )
     if "sum" in forms:
         lowers = [c for c in constraints if c.form == "lower"]
-        zero = [c for c in lowers
-                if ch.values[c.bound].op == "const" and ch.values[c.bound].attr("value") == 0]
+        zero = [
+            c
+            for c in lowers
+            if ch.values[c.bound].op == "const" and ch.values[c.bound].attr("value") == 0
+        ]
         if len(forms) != 2 or len(zero) != 1:
             c = next(c for c in constraints if c.form == "sum")
-            raise ProblemDiagnostic(c.span, f"the proximal solver takes sum({e.var}) == r only "
-                                    f"as a simplex, together with exactly {e.var} >= 0",
-                                    hint=f"add {e.var} >= 0 and no other constraint")
+            raise ProblemDiagnostic(
+                c.span,
+                f"the proximal solver takes sum({e.var}) == r only "
+                f"as a simplex, together with exactly {e.var} >= 0",
+                hint=f"add {e.var} >= 0 and no other constraint",
+            )
     if forms.count("lower") > 1 or forms.count("upper") > 1:
-        raise ProblemDiagnostic(constraints[-1].span, "give at most one lower and one upper "
-                                f"bound on '{e.var}' (combine them with maximum/minimum of the "
-                                "data)")
+        raise ProblemDiagnostic(
+            constraints[-1].span,
+            "give at most one lower and one upper "
+            f"bound on '{e.var}' (combine them with maximum/minimum of the "
+            "data)",
+        )
 
 
 def _options(ch, e: ast.Argmin, klass: int, constraints=()):
@@ -579,23 +715,28 @@ def _options(ch, e: ast.Argmin, klass: int, constraints=()):
         return DEFAULT_SOLVER[klass], {}
     name = hint.name
     if name != "auto" and name not in SOLVERS:
-        raise ProblemDiagnostic(hint.span, f"unknown solver '{name}'",
-                                hint="solvers: auto, " + ", ".join(SOLVERS))
+        raise ProblemDiagnostic(
+            hint.span, f"unknown solver '{name}'", hint="solvers: auto, " + ", ".join(SOLVERS)
+        )
     # a quadratic with bounds only is also a smooth objective with bounds: the proximal
     # solver projects onto them exactly, far cheaper than an interior point on tiny problems
     bounds_only = klass == 2 and all(c.form in ("lower", "upper") for c in constraints)
     if name != "auto" and klass not in SOLVERS[name] and not (name == "prox" and bounds_only):
         fits = [s for s, ks in SOLVERS.items() if klass in ks]
-        raise ProblemDiagnostic(hint.span, f"solver '{name}' does not solve this problem: it is "
-                                f"class {klass} ({CLASS_NAMES[klass]})",
-                                hint="use " + " or ".join(fits))
+        raise ProblemDiagnostic(
+            hint.span,
+            f"solver '{name}' does not solve this problem: it is "
+            f"class {klass} ({CLASS_NAMES[klass]})",
+            hint="use " + " or ".join(fits),
+        )
     solver = DEFAULT_SOLVER[klass] if name == "auto" else name
     opts: dict = {}
     for kw in hint.options:
         kind = OPTIONS.get(kw.name)
         if kind is None:
-            raise ArityDiagnostic(kw.span, f"unknown solver option '{kw.name}'",
-                                  hint="options: " + ", ".join(OPTIONS))
+            raise ArityDiagnostic(
+                kw.span, f"unknown solver option '{kw.name}'", hint="options: " + ", ".join(OPTIONS)
+            )
         if kw.name in opts:
             raise ArityDiagnostic(kw.span, f"option '{kw.name}' given twice")
         if kind == "float":
@@ -614,13 +755,18 @@ def _options(ch, e: ast.Argmin, klass: int, constraints=()):
             opts[kw.name] = kw.value.value
         else:
             if not isinstance(kw.value, ast.String) or kw.value.value not in kind:
-                raise ArityDiagnostic(span_of(kw.value), f"'{kw.name}' must be one of "
-                                      + ", ".join(f'"{k}"' for k in kind))
+                raise ArityDiagnostic(
+                    span_of(kw.value),
+                    f"'{kw.name}' must be one of " + ", ".join(f'"{k}"' for k in kind),
+                )
             opts[kw.name] = kw.value.value
     if opts.get("on_infeasible") == "closest" and solver not in ("kkt", "ipm"):
-        raise ProblemDiagnostic(hint.span, "on_infeasible=\"closest\" applies to linearly "
-                                "constrained quadratic problems (classes 1 and 2, solvers kkt "
-                                "and ipm)")
+        raise ProblemDiagnostic(
+            hint.span,
+            'on_infeasible="closest" applies to linearly '
+            "constrained quadratic problems (classes 1 and 2, solvers kkt "
+            "and ipm)",
+        )
     return solver, opts
 
 
@@ -631,26 +777,35 @@ def _backward(e: ast.Argmin, klass, solver, top, opts):
             # An LP's solution is a vertex, constant in the objective's coefficients between
             # switches: zero is its exact derivative in them. Unrolling a converged interior
             # point gives the same zero, so say so rather than pretend to smooth it.
-            return ("implicit", 0, "compiler", "the smooth part of the objective is linear in "
-                    f"'{e.var}', so the solution is piecewise constant in its coefficients and "
-                    "their gradients are zero almost everywhere (those in the constraints are "
-                    f"not); for informative ones add a quadratic term, e.g. + 1e-2 * "
-                    f"sum({e.var} ** 2)")
+            return (
+                "implicit",
+                0,
+                "compiler",
+                "the smooth part of the objective is linear in "
+                f"'{e.var}', so the solution is piecewise constant in its coefficients and "
+                "their gradients are zero almost everywhere (those in the constraints are "
+                f"not); for informative ones add a quadratic term, e.g. + 1e-2 * "
+                f"sum({e.var} ** 2)",
+            )
         return "implicit", 0, "compiler", "the optimality conditions are well posed"
     if b.mode not in BACKWARD:
-        raise ProblemDiagnostic(b.span, f"unknown backward mode '{b.mode}'",
-                                hint="backward implicit | unroll(k) | truncated(k)")
+        raise ProblemDiagnostic(
+            b.span,
+            f"unknown backward mode '{b.mode}'",
+            hint="backward implicit | unroll(k) | truncated(k)",
+        )
     if b.mode == "implicit":
         if b.steps is not None:
             raise ProblemDiagnostic(b.span, "backward implicit takes no step count")
         return "implicit", 0, "user", ""
     if solver == "kkt":
         if b.mode == "truncated":
-            raise ProblemDiagnostic(b.span, "a direct KKT solve has no iterations to truncate",
-                                    hint="use backward implicit, or unroll (autodiff through "
-                                    "the factorisation)")
+            raise ProblemDiagnostic(
+                b.span,
+                "a direct KKT solve has no iterations to truncate",
+                hint="use backward implicit, or unroll (autodiff through the factorisation)",
+            )
         return "unroll", b.steps or 1, "user", ""
     if not b.steps:
-        raise ProblemDiagnostic(b.span, f"backward {b.mode} needs a number of steps: "
-                                f"{b.mode}(20)")
+        raise ProblemDiagnostic(b.span, f"backward {b.mode} needs a number of steps: {b.mode}(20)")
     return b.mode, b.steps, "user", ""

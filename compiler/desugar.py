@@ -20,6 +20,7 @@ checker can hand the runtime typed specs by value id, and no later phase rebuild
 >>> d.task_loss is not None and d.module.items[2] != d.task_loss   # the loss gained the term
 True
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -67,13 +68,18 @@ def desugar(module: ast.Module) -> Desugared:
     if rules:
         if not losses:
             first = rules[0]
-            raise NameDiagnostic(first.span, f"rule '{first.name}' adds a term to the loss, and "
-                                 "the program has none", hint="declare one: loss = ...")
+            raise NameDiagnostic(
+                first.span,
+                f"rule '{first.name}' adds a term to the loss, and the program has none",
+                hint="declare one: loss = ...",
+            )
         terms = [r.term for r in rules]
-        items = [rule_sugar.add_terms(i, terms) if isinstance(i, ast.LossDecl) else i
-                 for i in items]
-    return Desugared(replace(module, items=tuple(items)), tuple(rules), tuple(guards),
-                     task_loss, task_named)
+        items = [
+            rule_sugar.add_terms(i, terms) if isinstance(i, ast.LossDecl) else i for i in items
+        ]
+    return Desugared(
+        replace(module, items=tuple(items)), tuple(rules), tuple(guards), task_loss, task_named
+    )
 
 
 def _apply_guards(items: list, decls: list[ast.GuardDecl]) -> list[GuardSugar]:
@@ -83,28 +89,43 @@ def _apply_guards(items: list, decls: list[ast.GuardDecl]) -> list[GuardSugar]:
     out: list[GuardSugar] = []
     for g in decls:
         if g.name in seen:
-            raise NameDiagnostic(g.name_span, f"guard '{g.name}' is declared twice",
-                                 notes=(Note(seen[g.name].name_span, "first declared here"),))
+            raise NameDiagnostic(
+                g.name_span,
+                f"guard '{g.name}' is declared twice",
+                notes=(Note(seen[g.name].name_span, "first declared here"),),
+            )
         seen[g.name] = g
-        at = next((k for k, i in enumerate(items)
-                   if isinstance(i, ast.NodeDecl) and i.name == g.target), None)
+        at = next(
+            (k for k, i in enumerate(items) if isinstance(i, ast.NodeDecl) and i.name == g.target),
+            None,
+        )
         if at is None:
-            kind = next(("an input" if isinstance(i, ast.InputDecl) else "a param"
-                         for i in items if isinstance(i, (ast.InputDecl, ast.ParamDecl))
-                         and i.name == g.target), None)
+            kind = next(
+                (
+                    "an input" if isinstance(i, ast.InputDecl) else "a param"
+                    for i in items
+                    if isinstance(i, (ast.InputDecl, ast.ParamDecl)) and i.name == g.target
+                ),
+                None,
+            )
             what = f"'{g.target}' is {kind}" if kind else f"there is no node '{g.target}'"
-            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', but "
-                                 f"{what}: a guard limits a decision, a node of the program",
-                                 hint="guard the node that makes the decision: "
-                                      f"guard {g.name} on NODE {{ … }}")
+            raise NameDiagnostic(
+                g.target_span,
+                f"guard '{g.name}' is on '{g.target}', but "
+                f"{what}: a guard limits a decision, a node of the program",
+                hint=f"guard the node that makes the decision: guard {g.name} on NODE {{ … }}",
+            )
         target = items[at]
         if isinstance(target.value, ast.Scan):
-            raise NameDiagnostic(g.target_span, f"guard '{g.name}' is on '{g.target}', a scan: "
-                                 "its steps read their own carry, which a guard on the whole "
-                                 "path would not reach",
-                                 hint="limit the step's decision inside the body instead (e.g. "
-                                      "clip(...) or an argmin with bounds), or guard a node "
-                                      "computed from the path")
+            raise NameDiagnostic(
+                g.target_span,
+                f"guard '{g.name}' is on '{g.target}', a scan: "
+                "its steps read their own carry, which a guard on the whole "
+                "path would not reach",
+                hint="limit the step's decision inside the body instead (e.g. "
+                "clip(...) or an argmin with bounds), or guard a node "
+                "computed from the path",
+            )
         nodes, metrics, sugar = guard_sugar.desugar(g, target)
         items[at] = nodes[-1]
         items += nodes[:-1] + metrics

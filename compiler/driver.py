@@ -4,6 +4,7 @@
 It is the only place of the front end that attaches source text to a diagnostic, so errors
 print with their line and caret wherever they were raised (imported files included).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace

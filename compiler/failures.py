@@ -18,6 +18,7 @@ samples, so checkify fails on any program with an iterative declarative node.
 >>> found
 [Failure(vid=7, shape=(4,), instance=2, status=2, residual=3.5)]
 """
+
 from __future__ import annotations
 
 import threading

@@ -21,6 +21,7 @@ Each warning's hint is the relaxation that lets the gradient through. The walk i
 the graph for all params together, plus one forward walk per param that gets a warning.
 Nothing here imports JAX: ``ddmc check`` runs it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,23 +48,22 @@ WHY = {
 }
 HINTS = {
     "comparison": "relax it: sigmoid(κ * (a - b)) is a smooth 'a > b' (what a Φ-rule's 'when' "
-                  "computes)",
+    "computes)",
     "logical": "relax it: with p, q = sigmoid(κ * …) of each comparison, 'p and q' is p * q, "
-               "'p or q' is 1 - (1 - p) * (1 - q), 'not p' is 1 - p (what a Φ-rule's 'when' "
-               "computes)",
+    "'p or q' is 1 - (1 - p) * (1 - q), 'not p' is 1 - p (what a Φ-rule's 'when' "
+    "computes)",
     "condition": "blend the branches instead: s * a + (1 - s) * b with s = sigmoid(κ * (…))",
-    "cast": "keep it a float: drop the cast, or round only outside the loss (an output, a "
-            "metric)",
+    "cast": "keep it a float: drop the cast, or round only outside the loss (an output, a metric)",
     "cast_bool": "keep it a float: a weight in [0, 1] such as sigmoid(κ * x)",
     "sign": "relax it: tanh(κ * x) is a smooth sign(x)",
     "stop_gradient": "remove stop_gradient(…) if the param should learn through it; if it is "
-                     "meant to stay fixed, make it a number or an input, not a param",
+    "meant to stay fixed, make it a number or an input, not a param",
     "decision": "choose softly: gumbel_softmax(logits, temperature) (or softmax(logits)) "
-                "instead of one_hot(argmax(logits), K)",
+    "instead of one_hot(argmax(logits), K)",
     "count": "penalise sum(abs(x)) instead: the L1 norm is the convex surrogate of a count",
     "metric": "train on a smooth surrogate such as bce(p, y), and keep {op} as a metric",
     "guard": "a guard is a hard limit; for a limit that learns, use a Φ-rule (a soft guard), "
-             "or action project, whose bound gets a gradient where the limit is active",
+    "or action project, whose bound gets a gradient where the limit is active",
     None: "keep the computation in floats up to the loss",
 }
 UNUSED_HINT = "use it in the loss, or delete it"
@@ -74,7 +74,8 @@ def lint(graph: Graph, ops: Mapping[str, Op] = OPS) -> tuple[Warning_, ...]:
     """The gradient-flow warnings of ``graph``, one per untrainable param, in declaration
     order. A program without a loss trains nothing and gets none."""
     losses = ([("the loss", graph.loss)] if graph.loss is not None else []) + [
-        (f"loss '{name}'", vid) for name, vid in graph.losses if vid != graph.loss]
+        (f"loss '{name}'", vid) for name, vid in graph.losses if vid != graph.loss
+    ]
     if not losses:
         return ()
     flow = _Flow(graph, ops)
@@ -143,8 +144,9 @@ class _Flow:
     def live(self, roots: Iterable[int]) -> set[int]:
         """The float values the adjoint of ``roots`` reaches."""
         floats = self.floats
-        return reachable([r for r in roots if floats[r]],
-                         lambda i: [s for s in self.grads[i] if floats[s]])
+        return reachable(
+            [r for r in roots if floats[r]], lambda i: [s for s in self.grads[i] if floats[s]]
+        )
 
     def ancestors(self, roots: Iterable[int]) -> set[int]:
         return reachable(roots, self.feeds.__getitem__)
@@ -160,29 +162,38 @@ class _Flow:
         return self._users
 
     # --- the two warnings ------------------------------------------------------------------------
-    def blocked(self, name: str, span: Span, sources: list[int], loss: str,
-                needed: set[int]) -> Warning_:
+    def blocked(
+        self, name: str, span: Span, sources: list[int], loss: str, needed: set[int]
+    ) -> Warning_:
         """Every path from the param to a loss (``needed``: what the losses depend on; the
         first it reaches is ``loss``) crosses a blocking edge: name the first of those."""
         floats, users = self.floats, self.users
         # the values the param's gradient would come from, following only passing edges
-        carry = reachable(sources, lambda s: [d for d in users[s]
-                                              if floats[d] and s in self.grads[d]])
-        culprits = {d for s in carry for d in users[s]
-                    if d in needed and (not floats[d] or s not in self.grads[d])}
+        carry = reachable(
+            sources, lambda s: [d for d in users[s] if floats[d] and s in self.grads[d]]
+        )
+        culprits = {
+            d
+            for s in carry
+            for d in users[s]
+            if d in needed and (not floats[d] or s not in self.grads[d])
+        }
         if not culprits:  # cannot happen: a path to the loss that never stops is live
-            return Warning_(span, f"param '{name}' receives no gradient from {loss}",
-                            hint=HINTS[None])
+            return Warning_(
+                span, f"param '{name}' receives no gradient from {loss}", hint=HINTS[None]
+            )
         values = self.graph.values
         order = sorted(culprits, key=lambda i: _position(values[i].span, self.graph.file))
         first = self._culprit(values[order[0]])
         others = len(order) - 1
-        more = (f" (and {others} other blocking operation{'s' * (others > 1)})"
-                if others else "")
+        more = f" (and {others} other blocking operation{'s' * (others > 1)})" if others else ""
         where = _where(first.value.span, span.file)
-        return Warning_(span, f"param '{name}' reaches {loss} only through "
-                              f"{self._describe(first)} at {where}, {self._why(first)}{more}",
-                        hint=self._hint(first))
+        return Warning_(
+            span,
+            f"param '{name}' reaches {loss} only through "
+            f"{self._describe(first)} at {where}, {self._why(first)}{more}",
+            hint=self._hint(first),
+        )
 
     def unused(self, name: str, span: Span, sources: list[int]) -> Warning_:
         """No loss depends on the param: say what does read it."""
@@ -192,17 +203,27 @@ class _Flow:
         if metrics:
             more = len(metrics) - 1
             also = f" (and {more} other metric{'s' * (more > 1)})" if more else ""
-            return Warning_(span, f"param '{name}' is never used by the loss, only by metric "
-                                  f"'{metrics[0]}'{also}", hint=METRIC_HINT)
+            return Warning_(
+                span,
+                f"param '{name}' is never used by the loss, only by metric '{metrics[0]}'{also}",
+                hint=METRIC_HINT,
+            )
         outputs = [o for o, vid in g.outputs if vid in reads]
         if outputs:
-            return Warning_(span, f"param '{name}' is never used by the loss, only by output "
-                                  f"'{outputs[0]}'", hint=UNUSED_HINT)
+            return Warning_(
+                span,
+                f"param '{name}' is never used by the loss, only by output '{outputs[0]}'",
+                hint=UNUSED_HINT,
+            )
         nodes = sorted((vid, n) for n, vid in g.nodes.items() if vid in reads)
         if nodes:
             node = min(nodes, key=lambda t: _position(g.values[t[0]].span, g.file))[1]
-            return Warning_(span, f"param '{name}' is never used by the loss, only by node "
-                                  f"'{node}', which nothing else uses", hint=UNUSED_HINT)
+            return Warning_(
+                span,
+                f"param '{name}' is never used by the loss, only by node "
+                f"'{node}', which nothing else uses",
+                hint=UNUSED_HINT,
+            )
         return Warning_(span, f"param '{name}' is used by nothing", hint=UNUSED_HINT)
 
     # --- words -----------------------------------------------------------------------------------
@@ -216,6 +237,7 @@ class _Flow:
         v, op, reason = c.value, c.op, c.reason
         name = v.op
         if reason in ("comparison", "logical"):
+            assert op is not None  # a reason is read off a declared op (see _culprit)
             return f"the {reason} '{op.extra.get('symbol', name)}'"
         if reason == "cast":
             return f"the cast {name}(…)"

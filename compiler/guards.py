@@ -25,6 +25,7 @@ program text before checking, like a Φ-rule, but it changes the decision instea
 Several guards on one node apply in program order. The training loop counts every check of
 every step; ``--run`` writes the compliance report (``compliance.json``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -38,9 +39,11 @@ from ddm.dsl.span import Span
 
 KEYS = ("limit", "action", "fallback")
 ACTIONS = ("project", "reject")
-KNOWN = ("X <= c, X >= c, abs(X) <= c, abs(X - P) <= c, sum(abs(X)) <= c, "
-         "sum(abs(X - P)) <= c, norm(X) <= c, norm(X - P) <= c, nonzero(X) <= k, "
-         "nonzero(X - P) <= k")
+KNOWN = (
+    "X <= c, X >= c, abs(X) <= c, abs(X - P) <= c, sum(abs(X)) <= c, "
+    "sum(abs(X - P)) <= c, norm(X) <= c, norm(X - P) <= c, nonzero(X) <= k, "
+    "nonzero(X - P) <= k"
+)
 
 
 @dataclass(frozen=True)
@@ -60,35 +63,51 @@ class GuardSugar:
     breach_rate: str
 
 
-def desugar(guard: ast.GuardDecl, target: ast.NodeDecl) -> tuple[list[ast.NodeDecl],
-                                                                 list[ast.MetricDecl],
-                                                                 GuardSugar]:
+def desugar(
+    guard: ast.GuardDecl, target: ast.NodeDecl
+) -> tuple[list[ast.NodeDecl], list[ast.MetricDecl], GuardSugar]:
     """The nodes and metrics a guard stands for; the last node is the target's new
     declaration (same name, type and span, enforced value)."""
-    entries = entries_of(guard, "guard", KEYS, ("limit", "action"),
-                         f'guard g "intent" on {guard.target} '
-                         f'{{ limit abs({guard.target}) <= 1.0 action project }}')
+    entries = entries_of(
+        guard,
+        "guard",
+        KEYS,
+        ("limit", "action"),
+        f'guard g "intent" on {guard.target} {{ limit abs({guard.target}) <= 1.0 action project }}',
+    )
     action_expr = entries["action"].value
     if not (isinstance(action_expr, ast.Name) and action_expr.id in ACTIONS):
-        raise ProblemDiagnostic(action_expr.span, "a guard's action is 'project' or 'reject'",
-                                hint="project: move the decision onto the limit; reject: "
-                                     "replace a breaking decision by the fallback")
+        raise ProblemDiagnostic(
+            action_expr.span,
+            "a guard's action is 'project' or 'reject'",
+            hint="project: move the decision onto the limit; reject: "
+            "replace a breaking decision by the fallback",
+        )
     action = action_expr.id
     if "fallback" in entries and action != "reject":
-        raise ProblemDiagnostic(entries["fallback"].span, "only 'action reject' takes a "
-                                "fallback; a projection needs none")
+        raise ProblemDiagnostic(
+            entries["fallback"].span,
+            "only 'action reject' takes a fallback; a projection needs none",
+        )
     limit = entries["limit"].value
     if not (isinstance(limit, ast.BinOp) and limit.op in ("<=", "<", ">=", ">")):
-        raise ProblemDiagnostic(limit.span, "a guard's limit is a comparison: LHS <= RHS or "
-                                "LHS >= RHS", hint=f"e.g. limit abs({guard.target}) <= 1.0")
+        raise ProblemDiagnostic(
+            limit.span,
+            "a guard's limit is a comparison: LHS <= RHS or LHS >= RHS",
+            hint=f"e.g. limit abs({guard.target}) <= 1.0",
+        )
     x = guard.target
     if _mentions(limit.right, x):
-        raise ProblemDiagnostic(limit.right.span, f"the bound of guard '{guard.name}' depends "
-                                f"on the decision '{x}'",
-                                hint=f"put '{x}' on the left: limit f({x}) <= bound")
+        raise ProblemDiagnostic(
+            limit.right.span,
+            f"the bound of guard '{guard.name}' depends on the decision '{x}'",
+            hint=f"put '{x}' on the left: limit f({x}) <= bound",
+        )
     if not _mentions(limit.left, x):
-        raise ProblemDiagnostic(limit.left.span, f"the limit of guard '{guard.name}' does not "
-                                f"mention the decision '{x}' it guards")
+        raise ProblemDiagnostic(
+            limit.left.span,
+            f"the limit of guard '{guard.name}' does not mention the decision '{x}' it guards",
+        )
     span = guard.span
     base = f"guard_{guard.name}"
     before = f"{x}_before_{guard.name}"
@@ -105,30 +124,61 @@ def desugar(guard: ast.GuardDecl, target: ast.NodeDecl) -> tuple[list[ast.NodeDe
     else:
         fallback = entries["fallback"].value if "fallback" in entries else number(0.0, span)
         if _mentions(fallback, x):
-            raise ProblemDiagnostic(fallback.span, f"the fallback of guard '{guard.name}' "
-                                    f"depends on the decision '{x}' it replaces")
-        enforced = call("guard_reject", span, ast.Name(before, span),
-                         ast.Name(f"{base}_excess", span), bound, fallback)
+            raise ProblemDiagnostic(
+                fallback.span,
+                f"the fallback of guard '{guard.name}' depends on the decision '{x}' it replaces",
+            )
+        enforced = call(
+            "guard_reject",
+            span,
+            ast.Name(before, span),
+            ast.Name(f"{base}_excess", span),
+            bound,
+            fallback,
+        )
     scalar = ast.TypeExpr("f32", (), span)
     nodes = [
         ast.NodeDecl("node", before, target.type, target.value, target.span, guard.name_span),
         ast.NodeDecl("node", f"{base}_excess", None, excess(before), span, guard.name_span),
-        ast.NodeDecl("node", f"{base}_violated", scalar,
-                     call("guard_violated", span, ast.Name(f"{base}_excess", span), bound),
-                     span, guard.name_span),
+        ast.NodeDecl(
+            "node",
+            f"{base}_violated",
+            scalar,
+            call("guard_violated", span, ast.Name(f"{base}_excess", span), bound),
+            span,
+            guard.name_span,
+        ),
         ast.NodeDecl("node", f"{base}_after", None, excess(x), span, guard.name_span),
-        ast.NodeDecl("node", f"{base}_breached", scalar,
-                     call("guard_violated", span, ast.Name(f"{base}_after", span), bound),
-                     span, guard.name_span),
+        ast.NodeDecl(
+            "node",
+            f"{base}_breached",
+            scalar,
+            call("guard_violated", span, ast.Name(f"{base}_after", span), bound),
+            span,
+            guard.name_span,
+        ),
         replace(target, value=enforced),
     ]
-    metrics = [ast.MetricDecl(f"{base}_violation_rate", mean_of(f"{base}_violated", span), span,
-                              guard.name_span),
-               ast.MetricDecl(f"{base}_breach_rate", mean_of(f"{base}_breached", span), span,
-                              guard.name_span)]
-    sugar = GuardSugar(guard.name, guard.intent or guard.name, x, format_expr(limit), action,
-                       guard.span, f"{base}_violated", f"{base}_breached",
-                       f"{base}_violation_rate", f"{base}_breach_rate")
+    metrics = [
+        ast.MetricDecl(
+            f"{base}_violation_rate", mean_of(f"{base}_violated", span), span, guard.name_span
+        ),
+        ast.MetricDecl(
+            f"{base}_breach_rate", mean_of(f"{base}_breached", span), span, guard.name_span
+        ),
+    ]
+    sugar = GuardSugar(
+        guard.name,
+        guard.intent or guard.name,
+        x,
+        format_expr(limit),
+        action,
+        guard.span,
+        f"{base}_violated",
+        f"{base}_breached",
+        f"{base}_violation_rate",
+        f"{base}_breach_rate",
+    )
     return nodes, metrics, sugar
 
 
@@ -143,8 +193,7 @@ def _projection(lhs, upper: bool, bound, x: str, value: ast.Name, guard: ast.Gua
         """``X`` → (None), ``X - P`` → P; anything else → False."""
         if is_x(e):
             return None
-        if isinstance(e, ast.BinOp) and e.op == "-" and is_x(e.left) and \
-                not _mentions(e.right, x):
+        if isinstance(e, ast.BinOp) and e.op == "-" and is_x(e.left) and not _mentions(e.right, x):
             return e.right
         return False
 
@@ -161,29 +210,44 @@ def _projection(lhs, upper: bool, bound, x: str, value: ast.Name, guard: ast.Gua
     if upper and outer is not None:
         fname, (arg,) = outer
         if fname == "abs" and (p := offset(arg)) is not False:
-            return shifted(p, lambda v: call("clip", span, v, ast.UnaryOp("-", bound, span),
-                                              bound))
+            return shifted(p, lambda v: call("clip", span, v, ast.UnaryOp("-", bound, span), bound))
         if fname == "norm" and (p := offset(arg)) is not False:
             return shifted(p, lambda v: call("project_l2", span, v, bound))
         if fname == "nonzero" and (p := offset(arg)) is not False:
             if not (isinstance(bound, ast.Number) and isinstance(bound.value, int)):
-                raise ProblemDiagnostic(bound.span, "a trade-frequency limit nonzero(...) <= k "
-                                        "takes an integer k")
-            return shifted(p, lambda v: ast.Call(ast.Name("keep_largest", span), (v,),
-                                                 (ast.Keyword("k", bound, span),), span))
+                raise ProblemDiagnostic(
+                    bound.span, "a trade-frequency limit nonzero(...) <= k takes an integer k"
+                )
+            return shifted(
+                p,
+                lambda v: ast.Call(
+                    ast.Name("keep_largest", span), (v,), (ast.Keyword("k", bound, span),), span
+                ),
+            )
         inner = _plain_call(arg)
-        if fname == "sum" and inner is not None and inner[0] == "abs" and \
-                (p := offset(inner[1][0])) is not False:
+        if (
+            fname == "sum"
+            and inner is not None
+            and inner[0] == "abs"
+            and (p := offset(inner[1][0])) is not False
+        ):
             return shifted(p, lambda v: call("project_l1", span, v, bound))
-    raise ProblemDiagnostic(lhs.span, f"guard '{guard.name}' cannot project onto this limit",
-                            hint=f"projection knows {KNOWN.replace('X', x)}; any other limit "
-                                 "takes 'action reject' (with a fallback)")
+    raise ProblemDiagnostic(
+        lhs.span,
+        f"guard '{guard.name}' cannot project onto this limit",
+        hint=f"projection knows {KNOWN.replace('X', x)}; any other limit "
+        "takes 'action reject' (with a fallback)",
+    )
 
 
 def _plain_call(e):
     """(name, args) of ``f(a)`` with one positional argument and no keywords, else None."""
-    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and len(e.args) == 1 \
-            and not e.kwargs:
+    if (
+        isinstance(e, ast.Call)
+        and isinstance(e.func, ast.Name)
+        and len(e.args) == 1
+        and not e.kwargs
+    ):
         return e.func.id, e.args
     return None
 
@@ -199,7 +263,9 @@ def _rename(e, old: str, new: str):
         return ast.Name(new, e.span) if e.id == old else e
     if isinstance(e, tuple):
         return tuple(_rename(x, old, new) for x in e)
-    if is_dataclass(e) and not isinstance(e, (ast.TypeExpr, ast.DimRef, Span)):
-        return replace(e, **{f.name: _rename(getattr(e, f.name), old, new) for f in fields(e)
-                             if f.init})
+    # ``type`` aside: the tree holds dataclass instances, never the classes themselves
+    if is_dataclass(e) and not isinstance(e, (type, ast.TypeExpr, ast.DimRef, Span)):
+        return replace(
+            e, **{f.name: _rename(getattr(e, f.name), old, new) for f in fields(e) if f.init}
+        )
     return e

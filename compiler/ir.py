@@ -8,17 +8,21 @@ Stages: ``static`` values depend on params and constants only; ``sample`` values
 sample's inputs (the program is written per sample, lowering vectorises); ``batch`` values live
 in ``loss``/``metric``, where a per-sample value is *lifted* (op ``lift``) to its batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping, overload
 
 from ddm.compiler.settings import RunSettings
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, LayerType, TensorType
 
-KINDS = ("input", "param", "const", "imperative", "declarative", "decision", "sequential",
-         "state")
+if TYPE_CHECKING:  # annotations only: ir stays a leaf that every stage imports, checker aside
+    from ddm.compiler.declarative import Problem
+    from ddm.compiler.sequential import ScanSpec
+
+KINDS = ("input", "param", "const", "imperative", "declarative", "decision", "sequential", "state")
 STAGES = ("static", "sample", "batch")
 
 
@@ -35,7 +39,16 @@ class Value:
     name: str | None = None  # set on the value a node/let declaration defines
     scope: str | None = None  # "fn@line:col" when inlined from a call of a fn
 
-    def attr(self, key: str, default=None):
+    # check sets ``problem`` on every argmin value and ``scan`` on every scan value; readers
+    # test ``v.op`` first, so those two keys are typed as present. Any other attribute is
+    # whatever its op stores (None when absent and no default is given).
+    @overload
+    def attr(self, key: Literal["problem"]) -> Problem: ...
+    @overload
+    def attr(self, key: Literal["scan"]) -> ScanSpec: ...
+    @overload
+    def attr(self, key: str, default: Any = None) -> Any: ...
+    def attr(self, key: str, default: Any = None) -> Any:
         for k, v in self.attrs:
             if k == key:
                 return v
@@ -145,15 +158,19 @@ class Graph:
     def with_loss(self, name: str) -> "Graph":
         """This graph training its named loss ``name`` instead of the default."""
         from dataclasses import replace
+
         task = dict(self.task_losses).get(name, dict(self.losses)[name])
-        return replace(self, loss=task if self.rules_off else dict(self.losses)[name],
-                       task_loss=task)
+        return replace(
+            self, loss=task if self.rules_off else dict(self.losses)[name], task_loss=task
+        )
 
     def without_rules(self) -> "Graph":
         """This graph training its loss without the Φ-rules' terms (rules still measured)."""
         from dataclasses import replace
-        return replace(self, loss=self.task_loss if self.task_loss is not None else self.loss,
-                       rules_off=True)
+
+        return replace(
+            self, loss=self.task_loss if self.task_loss is not None else self.loss, rules_off=True
+        )
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -269,17 +286,22 @@ def format_ir(graph: Graph) -> str:
             tags.append(f"node {v.name}")
         if v.scope:
             tags.append(f"in {v.scope}")
-        lines.append(f"%{v.id} = {body} : {v.type}    # {' '.join(tags)} "
-                     f"({v.span.line}:{v.span.column})")
+        lines.append(
+            f"%{v.id} = {body} : {v.type}    # {' '.join(tags)} ({v.span.line}:{v.span.column})"
+        )
     for v in graph.values:
         if v.op == "argmin":
             p = v.attr("problem")
-            lines.append(f"# %{v.id}: {p.describe()}; body %{p.body[0]}..%{p.body[1] - 1}, "
-                         f"objective %{p.objective}, decision %{p.var}")
+            lines.append(
+                f"# %{v.id}: {p.describe()}; body %{p.body[0]}..%{p.body[1] - 1}, "
+                f"objective %{p.objective}, decision %{p.var}"
+            )
         if v.op == "scan":
             s = v.attr("scan")
-            lines.append(f"# %{v.id}: {s.describe()}; body %{s.body[0]}..%{s.body[1] - 1}, "
-                         f"new carry %{s.result}, index %{s.index}, carry %{s.carry}")
+            lines.append(
+                f"# %{v.id}: {s.describe()}; body %{s.body[0]}..%{s.body[1] - 1}, "
+                f"new carry %{s.result}, index %{s.index}, carry %{s.carry}"
+            )
     for name, i in graph.outputs:
         lines.append(f"output {name} = %{i}")
     if graph.loss is not None:

@@ -15,6 +15,7 @@ in the batch), ``key`` itself for batch-stage values and under ``sample``; insid
 draws fresh noise. Without a key random ops are deterministic (evaluation: ``apply``,
 ``metrics``); the same key gives the same bits. Training passes a key per step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from ddm.library.layers import apply_layer
 from ddm.library.lazy import jax, jnp
 from ddm.library.op import Op
 from ddm.library.precision import resolve_dtype
-from ddm.library.types import DtypeError, ShapeError, SymDim
+from ddm.library.types import DtypeError, LayerType, ShapeError, SymDim
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,16 @@ class Evaluator:
     x64: bool
 
     # --- one sample ----------------------------------------------------------------------------
-    def sample(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-               batched: bool = False, taps: Mapping | None = None,
-               key=None) -> tuple[dict[int, object], dict[int, object]]:
+    def sample(
+        self,
+        params,
+        inputs: Mapping,
+        dims: Mapping[str, int],
+        roots,
+        batched: bool = False,
+        taps: Mapping | None = None,
+        key=None,
+    ) -> tuple[dict[int, object], dict[int, object]]:
         """``(values, infos)``: values ``roots`` (static or sample stage) for one sample's
         ``inputs``, and the solver infos of the declarative nodes among what they need.
         ``batched``: called under ``jax.vmap(axis_name="batch")`` (batch-statistics ops may
@@ -54,26 +62,33 @@ class Evaluator:
         respect to a tap is the loss's adjoint at that value. ``key``: this sample's JAX key for
         random ops (``None``: they are deterministic)."""
         env: dict = {}
-        infos = self.run(sorted(self.graph.ancestors(roots)), env, params, inputs, dims,
-                         batched, key, taps)
+        infos = self.run(
+            sorted(self.graph.ancestors(roots)), env, params, inputs, dims, batched, key, taps
+        )
         return {i: env[i] for i in roots}, infos
 
-    def run(self, ids, env: dict, params, inputs, dims, batched, key=None,
-            taps: Mapping | None = None) -> dict[int, object]:
+    def run(
+        self, ids, env: dict, params, inputs, dims, batched, key=None, taps: Mapping | None = None
+    ) -> dict[int, object]:
         """Evaluate the values ``ids`` (in order) into ``env``; returns the solver infos."""
         infos: dict = {}
         for i in ids:
-            env[i], found = self.node(self.graph.values[i], env, params, inputs, dims, batched,
-                                      key)
+            env[i], found = self.node(self.graph.values[i], env, params, inputs, dims, batched, key)
             infos.update(found)
             if taps is not None and i in taps:
                 env[i] = env[i] + taps[i]
         return infos
 
     # --- a batch -------------------------------------------------------------------------------
-    def batch(self, params, inputs: Mapping, dims: Mapping[str, int], roots,
-              taps: Mapping | None = None,
-              key=None) -> tuple[dict[int, object], dict[int, object]]:
+    def batch(
+        self,
+        params,
+        inputs: Mapping,
+        dims: Mapping[str, int],
+        roots,
+        taps: Mapping | None = None,
+        key=None,
+    ) -> tuple[dict[int, object], dict[int, object]]:
         """``(values, infos)`` for a batch of inputs (leading axis): values ``roots`` of any
         stage, and the solver infos of per-sample declarative nodes batched (leading axis).
         ``taps`` as in :meth:`sample`: batched ``[B, …]`` for sample-stage values. ``key``: a JAX
@@ -94,15 +109,21 @@ class Evaluator:
             sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
 
             def one(sample_inputs, tapped, sample_key):
-                return self.sample(params, sample_inputs, dims, sample_roots, batched=True,
-                                   taps=tapped or None, key=sample_key)
+                return self.sample(
+                    params,
+                    sample_inputs,
+                    dims,
+                    sample_roots,
+                    batched=True,
+                    taps=tapped or None,
+                    key=sample_key,
+                )
 
             keys = None
             if key is not None:
                 size = jax.tree.leaves(batch_inputs)[0].shape[0]
                 keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(size))
-            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps,
-                                                                 keys)
+            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps, keys)
             env.update(per_sample)
             infos.update(found)
         for i in lifts:
@@ -112,17 +133,20 @@ class Evaluator:
         return {i: env[i] for i in roots}, infos
 
     # --- one node --------------------------------------------------------------------------------
-    def node(self, v: Value, env, params, inputs, dims, batched: bool,
-             key=None) -> tuple[object, dict[int, object]]:
+    def node(
+        self, v: Value, env, params, inputs, dims, batched: bool, key=None
+    ) -> tuple[object, dict[int, object]]:
         """``v``'s value and the solver infos its evaluation produced: a declarative node's
         own, a scan's those of the declarative nodes in its body (stacked over its steps)."""
         if v.op == "argmin":
             # an argmin's problem is evaluated without a key: its solution is deterministic
             from ddm.compiler.lower_argmin import solve_node
+
             x, info = solve_node(self, v, env, params, inputs, dims, batched)
             return self._typed(v, x), {v.id: info}
         if v.op == "scan":
             from ddm.compiler.lower_scan import scan_node
+
             out, infos = scan_node(self, v, env, params, inputs, dims, batched, key)
             return self._typed(v, out), infos
         return self.value(v, env, params, inputs, dims, batched, key), {}
@@ -165,13 +189,18 @@ class Evaluator:
             return jnp.broadcast_to(env[v.inputs[0]], shape)
         if op == "layer":
             name = v.attr("param")
-            return apply_layer(params[name], self.graph.param(name).type, env[v.inputs[0]])
+            layer = self.graph.param(name).type
+            assert isinstance(layer, LayerType)  # check made a layer value only for a layer param
+            return apply_layer(params[name], layer, env[v.inputs[0]])
         spec = self.ops[op]
         static = {k: self._static(a, dims, v) for k, a in v.attrs if not k.startswith("_")}
         needs_batch = spec.extra.get("needs_batch")
         if needs_batch and needs_batch(static) and not batched:
-            raise DataDiagnostic(v.span, f"{op}(stats=\"batch\") needs a batch; call "
-                                 "apply_batch (or use fixed statistics) for one sample")
+            raise DataDiagnostic(
+                v.span,
+                f'{op}(stats="batch") needs a batch; call '
+                "apply_batch (or use fixed statistics) for one sample",
+            )
         self._recheck_bound(v, spec, static, dims)
         args = self._grouped(v, [env[i] for i in v.inputs])
         if key is not None and spec.extra.get("random"):
@@ -188,7 +217,7 @@ class Evaluator:
             elif n == 0:
                 args.append(None)
             else:
-                args.append(list(items[k:k + n]))
+                args.append(list(items[k : k + n]))
                 k += n
         return args
 
@@ -199,6 +228,7 @@ class Evaluator:
         types = [self.graph.values[i].type for i in v.inputs]
         if not any(isinstance(d, SymDim) for t in types for d in getattr(t, "shape", ())):
             return
+
         def size(d):
             if isinstance(d, SymDim) and d.value is None:
                 return dims.get(d.name)  # None: not bound here (e.g. the batch axis)
@@ -212,8 +242,9 @@ class Evaluator:
             spec.rule(tuple(grouped), static)
         except ShapeError as err:
             cls = DtypeDiagnostic if isinstance(err, DtypeError) else ShapeDiagnostic
-            raise cls(v.span, f"{err.message} (with the dims bound by the data)",
-                      hint=err.hint) from None
+            raise cls(
+                v.span, f"{err.message} (with the dims bound by the data)", hint=err.hint
+            ) from None
 
     def _index(self, v: Value, env):
         out = []
@@ -239,7 +270,9 @@ def evaluator(graph: Graph, x64: bool = False, ops: Mapping[str, Op] = OPS) -> E
     if not x64:
         for v in graph.values:
             if v.type.dtype == "f64":
-                raise DtypeDiagnostic(v.span, "this program uses f64, which needs float64 "
-                                      "enabled", hint="load it with x64=True (CLI: --x64, "
-                                      "config: x64: true)")
+                raise DtypeDiagnostic(
+                    v.span,
+                    "this program uses f64, which needs float64 enabled",
+                    hint="load it with x64=True (CLI: --x64, config: x64: true)",
+                )
     return Evaluator(graph, ops, x64)

@@ -12,6 +12,7 @@ differentiation reaches the params behind it.
 - Classes 3 and 4 receive the objective as a function ``f(x, theta)``; class 4 also the prox of
   its nonsmooth part with parameters ``omega`` (L1 weight and centre, bounds, simplex radius).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,14 @@ def solve_node(low, v, env, params, inputs, dims, batched):
 
 def _options(prob: Problem, x64: bool) -> SolveOptions:
     dtype = "f64" if prob.dtype == "f64" and not x64 else None
-    return SolveOptions(tol=prob.tol, max_iter=prob.max_iter, backward=prob.backward,
-                        steps=prob.steps, dtype=dtype, matrix_free=prob.matrix_free)
+    return SolveOptions(
+        tol=prob.tol,
+        max_iter=prob.max_iter,
+        backward=prob.backward,
+        steps=prob.steps,
+        dtype=dtype,
+        matrix_free=prob.matrix_free,
+    )
 
 
 class _Body:
@@ -87,7 +94,7 @@ class _Body:
     def objective(self, x, theta, terms=None):
         """F(x) = Σ sign·coefs·term — the minimised objective (argmax already negated)."""
         total = 0.0
-        for t in (self.prob.terms if terms is None else terms):
+        for t in self.prob.terms if terms is None else terms:
             if t.kind == "const":
                 continue
             (value,) = self(x, theta, [t.value])
@@ -134,7 +141,7 @@ def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
             block = core if core is not None else 2.0 * jnp.eye(n, dtype=dtype)
         else:
             size = math.prod(jnp.shape(body(zero, theta, [t.arg])[0])) or 1
-            J = _jacobian(lambda x: jnp.ravel(body(x, theta, [t.arg])[0]), zero, size)
+            J = _jacobian(lambda x, t=t: jnp.ravel(body(x, theta, [t.arg])[0]), zero, size)
             block = J.T @ core @ J if core is not None else 2.0 * J.T @ J
         P = P + k * block
     eqs, ineqs = prob.equalities, prob.inequalities
@@ -153,9 +160,11 @@ def _solve_qp(body, prob, theta, n, dtype, opts):
     P, c, A, b, G, h = qp_arrays(body, prob, theta, n, dtype)
     if prob.solver == "kkt":
         from ddm.library.solvers.eq_qp import eq_qp
+
         x, info = eq_qp(P, c, A, b, opts)
     else:
         from ddm.library.solvers.qp import qp
+
         x, info = qp(P, c, A, b, G, h, opts)
     if prob.on_infeasible == "closest":
         x, info = _closest(P, c, A, b, G, h, x, info, opts)
@@ -166,6 +175,7 @@ def _closest(P, c, A, b, G, h, x, info, opts):
     """Where the constraints admit no point, the closest one: the best point among those
     violating them least (``library/solvers/closest.py``)."""
     from ddm.library.solvers.closest import closest
+
     return closest(P, c, A, b, G, h, x, info, opts)
 
 
@@ -193,8 +203,9 @@ def _solve_prox(body, prob, theta, n, dtype, opts):
         omega["lam"] = jnp.asarray(body.coef(zero, theta, l1), dtype)
         if l1.center is not None:  # absent: centre 0, which the simplex's prox relies on
             (cv,) = body(zero, theta, [l1.center])
-            omega["center"] = jnp.broadcast_to(jnp.asarray(cv, dtype) * l1.center_sign,
-                                               body.shape).reshape(-1)
+            omega["center"] = jnp.broadcast_to(
+                jnp.asarray(cv, dtype) * l1.center_sign, body.shape
+            ).reshape(-1)
     forms = {c.form: c for c in prob.constraints}
 
     def bound(c, fill):

@@ -7,6 +7,7 @@ nodes inside the body return their solver infos per step; they come out stacked 
 by the nested node's id, beside the scan's value.
 Random ops in the body draw from ``fold_in(fold_in(key, scan id), t)``: fresh noise per step.
 """
+
 from __future__ import annotations
 
 from ddm.compiler.binding import resolve as resolve_dim

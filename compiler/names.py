@@ -6,6 +6,7 @@ guards share (it knows which names an ``argmin`` or a ``scan`` binds locally).
 >>> [(n.id, called) for n, called in iter_names(module.items[0].value)]
 [('f', True), ('x', False), ('sum', True), ('x', False)]
 """
+
 from __future__ import annotations
 
 from typing import Iterator

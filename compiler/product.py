@@ -24,6 +24,7 @@ applies; its status is in the aux, and a computation traced while a failure coll
 >>> float(loss), aux.solvers, aux.rules, aux.guards
 (20.0, {}, {}, {})
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,6 +43,7 @@ from ddm.library.layers import init_layer
 from ddm.library.lazy import jax, jnp
 from ddm.library.precision import resolve_dtype, scoped_x64
 from ddm.library.types import LayerType
+
 
 class RuleAux(NamedTuple):
     """One Φ-rule over a batch: mean trigger (its activation) and mean term (its effective
@@ -146,9 +148,19 @@ def lower(graph: Graph, sources: Mapping[str, str] | None = None, x64: bool = Fa
     """The compiled product of ``graph`` (``sources``: file → text, for located errors;
     ``x64``: the program's floats are float64)."""
     b = _Build(graph, evaluator(graph, x64), x64, dict(sources or {}))
-    return Product(graph, b.sources, x64, b.located(b.init), b.param_values,
-                   b.wrap(b.apply), b.wrap(b.apply_batch), b.wrap(b.loss), b.wrap(b.metrics),
-                   b.wrap(b.values, static=(2,)), b.wrap(b.sample_values, static=(2, 3)))
+    return Product(
+        graph,
+        b.sources,
+        x64,
+        b.located(b.init),
+        b.param_values,
+        b.wrap(b.apply),
+        b.wrap(b.apply_batch),
+        b.wrap(b.loss),
+        b.wrap(b.metrics),
+        b.wrap(b.values, static=(2,)),
+        b.wrap(b.sample_values, static=(2, 3)),
+    )
 
 
 class _Build:
@@ -162,7 +174,8 @@ class _Build:
         # a float32 program whose node solves in float64 turns float64 on only while its own
         # functions are traced and differentiated, never for the process (library/precision.py)
         self.scoped = not x64 and any(
-            v.attr("problem").dtype == "f64" for v in graph.values if v.op == "argmin")
+            v.attr("problem").dtype == "f64" for v in graph.values if v.op == "argmin"
+        )
         g = graph
         self.rule_roots = tuple(i for r in g.rules for i in (r.activation, r.effective_penalty))
         self.guard_roots = tuple(i for x in g.guards for i in (x.violated, x.breached))
@@ -177,6 +190,7 @@ class _Build:
                 if err.span is not None and err.source is None:
                     err.source = self.sources.get(err.span.file)
                 raise err from None
+
         return wrapper
 
     def wrap(self, fn, static: tuple[int, ...] = ()):
@@ -200,6 +214,7 @@ class _Build:
             if key not in cache:
                 cache[key] = scoped_x64(jax.jit(functools.partial(fn, **kwargs)))
             return cache[key](*arrays)
+
         scoped.jitted = True  # type: ignore[attr-defined]  # the runtime adds no jit around it
         return self.located(scoped)
 
@@ -211,9 +226,12 @@ class _Build:
         for index, spec in enumerate(self.g.params):
             k = jax.random.fold_in(key, index) if key is not None else None
             if isinstance(spec.type, LayerType):
-                layer = LayerType(spec.type.kind,
-                                  tuple(resolve_dim(d, known, spec.span) for d in spec.type.sizes),
-                                  spec.type.activation, spec.type.bias)
+                layer = LayerType(
+                    spec.type.kind,
+                    tuple(resolve_dim(d, known, spec.span) for d in spec.type.sizes),
+                    spec.type.activation,
+                    spec.type.bias,
+                )
                 params[spec.name] = init_layer(_need_key(k, spec), layer, fdt)
                 continue
             shape = tuple(resolve_dim(d, known, spec.span) for d in spec.type.shape)
@@ -223,16 +241,16 @@ class _Build:
                 value = jnp.broadcast_to(jnp.asarray(arg, dtype), shape)
                 params[spec.name] = jnp.log(value) if spec.positive else value
             else:
-                params[spec.name] = INITIALIZERS[kind].fn(_need_key(k, spec), shape, dtype,
-                                                          **dict(arg))
+                params[spec.name] = INITIALIZERS[kind].fn(
+                    _need_key(k, spec), shape, dtype, **dict(arg)
+                )
         return params
 
     def param_values(self, params) -> dict[str, Any]:
         out = {}
         for spec in self.g.params:
             if not spec.is_layer:
-                out[spec.name] = jnp.exp(params[spec.name]) if spec.positive \
-                    else params[spec.name]
+                out[spec.name] = jnp.exp(params[spec.name]) if spec.positive else params[spec.name]
         return out
 
     # --- evaluations -----------------------------------------------------------------------------
@@ -294,18 +312,28 @@ class _Build:
     def _aux(self, values, infos) -> Aux:
         """The aux of an evaluation (reports failures to an open collector)."""
         _report_failures(self.g, infos)
-        rules = {r.name: RuleAux(values[r.activation], values[r.effective_penalty])
-                 for r in self.g.rules if r.activation in values}
-        guards = {x.name: GuardAux(values[x.violated], values[x.breached])
-                  for x in self.g.guards if x.violated in values}
+        rules = {
+            r.name: RuleAux(values[r.activation], values[r.effective_penalty])
+            for r in self.g.rules
+            if r.activation in values
+        }
+        guards = {
+            x.name: GuardAux(values[x.violated], values[x.breached])
+            for x in self.g.guards
+            if x.violated in values
+        }
         return Aux(dict(infos), rules, guards)
 
     def _check_params(self, params, what: str) -> None:
-        missing = [p for p in self.g.params if not isinstance(params, Mapping)
-                   or p.name not in params]
+        missing = [
+            p for p in self.g.params if not isinstance(params, Mapping) or p.name not in params
+        ]
         if missing:
-            raise DataDiagnostic(missing[0].span, f"{what}: params has no entry "
-                                 f"'{missing[0].name}'", hint="make params with prog.init(key)")
+            raise DataDiagnostic(
+                missing[0].span,
+                f"{what}: params has no entry '{missing[0].name}'",
+                hint="make params with prog.init(key)",
+            )
 
     def _bind(self, inputs, roots, batched: bool, what: str):
         needed = self.g.inputs_needed(roots)
@@ -323,8 +351,11 @@ class _Build:
 
 def _need_key(key, spec):
     if key is None:
-        raise DataDiagnostic(spec.span, f"param '{spec.name}' is drawn at random: init needs "
-                             "a JAX key", hint="prog.init(jax.random.key(0))")
+        raise DataDiagnostic(
+            spec.span,
+            f"param '{spec.name}' is drawn at random: init needs a JAX key",
+            hint="prog.init(jax.random.key(0))",
+        )
     return key
 
 
@@ -340,5 +371,10 @@ def _report_failures(g: Graph, infos) -> None:
         status = jnp.ravel(info.status)
         bad = ~jnp.isin(status, jnp.asarray(problem.accepted))
         first = jnp.argmax(bad)
-        jax.debug.callback(functools.partial(failures.report, vid, tuple(jnp.shape(info.status))),
-                           jnp.any(bad), first, status[first], jnp.ravel(info.residual)[first])
+        jax.debug.callback(
+            functools.partial(failures.report, vid, tuple(jnp.shape(info.status))),
+            jnp.any(bad),
+            first,
+            status[first],
+            jnp.ravel(info.residual)[first],
+        )

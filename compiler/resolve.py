@@ -4,6 +4,7 @@ Finds every undefined, duplicate or misused name and every dependency cycle, and
 nodes so that each comes after what it uses (a program may declare them in any order). Warns
 about unused inputs and shadowed names. Types are the next phase's business.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -11,11 +12,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from ddm.dsl import ast
-from ddm.dsl.diagnostics import (CycleDiagnostic, ImportDiagnostic, NameDiagnostic, Note,
-                                 Warning_)
-from ddm.dsl.span import Span
 from ddm.compiler.names import iter_names
+from ddm.dsl import ast
+from ddm.dsl.diagnostics import CycleDiagnostic, ImportDiagnostic, NameDiagnostic, Note, Warning_
+from ddm.dsl.span import Span
 from ddm.library import INITIALIZERS, LAYERS, OPS
 
 Loader = Callable[[str], ast.Module]  # path → parsed module (the driver supplies it)
@@ -74,6 +74,7 @@ def resolve(module: ast.Module, load: Loader) -> Resolved:
 
 # --- declarations ----------------------------------------------------------------------------
 
+
 def _declare(module: ast.Module, r: Resolved) -> None:
     first: dict[str, tuple[str, Span]] = {}
     for name, decl in r.dims.items():
@@ -85,15 +86,21 @@ def _declare(module: ast.Module, r: Resolved) -> None:
 
     def claim(kind: str, name: str, span: Span):
         if name in KEYWORDS:
-            raise NameDiagnostic(span, f"'{name}' is a keyword of the language and cannot name "
-                                 f"{_article(kind)} {kind}", hint="choose another name")
+            raise NameDiagnostic(
+                span,
+                f"'{name}' is a keyword of the language and cannot name {_article(kind)} {kind}",
+                hint="choose another name",
+            )
         if name in first:
             prev_kind, prev_span = first[name]
             what = f"{_article(prev_kind)} {prev_kind}"
-            notes = (Note(prev_span, f"first declared here as {what}"),) \
-                if prev_span.line else ()
-            raise NameDiagnostic(span, f"'{name}' is already declared as {what}",
-                                 hint="choose another name", notes=notes)
+            notes = (Note(prev_span, f"first declared here as {what}"),) if prev_span.line else ()
+            raise NameDiagnostic(
+                span,
+                f"'{name}' is already declared as {what}",
+                hint="choose another name",
+                notes=notes,
+            )
         first[name] = (kind, span)
 
     for item in module.items:
@@ -121,34 +128,48 @@ def _declare(module: ast.Module, r: Resolved) -> None:
         elif isinstance(item, ast.LossDecl) and item.name is not None:
             earlier = r.named_losses.get(item.name)
             if earlier is not None:
-                raise NameDiagnostic(item.name_span, f"loss '{item.name}' is declared twice",
-                                     notes=(Note(earlier.name_span, "first declared here"),))
+                raise NameDiagnostic(
+                    item.name_span,
+                    f"loss '{item.name}' is declared twice",
+                    notes=(Note(earlier.name_span, "first declared here"),),
+                )
             r.named_losses[item.name] = item
         elif isinstance(item, ast.LossDecl):
             if r.loss is not None:
-                raise NameDiagnostic(item.span, "a program has one loss; this is the second",
-                                     hint="add the terms into one loss expression, or name "
-                                          "an alternative a run may choose: loss NAME = ...",
-                                     notes=(Note(r.loss.span, "first loss here"),))
+                raise NameDiagnostic(
+                    item.span,
+                    "a program has one loss; this is the second",
+                    hint="add the terms into one loss expression, or name "
+                    "an alternative a run may choose: loss NAME = ...",
+                    notes=(Note(r.loss.span, "first loss here"),),
+                )
             r.loss = item
         elif isinstance(item, ast.MetricDecl):
             if item.name in r.metrics:
-                raise NameDiagnostic(item.name_span, f"metric '{item.name}' is declared twice",
-                                     notes=(Note(r.metrics[item.name].name_span,
-                                                 "first declared here"),))
+                raise NameDiagnostic(
+                    item.name_span,
+                    f"metric '{item.name}' is declared twice",
+                    notes=(Note(r.metrics[item.name].name_span, "first declared here"),),
+                )
             r.metrics[item.name] = item
         elif isinstance(item, (ast.RuleDecl, ast.GuardDecl)):
             raise TypeError("resolve() takes a desugared module: run compiler.desugar first")
         elif isinstance(item, ast.RunDecl):
             if r.run is not None:
-                raise NameDiagnostic(item.span, "a program has one run section; this is the "
-                                     "second", notes=(Note(r.run.span, "first run here"),))
+                raise NameDiagnostic(
+                    item.span,
+                    "a program has one run section; this is the second",
+                    notes=(Note(r.run.span, "first run here"),),
+                )
             r.run = item
     seen_out: dict[str, ast.Name] = {}
     for out in r.outputs:
         if out.id in seen_out:
-            raise NameDiagnostic(out.span, f"'{out.id}' is output twice",
-                                 notes=(Note(seen_out[out.id].span, "first output here"),))
+            raise NameDiagnostic(
+                out.span,
+                f"'{out.id}' is output twice",
+                notes=(Note(seen_out[out.id].span, "first output here"),),
+            )
         seen_out[out.id] = out
     # fns defined in this module see this module's dims
     for name, fn in list(r.fns.items()):
@@ -170,8 +191,9 @@ class _Imports:
                 chain = " → ".join(os.path.basename(p) for p in stack + (path,))
                 raise ImportDiagnostic(item.span, f"import cycle: {chain}")
             if not os.path.isfile(path):
-                raise ImportDiagnostic(item.span, f"cannot import '{item.path}': no such file "
-                                       f"(looked for {path})")
+                raise ImportDiagnostic(
+                    item.span, f"cannot import '{item.path}': no such file (looked for {path})"
+                )
             sub = self.load(path)
             self.merge(sub, r, stack + (path,))
             dims: dict[str, ast.DimDecl] = {}
@@ -180,15 +202,20 @@ class _Imports:
                 if isinstance(decl, ast.DimDecl):
                     dims[decl.name] = decl
                 elif isinstance(decl, ast.FnDecl):
-                    fns[decl.name] = FnDef(decl, dims, decl.name if item.alias is None
-                                           else f"{item.alias}.{decl.name}",
-                                           siblings=fns if item.alias is not None else None)
+                    fns[decl.name] = FnDef(
+                        decl,
+                        dims,
+                        decl.name if item.alias is None else f"{item.alias}.{decl.name}",
+                        siblings=fns if item.alias is not None else None,
+                    )
                 elif not isinstance(decl, ast.Import):
                     what = type(decl).__name__.replace("Decl", "").lower()
-                    raise ImportDiagnostic(getattr(decl, "span"),
-                                           f"an imported file may declare only dims and fns, "
-                                           f"not {_article(what)} {what}",
-                                           notes=(Note(item.span, "imported from here"),))
+                    raise ImportDiagnostic(
+                        decl.span,
+                        f"an imported file may declare only dims and fns, "
+                        f"not {_article(what)} {what}",
+                        notes=(Note(item.span, "imported from here"),),
+                    )
             if item.alias is not None:
                 if item.alias in r.namespaces:
                     raise NameDiagnostic(item.span, f"import alias '{item.alias}' is used twice")
@@ -197,24 +224,27 @@ class _Imports:
             for name, decl in dims.items():
                 prev = r.dims.get(name)
                 if prev is not None and prev.value != decl.value:
-                    raise NameDiagnostic(decl.name_span, f"dim '{name}' is imported with value "
-                                         f"{decl.value} but already has value {prev.value}",
-                                         notes=(Note(prev.name_span, "declared here"),))
+                    raise NameDiagnostic(
+                        decl.name_span,
+                        f"dim '{name}' is imported with value "
+                        f"{decl.value} but already has value {prev.value}",
+                        notes=(Note(prev.name_span, "declared here"),),
+                    )
                 r.dims.setdefault(name, decl)
             for name, fn in fns.items():
                 if name in r.fns and r.fns[name].decl != fn.decl:
-                    raise NameDiagnostic(fn.decl.name_span, f"fn '{name}' is imported twice "
-                                         "with different definitions",
-                                         notes=(Note(r.fns[name].decl.name_span,
-                                                     "the other definition"),),
-                                         hint="import one of the files 'as' an alias")
+                    raise NameDiagnostic(
+                        fn.decl.name_span,
+                        f"fn '{name}' is imported twice with different definitions",
+                        notes=(Note(r.fns[name].decl.name_span, "the other definition"),),
+                        hint="import one of the files 'as' an alias",
+                    )
                 r.fns.setdefault(name, fn)
 
 
 # words an expression may start with or contain where a name could stand: declared as names,
 # they would parse here and fail later where they are used
-KEYWORDS = frozenset({"scan", "return", "not", "and", "or", "true", "false", "argmin",
-                      "argmax"})
+KEYWORDS = frozenset({"scan", "return", "not", "and", "or", "true", "false", "argmin", "argmax"})
 
 
 def _article(word: str) -> str:
@@ -222,6 +252,7 @@ def _article(word: str) -> str:
 
 
 # --- references ------------------------------------------------------------------------------
+
 
 def _suggest(name: str, candidates) -> str | None:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
@@ -238,8 +269,9 @@ class _Refs:
         r = self.r
         return set(r.inputs) | set(r.params) | set(r.nodes) | set(r.dims) | set(local)
 
-    def check(self, expr, where: str, local: Mapping[str, object] = {},
-              fn: FnDef | None = None) -> set[str]:
+    def check(
+        self, expr, where: str, local: Mapping[str, object] = {}, fn: FnDef | None = None
+    ) -> set[str]:
         """Names of globals referenced; ``where`` is 'node', 'fn' or 'loss'."""
         r = self.r
         fns = r.fns_for(fn)
@@ -255,9 +287,12 @@ class _Refs:
                 continue
             if where == "fn" and (n in r.inputs or n in r.nodes):
                 kind = "input" if n in r.inputs else "node"
-                raise NameDiagnostic(name.span, f"a fn body cannot use the {kind} '{n}'; fn "
-                                     "bodies see only their arguments, params and dims",
-                                     hint=f"pass '{n}' as an argument")
+                raise NameDiagnostic(
+                    name.span,
+                    f"a fn body cannot use the {kind} '{n}'; fn "
+                    "bodies see only their arguments, params and dims",
+                    hint=f"pass '{n}' as an argument",
+                )
             if r.is_layer(n):
                 raise NameDiagnostic(name.span, f"'{n}' is a layer; call it: {n}(x)")
             if n in fns or n in OPS:
@@ -265,8 +300,9 @@ class _Refs:
             if n in r.namespaces:
                 raise NameDiagnostic(name.span, f"'{n}' is an imported module; use {n}.fn(...)")
             if n not in self.value_names(local):
-                raise NameDiagnostic(name.span, f"undefined name '{n}'",
-                                     hint=_suggest(n, self.value_names(local)))
+                raise NameDiagnostic(
+                    name.span, f"undefined name '{n}'", hint=_suggest(n, self.value_names(local))
+                )
             used.add(n)
         self._check_attrs(expr)
         return used
@@ -278,15 +314,26 @@ class _Refs:
         if n in fns or r.is_layer(n) or n in OPS:
             return
         if n in r.params or n in r.inputs or n in r.nodes or n in r.dims:
-            kind = ("param" if n in r.params else "input" if n in r.inputs
-                    else "node" if n in r.nodes else "dim")
+            kind = (
+                "param"
+                if n in r.params
+                else "input"
+                if n in r.inputs
+                else "node"
+                if n in r.nodes
+                else "dim"
+            )
             raise NameDiagnostic(name.span, f"'{n}' is {_article(kind)} {kind}, not a function")
         if n in LAYERS or n in INITIALIZERS:
-            raise NameDiagnostic(name.span, f"'{n}(...)' can only initialise a param: "
-                                 f"param p = {n}(...)")
+            raise NameDiagnostic(
+                name.span, f"'{n}(...)' can only initialise a param: param p = {n}(...)"
+            )
         known = set(OPS) | set(fns) | {p for p in r.params if r.is_layer(p)}
-        raise NameDiagnostic(name.span, f"unknown function '{n}'", hint=_suggest(n, known)
-                             or "see docs/language.md for the library's operations")
+        raise NameDiagnostic(
+            name.span,
+            f"unknown function '{n}'",
+            hint=_suggest(n, known) or "see docs/language.md for the library's operations",
+        )
 
     def _check_attrs(self, expr) -> None:
         stack = [expr]
@@ -295,20 +342,28 @@ class _Refs:
             if isinstance(e, ast.Attr):
                 if not isinstance(e.base, ast.Name) or e.base.id not in self.r.namespaces:
                     base = e.base.id if isinstance(e.base, ast.Name) else "expression"
-                    raise NameDiagnostic(e.span, f"'{base}' has no attribute '{e.name}'; '.' "
-                                         "only reaches fns of an imported module",
-                                         hint="import \"file.ddm\" as m, then m.fn(...)")
+                    raise NameDiagnostic(
+                        e.span,
+                        f"'{base}' has no attribute '{e.name}'; '.' "
+                        "only reaches fns of an imported module",
+                        hint='import "file.ddm" as m, then m.fn(...)',
+                    )
                 if e.name not in self.r.namespaces[e.base.id]:
-                    raise NameDiagnostic(e.span, f"module '{e.base.id}' has no fn '{e.name}'",
-                                         hint=_suggest(e.name, self.r.namespaces[e.base.id]))
+                    raise NameDiagnostic(
+                        e.span,
+                        f"module '{e.base.id}' has no fn '{e.name}'",
+                        hint=_suggest(e.name, self.r.namespaces[e.base.id]),
+                    )
             elif isinstance(e, ast.Call):
                 if isinstance(e.func, ast.Attr):
                     stack.append(e.func)
                 elif not isinstance(e.func, ast.Name):  # 2 (x), f(x)(y), x[0](y)
                     what = "a number" if isinstance(e.func, ast.Number) else "this expression"
-                    raise NameDiagnostic(getattr(e.func, "span", e.span), f"cannot call {what}; "
-                                         "only functions, fns and layers can be called",
-                                         hint="to multiply, write '*': 2 * (x + 1)")
+                    raise NameDiagnostic(
+                        getattr(e.func, "span", e.span),
+                        f"cannot call {what}; only functions, fns and layers can be called",
+                        hint="to multiply, write '*': 2 * (x + 1)",
+                    )
                 stack.extend(e.args)
                 stack.extend(k.value for k in e.kwargs)
             elif isinstance(e, ast.BinOp):
@@ -334,7 +389,7 @@ class _Refs:
 
 def _check_references(r: Resolved) -> None:
     refs = _Refs(r)
-    for name, decl in r.params.items():
+    for decl in r.params.values():
         _check_param_init(decl, r)
     for name, decl in r.nodes.items():
         used = refs.check(decl.value, "node")
@@ -350,11 +405,18 @@ def _check_references(r: Resolved) -> None:
         r.used |= refs.check(m.value, "loss")
     for out in r.outputs:
         if out.id not in r.nodes and out.id not in r.inputs:
-            what = ("a param" if out.id in r.params else "a dim" if out.id in r.dims else None)
-            msg = f"cannot output '{out.id}': it is {what}" if what else \
-                f"undefined name '{out.id}' in output"
-            raise NameDiagnostic(out.span, msg, hint=_suggest(out.id, set(r.nodes) | set(r.inputs))
-                                 or "outputs name nodes or inputs")
+            what = "a param" if out.id in r.params else "a dim" if out.id in r.dims else None
+            msg = (
+                f"cannot output '{out.id}': it is {what}"
+                if what
+                else f"undefined name '{out.id}' in output"
+            )
+            raise NameDiagnostic(
+                out.span,
+                msg,
+                hint=_suggest(out.id, set(r.nodes) | set(r.inputs))
+                or "outputs name nodes or inputs",
+            )
         r.used.add(out.id)
 
 
@@ -364,25 +426,36 @@ def _check_param_init(decl: ast.ParamDecl, r: Resolved) -> None:
         if called:
             continue
         if name.id not in r.dims:
-            raise NameDiagnostic(name.span, f"a param's initial value may use only literals and "
-                                 f"dims, not '{name.id}'")
+            raise NameDiagnostic(
+                name.span,
+                f"a param's initial value may use only literals and dims, not '{name.id}'",
+            )
     if isinstance(init, ast.Call) and isinstance(init.func, ast.Name):
         f = init.func.id
         if decl.type is None and f not in LAYERS:
-            hint = ("give the param a type: param p: f32[...] = "
-                    f"{f}(...)" if f in INITIALIZERS else "layers: " + ", ".join(LAYERS))
+            hint = (
+                f"give the param a type: param p: f32[...] = {f}(...)"
+                if f in INITIALIZERS
+                else "layers: " + ", ".join(LAYERS)
+            )
             raise NameDiagnostic(init.func.span, f"'{f}' is not a layer", hint=hint)
         if decl.type is not None and f not in INITIALIZERS:
             if f in LAYERS:
-                raise NameDiagnostic(init.func.span, f"a layer param has no type: write "
-                                     f"'param {decl.name} = {f}(...)'")
-            raise NameDiagnostic(init.func.span, f"unknown initialiser '{f}'",
-                                 hint=_suggest(f, INITIALIZERS) or
-                                 "initialisers: " + ", ".join(INITIALIZERS))
+                raise NameDiagnostic(
+                    init.func.span,
+                    f"a layer param has no type: write 'param {decl.name} = {f}(...)'",
+                )
+            raise NameDiagnostic(
+                init.func.span,
+                f"unknown initialiser '{f}'",
+                hint=_suggest(f, INITIALIZERS) or "initialisers: " + ", ".join(INITIALIZERS),
+            )
     elif decl.type is None:
-        raise NameDiagnostic(decl.name_span, f"param '{decl.name}' needs a type or a layer",
-                             hint=f"param {decl.name}: f32 = ... or param {decl.name} = "
-                                  "mlp(d_in, hidden, d_out)")
+        raise NameDiagnostic(
+            decl.name_span,
+            f"param '{decl.name}' needs a type or a layer",
+            hint=f"param {decl.name}: f32 = ... or param {decl.name} = mlp(d_in, hidden, d_out)",
+        )
 
 
 def _all_fns(r: Resolved):
@@ -398,26 +471,36 @@ def _check_fn(fn: FnDef, r: Resolved, refs: _Refs) -> None:
     globals_ = set(r.inputs) | set(r.nodes) | set(r.params)
     for p in fn.decl.params:
         if p.name in local:
-            raise NameDiagnostic(p.span, f"fn '{fn.decl.name}' has two arguments named "
-                                 f"'{p.name}'")
+            raise NameDiagnostic(p.span, f"fn '{fn.decl.name}' has two arguments named '{p.name}'")
         if p.name in globals_:
-            r.warnings.append(Warning_(p.span, f"argument '{p.name}' shadows the global "
-                                       f"'{p.name}' inside fn '{fn.decl.name}'"))
+            r.warnings.append(
+                Warning_(
+                    p.span,
+                    f"argument '{p.name}' shadows the global '{p.name}' inside fn '{fn.decl.name}'",
+                )
+            )
         local[p.name] = p.span
     for stmt in fn.decl.body:
         refs.check(stmt.value, "fn", local, fn)
         if stmt.name in local:
-            raise NameDiagnostic(stmt.name_span, f"'{stmt.name}' is already defined in fn "
-                                 f"'{fn.decl.name}'", notes=(Note(local[stmt.name],
-                                                                  "first defined here"),))
+            raise NameDiagnostic(
+                stmt.name_span,
+                f"'{stmt.name}' is already defined in fn '{fn.decl.name}'",
+                notes=(Note(local[stmt.name], "first defined here"),),
+            )
         if stmt.name in globals_:
-            r.warnings.append(Warning_(stmt.name_span, f"'{stmt.name}' shadows the global "
-                                       f"'{stmt.name}' inside fn '{fn.decl.name}'"))
+            r.warnings.append(
+                Warning_(
+                    stmt.name_span,
+                    f"'{stmt.name}' shadows the global '{stmt.name}' inside fn '{fn.decl.name}'",
+                )
+            )
         local[stmt.name] = stmt.name_span
     refs.check(fn.decl.result, "fn", local, fn)
 
 
 # --- ordering and cycles ---------------------------------------------------------------------
+
 
 def _topo(names, deps, what: str, spans) -> tuple[str, ...]:
     """Depth-first topological order (iterative); a back edge is a cycle diagnostic."""
@@ -438,9 +521,10 @@ def _topo(names, deps, what: str, spans) -> tuple[str, ...]:
                 state[node] = 2
                 order.append(node)
             elif state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
-                raise CycleDiagnostic(spans[nxt], f"{what} '{nxt}' depends on itself: "
-                                      + " → ".join(cycle))
+                cycle = path[path.index(nxt) :] + [nxt]
+                raise CycleDiagnostic(
+                    spans[nxt], f"{what} '{nxt}' depends on itself: " + " → ".join(cycle)
+                )
             elif nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)
@@ -476,5 +560,10 @@ def _warn_unused(r: Resolved) -> None:
             r.warnings.append(Warning_(decl.name_span, f"input '{name}' is never used"))
     for name, decl in r.nodes.items():
         if name in OPS:
-            r.warnings.append(Warning_(decl.name_span, f"node '{name}' shadows the library "
-                                       f"operation {name}(); calls still mean the operation"))
+            r.warnings.append(
+                Warning_(
+                    decl.name_span,
+                    f"node '{name}' shadows the library "
+                    f"operation {name}(); calls still mean the operation",
+                )
+            )

@@ -24,6 +24,7 @@ memory ← γ · memory + Δ, where Δ = ``boost`` η times the saliency of the 
 input.
 Without reinforcement a rule fades as γᵗ; one whose features matter to the loss is kept alive.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,8 +57,13 @@ class RuleSugar:
 
 def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], RuleSugar]:
     """The params and nodes, and the metrics a rule stands for, and what it became."""
-    entries = entries_of(rule, "rule", KEYS, ("when", "penalty"),
-                         'rule r "intent" { when x > 1.0 penalty sum(w ** 2) }')
+    entries = entries_of(
+        rule,
+        "rule",
+        KEYS,
+        ("when", "penalty"),
+        'rule r "intent" { when x > 1.0 penalty sum(w ** 2) }',
+    )
     span = rule.span
     kappa = entries["sharpness"].value if "sharpness" in entries else number(10.0, span)
     weight = entries["weight"].value if "weight" in entries else number(1.0, span)
@@ -68,50 +74,97 @@ def desugar(rule: ast.RuleDecl) -> tuple[list, list[ast.MetricDecl], RuleSugar]:
     if "boost" in entries:
         b = entries["boost"].value
         if not isinstance(b, ast.Number) or b.value < 0:
-            raise ProblemDiagnostic(b.span, "a rule's boost is a number >= 0",
-                                    hint="boost 0.1: memory gains 0.1 × the features' saliency")
+            raise ProblemDiagnostic(
+                b.span,
+                "a rule's boost is a number >= 0",
+                hint="boost 0.1: memory gains 0.1 × the features' saliency",
+            )
         if "decay" not in entries:
-            raise ProblemDiagnostic(entries["boost"].span, f"rule '{rule.name}' boosts its "
-                                    "memory but never lets it decay, so it would grow without "
-                                    "bound", hint="add: decay 0.99 (or decay sigmoid(g) to "
-                                                  "learn it)")
+            raise ProblemDiagnostic(
+                entries["boost"].span,
+                f"rule '{rule.name}' boosts its "
+                "memory but never lets it decay, so it would grow without "
+                "bound",
+                hint="add: decay 0.99 (or decay sigmoid(g) to learn it)",
+            )
         boost = float(b.value)
     if "decay" in entries:
         d = entries["decay"]
-        literal = d.value.value if isinstance(d.value, ast.Number) else (
-            -d.value.operand.value if isinstance(d.value, ast.UnaryOp) and d.value.op == "-"
-            and isinstance(d.value.operand, ast.Number) else None)
+        literal = (
+            d.value.value
+            if isinstance(d.value, ast.Number)
+            else (
+                -d.value.operand.value
+                if isinstance(d.value, ast.UnaryOp)
+                and d.value.op == "-"
+                and isinstance(d.value.operand, ast.Number)
+                else None
+            )
+        )
         if literal is not None and not 0 < literal < 1:
-            raise ProblemDiagnostic(d.value.span, "a rule's decay γ is in (0, 1)",
-                                    hint="decay 0.99, or decay sigmoid(g) with param g learned")
+            raise ProblemDiagnostic(
+                d.value.span,
+                "a rule's decay γ is in (0, 1)",
+                hint="decay 0.99, or decay sigmoid(g) with param g learned",
+            )
         memory = f"{base}_memory"
         scalar_t = ast.TypeExpr("f32", (), d.span)
-        extra = [ast.ParamDecl(memory, scalar_t, number(1.0, d.span), False, d.span,
-                               rule.name_span),
-                 ast.NodeDecl("node", f"{base}_decay", scalar_t, d.value, d.span,
-                              rule.name_span)]
-        kept = ast.BinOp("*", ast.Name(f"{base}_decay", span),
-                         call("stop_gradient", span, ast.Name(memory, span)), span)
+        extra = [
+            ast.ParamDecl(memory, scalar_t, number(1.0, d.span), False, d.span, rule.name_span),
+            ast.NodeDecl("node", f"{base}_decay", scalar_t, d.value, d.span, rule.name_span),
+        ]
+        kept = ast.BinOp(
+            "*",
+            ast.Name(f"{base}_decay", span),
+            call("stop_gradient", span, ast.Name(memory, span)),
+            span,
+        )
         weight = ast.BinOp("*", weight, kept, span)
     extra.append(ast.NodeDecl("node", f"{base}_weight", None, weight, span, rule.name_span))
-    term = ast.BinOp("*", ast.BinOp("*", ast.Name(f"{base}_weight", span),
-                                    ast.Name(f"{base}_trigger", span), span),
-                     ast.Name(f"{base}_penalty", span), span)
+    term = ast.BinOp(
+        "*",
+        ast.BinOp("*", ast.Name(f"{base}_weight", span), ast.Name(f"{base}_trigger", span), span),
+        ast.Name(f"{base}_penalty", span),
+        span,
+    )
     # trigger and penalty are one number per sample: the annotation makes the checker say so
     scalar = {k: ast.TypeExpr("f32", (), entries[k].value.span) for k in ("when", "penalty")}
-    nodes = [ast.NodeDecl("node", f"{base}_trigger", scalar["when"], trigger,
-                          entries["when"].span, rule.name_span),
-             ast.NodeDecl("node", f"{base}_penalty", scalar["penalty"], entries["penalty"].value,
-                          entries["penalty"].span, rule.name_span),
-             ast.NodeDecl("node", f"{base}_term", None, term, span, rule.name_span)]
-    metrics = [ast.MetricDecl(f"{base}_activation", mean_of(f"{base}_trigger", span), span,
-                              rule.name_span),
-               ast.MetricDecl(f"{base}_effective_penalty", mean_of(f"{base}_term", span), span,
-                              rule.name_span)]
-    sugar = RuleSugar(rule.name, rule.intent or rule.name, rule.span, f"{base}_trigger",
-                      f"{base}_penalty", f"{base}_weight", f"{base}_term",
-                      f"{base}_activation", f"{base}_effective_penalty", memory,
-                      f"{base}_decay" if memory else None, boost)
+    nodes = [
+        ast.NodeDecl(
+            "node", f"{base}_trigger", scalar["when"], trigger, entries["when"].span, rule.name_span
+        ),
+        ast.NodeDecl(
+            "node",
+            f"{base}_penalty",
+            scalar["penalty"],
+            entries["penalty"].value,
+            entries["penalty"].span,
+            rule.name_span,
+        ),
+        ast.NodeDecl("node", f"{base}_term", None, term, span, rule.name_span),
+    ]
+    metrics = [
+        ast.MetricDecl(
+            f"{base}_activation", mean_of(f"{base}_trigger", span), span, rule.name_span
+        ),
+        ast.MetricDecl(
+            f"{base}_effective_penalty", mean_of(f"{base}_term", span), span, rule.name_span
+        ),
+    ]
+    sugar = RuleSugar(
+        rule.name,
+        rule.intent or rule.name,
+        rule.span,
+        f"{base}_trigger",
+        f"{base}_penalty",
+        f"{base}_weight",
+        f"{base}_term",
+        f"{base}_activation",
+        f"{base}_effective_penalty",
+        memory,
+        f"{base}_decay" if memory else None,
+        boost,
+    )
     return extra + nodes, metrics, sugar
 
 
@@ -121,15 +174,19 @@ def entries_of(decl, kind: str, keys, required, example: str) -> dict:
     entries: dict[str, ast.RuleEntry] = {}
     for e in decl.entries:
         if e.key not in keys:
-            raise NameDiagnostic(e.span, f"{kind} '{decl.name}' has no entry '{e.key}'",
-                                 hint="entries: " + ", ".join(keys))
+            raise NameDiagnostic(
+                e.span,
+                f"{kind} '{decl.name}' has no entry '{e.key}'",
+                hint="entries: " + ", ".join(keys),
+            )
         if e.key in entries:
             raise NameDiagnostic(e.span, f"'{e.key}' is given twice in {kind} '{decl.name}'")
         entries[e.key] = e
     for key in required:
         if key not in entries:
-            raise NameDiagnostic(decl.name_span, f"{kind} '{decl.name}' needs '{key}'",
-                                 hint=example)
+            raise NameDiagnostic(
+                decl.name_span, f"{kind} '{decl.name}' needs '{key}'", hint=example
+            )
     return entries
 
 
@@ -141,23 +198,29 @@ def add_terms(loss: ast.LossDecl, terms: list[str]) -> ast.LossDecl:
     return ast.LossDecl(value, loss.span, loss.name, loss.name_span)
 
 
-def relax(cond, kappa):
+def relax(cond: ast.Expr, kappa: ast.Expr) -> ast.Expr:
     """A condition's smooth relaxation in [0, 1] (see the module docstring)."""
-    span = getattr(cond, "span", None)
+    span = cond.span
     if isinstance(cond, ast.BinOp) and cond.op in (">", ">=", "<", "<="):
         a, b = (cond.left, cond.right) if cond.op in (">", ">=") else (cond.right, cond.left)
         diff = ast.BinOp("-", a, b, span)
-        return ast.Call(ast.Name("sigmoid", span), (ast.BinOp("*", kappa, diff, span),), (),
-                        span)
+        return ast.Call(ast.Name("sigmoid", span), (ast.BinOp("*", kappa, diff, span),), (), span)
     if isinstance(cond, ast.BinOp) and cond.op in ("==", "!="):
-        raise ProblemDiagnostic(cond.op_span, f"'{cond.op}' has no smooth relaxation",
-                                hint="compare with <, <=, > or >=")
+        raise ProblemDiagnostic(
+            cond.op_span,
+            f"'{cond.op}' has no smooth relaxation",
+            hint="compare with <, <=, > or >=",
+        )
     if isinstance(cond, ast.BinOp) and cond.op == "and":
         return ast.BinOp("*", relax(cond.left, kappa), relax(cond.right, kappa), span)
     if isinstance(cond, ast.BinOp) and cond.op == "or":
         one = number(1.0, span)
-        miss = ast.BinOp("*", ast.BinOp("-", one, relax(cond.left, kappa), span),
-                         ast.BinOp("-", one, relax(cond.right, kappa), span), span)
+        miss = ast.BinOp(
+            "*",
+            ast.BinOp("-", one, relax(cond.left, kappa), span),
+            ast.BinOp("-", one, relax(cond.right, kappa), span),
+            span,
+        )
         return ast.BinOp("-", one, miss, span)
     if isinstance(cond, ast.UnaryOp) and cond.op == "not":
         return ast.BinOp("-", number(1.0, span), relax(cond.operand, kappa), span)

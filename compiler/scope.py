@@ -7,6 +7,7 @@ scope an expression is checked in, the checker's interface, and literal readers.
 >>> int_literal(parse_expr("-3")), num_literal(parse_expr("2.5")), literal(parse_expr("[1, 2]"))
 (-3, 2.5, (1, 2))
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, Mapping, Protocol
 from ddm.dsl import ast
 from ddm.dsl.span import Span
 from ddm.library.op import Op
-from ddm.library.types import SymDim, TensorType
+from ddm.library.types import Dim, SymDim, TensorType
 
 
 @dataclass
@@ -38,35 +39,49 @@ class Checker(Protocol):
 
     values: list
     ops: Mapping[str, Op]
-    scan_index: dict
+    scan_index: dict[int, tuple[str, Dim]]  # a scan's step index value → (name, length)
 
-    def add(self, op: str, kind: str, inputs, attrs, typ: TensorType, span: Span,
-            scope: Scope | None = None, name: str | None = None,
-            stage: str | None = None) -> int: ...
+    def add(
+        self,
+        op: str,
+        kind: str,
+        inputs,
+        attrs,
+        typ: TensorType,
+        span: Span,
+        scope: Scope | None = None,
+        name: str | None = None,
+        stage: str | None = None,
+    ) -> int: ...
 
     def expr(self, e, scope: Scope) -> int: ...
 
     def type_of(self, vid: int) -> TensorType: ...
 
-    def type_expr(self, t: ast.TypeExpr, dims: Mapping[str, SymDim], generic: bool,
-                  bound: dict | None = None) -> TensorType: ...
+    def type_expr(
+        self, t: ast.TypeExpr, dims: Mapping[str, SymDim], generic: bool, bound: dict | None = None
+    ) -> TensorType: ...
 
     def expect(self, t: ast.TypeExpr, vid: int, what: str, dims) -> None: ...
 
-    def apply_op(self, op: Op, tensors, exprs, static, span, scope, node,
-                 layout=None) -> int: ...
+    def apply_op(self, op: Op, tensors, exprs, static, span, scope, node, layout=None) -> int: ...
 
 
 def span_of(e) -> Span:
     return getattr(e, "span", Span("<unknown>", 0, 0, 0, 0))
 
 
-def int_literal(e):
+def int_literal(e) -> int | None:
     """An integer literal (``-3`` included) as an int, else None."""
-    if isinstance(e, ast.Number) and e.is_int:
+    # isinstance(value, int) is Number.is_int, spelled so that the type narrows
+    if isinstance(e, ast.Number) and isinstance(e.value, int):
         return e.value
-    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number) \
-            and e.operand.is_int:
+    if (
+        isinstance(e, ast.UnaryOp)
+        and e.op == "-"
+        and isinstance(e.operand, ast.Number)
+        and isinstance(e.operand.value, int)
+    ):
         return -e.operand.value
     return None
 
@@ -94,4 +109,7 @@ def literal(e):
 def parse_expr(text: str):
     """An expression parsed on its own (for examples and tests)."""
     from ddm.dsl.parser import parse
-    return parse(f"node _ = {text}", "<expr>").items[0].value
+
+    node = parse(f"node _ = {text}", "<expr>").items[0]
+    assert isinstance(node, ast.NodeDecl)  # the one item parsed is the node written above
+    return node.value

@@ -16,16 +16,16 @@ their solver infos come out of the scan stacked over steps.
 >>> str(g.values[g.nodes["c"]].type)
 'f32[N]'
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddm.compiler.scope import Checker, Scope, int_literal, num_literal, span_of
+from ddm.compiler.scope import Checker, Scope
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import DtypeDiagnostic, NameDiagnostic, Note, ShapeDiagnostic
 from ddm.dsl.span import Span
 from ddm.library.types import Dim, SymDim, TensorType
-
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,20 @@ class ScanSpec:
     carry_name: str
 
     def describe(self) -> str:
-        return (f"scan over {self.index_name} < {self.length}, carrying "
-                f"{self.carry_name}: {self.carry_type}")
+        return (
+            f"scan over {self.index_name} < {self.length}, carrying "
+            f"{self.carry_name}: {self.carry_type}"
+        )
 
 
 def check_scan(ch: Checker, e: ast.Scan, scope: Scope) -> int:
 
     if scope.context == "batch":
-        raise ShapeDiagnostic(e.span, "scan belongs in a node, not in loss or metric",
-                              hint="node h = scan t in N, ... then use h here")
+        raise ShapeDiagnostic(
+            e.span,
+            "scan belongs in a node, not in loss or metric",
+            hint="node h = scan t in N, ... then use h here",
+        )
     _distinct_names(e)
     dims = _dims(scope)
     length = _length(e.length, dims)
@@ -59,11 +64,27 @@ def check_scan(ch: Checker, e: ast.Scan, scope: Scope) -> int:
     init = _as_carry(ch, init, carry_t, e.init, "the initial carry", scope)
 
     start = len(ch.values)
-    index = ch.add("scan_index", "state", (), (("name", e.index),), TensorType("i32", ()),
-                   e.index_span, scope, stage="sample")
+    index = ch.add(
+        "scan_index",
+        "state",
+        (),
+        (("name", e.index),),
+        TensorType("i32", ()),
+        e.index_span,
+        scope,
+        stage="sample",
+    )
     ch.scan_index[index] = (e.index, length)
-    carry = ch.add("scan_carry", "state", (), (("name", e.carry),), carry_t, e.carry_span,
-                   scope, stage="sample")
+    carry = ch.add(
+        "scan_carry",
+        "state",
+        (),
+        (("name", e.carry),),
+        carry_t,
+        e.carry_span,
+        scope,
+        stage="sample",
+    )
     inner = scope.inner()
     inner.local[e.index] = index
     inner.local[e.carry] = carry
@@ -74,8 +95,15 @@ def check_scan(ch: Checker, e: ast.Scan, scope: Scope) -> int:
             ch.expect(stmt.type, vid, f"'{stmt.name}'", dims)
         inner.local[stmt.name] = vid
     result = ch.expr(e.result, inner)
-    result = _as_carry(ch, result, carry_t, e.result, "the body's value (the new carry)", inner,
-                       declared=e.carry_type.span)
+    result = _as_carry(
+        ch,
+        result,
+        carry_t,
+        e.result,
+        "the body's value (the new carry)",
+        inner,
+        declared=e.carry_type.span,
+    )
     if result < start:  # the new carry is an outer value itself: give the body a value of it
         result = ch.add("identity", "imperative", (result,), (), carry_t, e.result.span, inner)
     end = len(ch.values)
@@ -91,8 +119,11 @@ def _distinct_names(e: ast.Scan) -> None:
     seen: dict[str, Span] = {e.index: e.index_span}
     for name, span in [(e.carry, e.carry_span)] + [(s.name, s.span) for s in e.body]:
         if name in seen:
-            raise NameDiagnostic(span, f"'{name}' is already defined in this scan",
-                                 notes=(Note(seen[name], "first defined here"),))
+            raise NameDiagnostic(
+                span,
+                f"'{name}' is already defined in this scan",
+                notes=(Note(seen[name], "first defined here"),),
+            )
         seen[name] = span
 
 
@@ -101,8 +132,9 @@ def _dims(scope: Scope):
     at its definition the symbolic dims of its signature."""
     if scope.fn is None:
         return scope.dims
-    generic = {d.value for p in scope.fn.decl.params for d in p.type.dims
-               if isinstance(d.value, str)}
+    generic = {
+        d.value for p in scope.fn.decl.params for d in p.type.dims if isinstance(d.value, str)
+    }
     return {**{g: SymDim(g) for g in generic}, **scope.dims}
 
 
@@ -112,14 +144,17 @@ def _length(ref: ast.DimRef, dims) -> Dim:
             raise ShapeDiagnostic(ref.span, f"a scan runs at least one step, got {ref.value}")
         return ref.value
     if ref.value not in dims:
-        raise NameDiagnostic(ref.span, f"undefined dim '{ref.value}'",
-                             hint=f"a scan runs over a dim or a literal count: declare "
-                                  f"dim {ref.value} = ...")
+        raise NameDiagnostic(
+            ref.span,
+            f"undefined dim '{ref.value}'",
+            hint=f"a scan runs over a dim or a literal count: declare dim {ref.value} = ...",
+        )
     return dims[ref.value]
 
 
-def _as_carry(ch, vid: int, want: TensorType, expr, what: str, scope,
-              declared: Span | None = None) -> int:
+def _as_carry(
+    ch, vid: int, want: TensorType, expr, what: str, scope, declared: Span | None = None
+) -> int:
     """``vid`` converted to the carry's type: a weak number takes its dtype, a scalar
     broadcasts; anything else must already match."""
     got = ch.type_of(vid)
@@ -129,10 +164,11 @@ def _as_carry(ch, vid: int, want: TensorType, expr, what: str, scope,
         notes = (Note(declared, "the carry is declared here"),) if declared else ()
         cls = DtypeDiagnostic if shape_ok else ShapeDiagnostic
         hint = "the body's last expression is the carry of the next step" if declared else None
-        raise cls(expr.span, f"{what} must be {want} like the carry, got {got}", notes=notes,
-                  hint=hint)
+        raise cls(
+            expr.span, f"{what} must be {want} like the carry, got {got}", notes=notes, hint=hint
+        )
     if got == want:
         return vid
-    return ch.add("as_carry", "imperative", (vid,), (("shape", want.shape),), want, expr.span,
-                  scope)
-
+    return ch.add(
+        "as_carry", "imperative", (vid,), (("shape", want.shape),), want, expr.span, scope
+    )

@@ -14,6 +14,7 @@ reads it — ``ddmc check`` accepts the program.
 [('steps', 100), ('optimizer', Call(name='adam', kwargs=(Keyword(name='lr', value=0.0003),))),
  ('rules', Call(name='off', kwargs=()))]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,9 +67,13 @@ class RunSettings:
 
 def settings_of(run: ast.RunDecl) -> RunSettings:
     """The typed settings of a parsed ``run { }`` section."""
-    return RunSettings(tuple(Setting(e.key, _value(e.value), e.span,
-                                     getattr(e.value, "span", e.span)) for e in run.entries),
-                       run.span)
+    return RunSettings(
+        tuple(
+            Setting(e.key, _value(e.value), e.span, getattr(e.value, "span", e.span))
+            for e in run.entries
+        ),
+        run.span,
+    )
 
 
 def _value(e) -> SettingValue:
@@ -86,9 +91,13 @@ def _value(e) -> SettingValue:
         return tuple(_value(item) for item in e.items)
     if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
         if e.args:
-            return Invalid("run settings take keyword arguments only: "
-                           f"{e.func.id}(key=value)", getattr(e.args[0], "span", e.span))
-        return Call(e.func.id, tuple(Keyword(k.name, _value(k.value), k.span)
-                                     for k in e.kwargs), e.span)
-    return Invalid("a run setting is a literal or a call such as adam(lr=1e-3)",
-                   getattr(e, "span", UNKNOWN))
+            return Invalid(
+                f"run settings take keyword arguments only: {e.func.id}(key=value)",
+                getattr(e.args[0], "span", e.span),
+            )
+        return Call(
+            e.func.id, tuple(Keyword(k.name, _value(k.value), k.span) for k in e.kwargs), e.span
+        )
+    return Invalid(
+        "a run setting is a literal or a call such as adam(lr=1e-3)", getattr(e, "span", UNKNOWN)
+    )

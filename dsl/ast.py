@@ -3,12 +3,13 @@
 Spans are excluded from equality, so two parses of differently formatted but equivalent text
 compare equal (the formatter's round-trip property relies on this).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Union
 
-from ddm.dsl.span import Span, UNKNOWN
+from ddm.dsl.span import UNKNOWN, Span
 
 
 def _span() -> Span:
@@ -16,6 +17,7 @@ def _span() -> Span:
 
 
 # --- expressions -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Name:
@@ -163,13 +165,13 @@ class Scan:
     carry_span: Span = _span()
 
 
-Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr, Argmin,
-             Scan]
+Expr = Union[Name, Number, String, Bool, ListExpr, BinOp, UnaryOp, Call, Index, Attr, Argmin, Scan]
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 
 
 # --- types -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class DimRef:
@@ -187,6 +189,7 @@ class TypeExpr:
 
 
 # --- declarations ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Import:
@@ -318,8 +321,20 @@ class GuardDecl:
     target_span: Span = _span()
 
 
-Decl = Union[Import, DimDecl, InputDecl, ParamDecl, NodeDecl, OutputDecl, LossDecl, MetricDecl,
-             FnDecl, RunDecl, RuleDecl, GuardDecl]
+Decl = Union[
+    Import,
+    DimDecl,
+    InputDecl,
+    ParamDecl,
+    NodeDecl,
+    OutputDecl,
+    LossDecl,
+    MetricDecl,
+    FnDecl,
+    RunDecl,
+    RuleDecl,
+    GuardDecl,
+]
 
 
 @dataclass(frozen=True, slots=True)

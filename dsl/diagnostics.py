@@ -3,6 +3,7 @@
 The driver (``ddm.cli``) is the only place that catches :class:`DdmError` and prints it; the
 Python API lets it propagate (its ``str`` is the formatted diagnostic).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ class DdmError(Exception):
 
     kind = "error"
 
-    def __init__(self, span: Span | None, message: str, hint: str | None = None,
-                 notes: tuple[Note, ...] = ()):
+    def __init__(
+        self, span: Span | None, message: str, hint: str | None = None, notes: tuple[Note, ...] = ()
+    ):
         super().__init__(message)
         self.span = span
         self.message = message
@@ -116,8 +118,14 @@ def _context(span: Span, source: str | None) -> list[str]:
     return [gutter + text, " " * (len(gutter) + span.column - 1) + "^" + "~" * (width - 1)]
 
 
-def format_message(severity: str, span: Span | None, message: str, source: str | None,
-                   hint: str | None = None, notes: tuple[Note, ...] = ()) -> str:
+def format_message(
+    severity: str,
+    span: Span | None,
+    message: str,
+    source: str | None,
+    hint: str | None = None,
+    notes: tuple[Note, ...] = (),
+) -> str:
     """``FILE:LINE:COL: severity: message``, the source line and a caret under the culprit."""
     head = f"{span.where()}: {severity}: {message}" if span else f"{severity}: {message}"
     out = [head, *_context(span, source)] if span else [head]

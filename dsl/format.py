@@ -11,6 +11,7 @@ multi-line expression moves to just after that declaration.
 Parentheses are minimal: an operand is wrapped only when the grammar would otherwise read it
 differently. The levels below mirror the ``?expr`` chain of ``grammar.lark`` (Python's order).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -46,6 +47,7 @@ _UNARY = {"not": (NOT, NOT), "-": (UNARY, UNARY)}
 
 
 # --- expressions -----------------------------------------------------------------------------
+
 
 def format_expr(e: ast.Expr) -> str:
     """One expression on one line.
@@ -152,8 +154,10 @@ def _argmin(e: ast.Argmin) -> tuple[str, int]:
 
 
 def _scan_header(e: ast.Scan) -> str:
-    return (f"scan {e.index} in {e.length.value}, {e.carry}: {_type(e.carry_type)} = "
-            f"{format_expr(e.init)} {{")
+    return (
+        f"scan {e.index} in {e.length.value}, {e.carry}: {_type(e.carry_type)} = "
+        f"{format_expr(e.init)} {{"
+    )
 
 
 def _scan(e: ast.Scan) -> tuple[str, int]:
@@ -167,13 +171,21 @@ def _scan(e: ast.Scan) -> tuple[str, int]:
 _EXPR = {
     ast.Argmin: _argmin,
     ast.Scan: _scan,
-    ast.Name: _name, ast.Number: _number, ast.String: _string, ast.Bool: _bool,
-    ast.ListExpr: _list, ast.BinOp: _binop, ast.UnaryOp: _unary, ast.Call: _call,
-    ast.Index: _index, ast.Attr: _attr,
+    ast.Name: _name,
+    ast.Number: _number,
+    ast.String: _string,
+    ast.Bool: _bool,
+    ast.ListExpr: _list,
+    ast.BinOp: _binop,
+    ast.UnaryOp: _unary,
+    ast.Call: _call,
+    ast.Index: _index,
+    ast.Attr: _attr,
 }
 
 
 # --- declarations ----------------------------------------------------------------------------
+
 
 def _type(t: ast.TypeExpr) -> str:
     """``f32``, ``f32[N, 3]``."""
@@ -222,12 +234,19 @@ def _metric(d: ast.MetricDecl) -> str:
 
 
 _DECL = {
-    ast.Import: _import, ast.DimDecl: _dim, ast.InputDecl: _input, ast.ParamDecl: _param,
-    ast.NodeDecl: _node, ast.OutputDecl: _output, ast.LossDecl: _loss, ast.MetricDecl: _metric,
+    ast.Import: _import,
+    ast.DimDecl: _dim,
+    ast.InputDecl: _input,
+    ast.ParamDecl: _param,
+    ast.NodeDecl: _node,
+    ast.OutputDecl: _output,
+    ast.LossDecl: _loss,
+    ast.MetricDecl: _metric,
 }
 
 
 # --- layout: declarations → lines, then comments and blank lines around them -----------------
+
 
 @dataclass
 class _Line:
@@ -266,8 +285,9 @@ def _fn_lines(d: ast.FnDecl) -> list[_Line]:
     params = ", ".join(f"{p.name}: {_type(p.type)}" for p in d.params)
     # The header ends at the result type; the '{' after it has no span of its own.
     header_end = d.result_type.span.end_line or d.span.line
-    head = _Line(f"fn {d.name}({params}) -> {_type(d.result_type)} {{", 0, d.span.line,
-                 header_end, "open")
+    head = _Line(
+        f"fn {d.name}({params}) -> {_type(d.result_type)} {{", 0, d.span.line, header_end, "open"
+    )
     return _let_block(head, d.body, d.result, d.span.end_line)
 
 
@@ -275,29 +295,37 @@ def _let_block(head: _Line, lets, result, end_line: int) -> list[_Line]:
     """``head {``, one ``let`` per line, ``return …``, ``}``: fn and scan bodies. A body
     admits only ``let``: a hand-built "node" statement would not parse back."""
     out = [head] + [_Line(_node(s, "let"), 1, s.span.line, s.span.end_line) for s in lets]
-    out.append(_Line(f"return {format_expr(result)}", 1, result.span.line,
-                     result.span.end_line))
+    out.append(_Line(f"return {format_expr(result)}", 1, result.span.line, result.span.end_line))
     out.append(_Line("}", 0, end_line, end_line, "close"))
     return out
 
 
 def _scan_lines(d: ast.NodeDecl) -> list[_Line]:
     """``node h = scan t in N, c: f32 = 0.0 {``, one ``let`` per line, ``return ...``, ``}``."""
-    e: ast.Scan = d.value
+    e = d.value
+    assert isinstance(e, ast.Scan)  # _lines sends only scan nodes here
     head = f"{d.keyword} {d.name}{_annotation(d.type)} = {_scan_header(e)}"
-    return _let_block(_Line(head, 0, d.span.line, e.init.span.end_line or d.span.line, "open"),
-                      e.body, e.result, d.span.end_line)
+    return _let_block(
+        _Line(head, 0, d.span.line, e.init.span.end_line or d.span.line, "open"),
+        e.body,
+        e.result,
+        d.span.end_line,
+    )
 
 
 def _rule_lines(d: ast.RuleDecl | ast.GuardDecl) -> list[_Line]:
     """``rule NAME "intent" {`` (``guard NAME "intent" on NODE {``), one ``key value`` per
     line, ``}``."""
     intent = f" {_quote(d.intent)}" if d.intent is not None else ""
-    head = (f"guard {d.name}{intent} on {d.target} {{" if isinstance(d, ast.GuardDecl)
-            else f"rule {d.name}{intent} {{")
+    head = (
+        f"guard {d.name}{intent} on {d.target} {{"
+        if isinstance(d, ast.GuardDecl)
+        else f"rule {d.name}{intent} {{"
+    )
     out = [_Line(head, 0, d.span.line, d.span.line, "open")]
-    out += [_Line(f"{e.key} {format_expr(e.value)}", 1, e.span.line, e.span.end_line)
-            for e in d.entries]
+    out += [
+        _Line(f"{e.key} {format_expr(e.value)}", 1, e.span.line, e.span.end_line) for e in d.entries
+    ]
     out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
     return out
 
@@ -307,8 +335,10 @@ def _run_lines(d: ast.RunDecl) -> list[_Line]:
     if not d.entries:
         return [_Line("run {}", 0, d.span.line, d.span.end_line)]
     out = [_Line("run {", 0, d.span.line, d.span.line, "open")]
-    out += [_Line(f"{e.key} = {format_expr(e.value)}", 1, e.span.line, e.span.end_line)
-            for e in d.entries]
+    out += [
+        _Line(f"{e.key} = {format_expr(e.value)}", 1, e.span.line, e.span.end_line)
+        for e in d.entries
+    ]
     out.append(_Line("}", 0, d.span.end_line, d.span.end_line, "close"))
     return out
 
@@ -353,8 +383,14 @@ def format_module(module: ast.Module) -> str:
         nonlocal last_line, last_kind
         # One blank line stands for any run of blank lines in the source, except just inside
         # braces; lines with unknown positions (hand-built ASTs) never get one.
-        if (out and last_line and start and start - last_line > 1
-                and last_kind != "open" and kind != "close"):
+        if (
+            out
+            and last_line
+            and start
+            and start - last_line > 1
+            and last_kind != "open"
+            and kind != "close"
+        ):
             out.append("")
         out.append(INDENT * depth + text)
         last_line, last_kind = end, kind
@@ -363,8 +399,13 @@ def format_module(module: ast.Module) -> str:
         for c in before[i]:
             emit(c.text, line.comment_depth, c.line, c.line, "comment")
         trailing = after[i]
-        emit(line.text + (f"  {trailing[0].text}" if trailing else ""), line.depth,
-             line.start, line.end, line.kind)
+        emit(
+            line.text + (f"  {trailing[0].text}" if trailing else ""),
+            line.depth,
+            line.start,
+            line.end,
+            line.kind,
+        )
         # Two comments cannot share a line (the second would become part of the first), so
         # the rest go on lines of their own, where a second pass sees them as own-line
         # comments before the next line and prints them in the same place.

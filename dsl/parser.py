@@ -3,6 +3,7 @@
 Lark (LALR, contextual lexer, positions on) builds a parse tree; ``_Builder`` turns it into the
 frozen AST of :mod:`ddm.dsl.ast`. Syntax errors become :class:`SyntaxDiagnostic` with a caret.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ MAX_BYTES = 16 * 1024 * 1024
 @lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
     grammar = resources.files("ddm.dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
-    return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                     maybe_placeholders=True, cache=_cache_path(grammar))
+    return lark.Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=_cache_path(grammar),
+    )
 
 
 def _cache_path(grammar: str) -> str | bool:
@@ -37,6 +44,7 @@ def _cache_path(grammar: str) -> str | bool:
     except OSError:
         return False
     import hashlib
+
     digest = hashlib.sha256((grammar + lark.__version__).encode()).hexdigest()[:16]
     return os.path.join(path, f"grammar-{digest}.lark.cache")
 
@@ -51,8 +59,9 @@ def read_source(path: str) -> str:
     try:
         size = os.path.getsize(path)
         if size > MAX_BYTES:
-            raise InputDiagnostic(where, f"'{path}' is {size} bytes; ddm reads files up to "
-                                         f"{MAX_BYTES} bytes")
+            raise InputDiagnostic(
+                where, f"'{path}' is {size} bytes; ddm reads files up to {MAX_BYTES} bytes"
+            )
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
@@ -63,15 +72,18 @@ def read_source(path: str) -> str:
 def decode_source(data: bytes, path: str) -> str:
     if b"\x00" in data:
         line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InputDiagnostic(Span(path, line, 1, line, 1),
-                              "file contains NUL bytes; is this a binary file?")
+        raise InputDiagnostic(
+            Span(path, line, 1, line, 1), "file contains NUL bytes; is this a binary file?"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise InputDiagnostic(Span(path, line, col, line, col + 1),
-                              f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+        raise InputDiagnostic(
+            Span(path, line, col, line, col + 1),
+            f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+        ) from None
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -92,16 +104,50 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
 # --- syntax errors ---------------------------------------------------------------------------
 
 _READABLE = {
-    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
-    "DTYPE": "a dtype (f32, f64, i32, bool)", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
-    "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "COLON": "':'",
-    "EQUAL": "'='", "MINUS": "'-'", "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'",
-    "POW": "'**'", "COMP_OP": "a comparison", "DOT": "'.'", "$END": "end of file",
-    "__ANON_0": "'->'", "POSITIVE": "'positive'", "NODE": "'node'", "LET": "'let'",
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "DTYPE": "a dtype (f32, f64, i32, bool)",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "MINUS": "'-'",
+    "PLUS": "'+'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "AT": "'@'",
+    "POW": "'**'",
+    "COMP_OP": "a comparison",
+    "DOT": "'.'",
+    "$END": "end of file",
+    "__ANON_0": "'->'",
+    "POSITIVE": "'positive'",
+    "NODE": "'node'",
+    "LET": "'let'",
     "SENSE": "'argmin' or 'argmax'",
 }
-_DECL_START = {"IMPORT", "DIM", "INPUT", "PARAM", "NODE", "LET", "OUTPUT", "LOSS", "METRIC",
-               "RULE", "GUARD", "FN", "RUN"}
+_DECL_START = {
+    "IMPORT",
+    "DIM",
+    "INPUT",
+    "PARAM",
+    "NODE",
+    "LET",
+    "OUTPUT",
+    "LOSS",
+    "METRIC",
+    "RULE",
+    "GUARD",
+    "FN",
+    "RUN",
+}
 
 
 def _readable(term: str) -> str:
@@ -115,8 +161,10 @@ def _readable(term: str) -> str:
 def _expected(names) -> str:
     names = set(names)
     if names & _DECL_START and len(names & _DECL_START) >= 5:
-        names = (names - _DECL_START) | {"a declaration (dim, input, param, node, output, loss, "
-                                          "metric, rule, guard, fn, import, run)"}
+        names = (names - _DECL_START) | {
+            "a declaration (dim, input, param, node, output, loss, "
+            "metric, rule, guard, fn, import, run)"
+        }
         items = sorted(_readable(n) if not n.startswith("a declaration") else n for n in names)
     else:
         items = sorted({_readable(n) for n in names})
@@ -131,32 +179,43 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> SyntaxDiagnosti
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         span = Span(file, line, col, line, col + 1)
         if ch == '"':
-            return SyntaxDiagnostic(span, "unterminated string literal",
-                                    hint="strings end with '\"' on the same line")
+            return SyntaxDiagnostic(
+                span, "unterminated string literal", hint="strings end with '\"' on the same line"
+            )
         return SyntaxDiagnostic(span, f"unexpected character {ch!r}")
     if isinstance(exc, UnexpectedEOF):
         end = text.rstrip()
         line = end.count("\n") + 1
         col = len(end) - (end.rfind("\n") + 1) + 1
-        return SyntaxDiagnostic(Span(file, line, col, line, col),
-                                f"unexpected end of file; expected {_expected(exc.expected)}")
+        return SyntaxDiagnostic(
+            Span(file, line, col, line, col),
+            f"unexpected end of file; expected {_expected(exc.expected)}",
+        )
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     if tok.type == "$END":
         end = text.rstrip()
         line = end.count("\n") + 1
         col = len(end) - (end.rfind("\n") + 1) + 1
-        return SyntaxDiagnostic(Span(file, line, col, line, col),
-                                f"unexpected end of file; expected {_expected(exc.expected)}")
-    span = Span(file, tok.line, tok.column, tok.end_line or tok.line,
-                tok.end_column or tok.column + len(tok))
+        return SyntaxDiagnostic(
+            Span(file, line, col, line, col),
+            f"unexpected end of file; expected {_expected(exc.expected)}",
+        )
+    span = Span(
+        file,
+        tok.line,
+        tok.column,
+        tok.end_line or tok.line,
+        tok.end_column or tok.column + len(tok),
+    )
     hint = None
     if tok.type == "EQUAL" and "COMP_OP" in exc.expected:
         hint = "use '==' to compare"
     elif tok.value == "=" and exc.expected and "EQUAL" not in exc.expected:
         hint = "'=' is only allowed in declarations and keyword arguments; use '==' to compare"
-    return SyntaxDiagnostic(span, f"unexpected {tok.value!r}; expected {_expected(exc.expected)}",
-                            hint=hint)
+    return SyntaxDiagnostic(
+        span, f"unexpected {tok.value!r}; expected {_expected(exc.expected)}", hint=hint
+    )
 
 
 def _check_nesting(tree: Tree, file: str) -> None:
@@ -168,9 +227,11 @@ def _check_nesting(tree: Tree, file: str) -> None:
             meta = node.meta
             line = getattr(meta, "line", 1)
             col = getattr(meta, "column", 1)
-            raise SyntaxDiagnostic(Span(file, line, col, line, col + 1),
-                                   f"expression nested more than {MAX_NESTING} levels deep",
-                                   hint="split it into several 'let' nodes")
+            raise SyntaxDiagnostic(
+                Span(file, line, col, line, col + 1),
+                f"expression nested more than {MAX_NESTING} levels deep",
+                hint="split it into several 'let' nodes",
+            )
         for child in node.children:
             if isinstance(child, Tree):
                 stack.append((child, depth + 1))
@@ -191,14 +252,22 @@ def _comments(text: str) -> tuple[ast.Comment, ...]:
 
 # --- parse tree → AST ------------------------------------------------------------------------
 
+
 class _Builder:
     def __init__(self, file: str):
         self.file = file
 
     def span(self, node) -> Span:
         if isinstance(node, Token):
-            return Span(self.file, node.line, node.column, node.end_line or node.line,
-                        node.end_column or node.column + len(node))
+            # the lexer positions every token it makes (Lark types the fields optional)
+            assert node.line is not None and node.column is not None
+            return Span(
+                self.file,
+                node.line,
+                node.column,
+                node.end_line or node.line,
+                node.end_column or node.column + len(node),
+            )
         meta = node.meta
         if getattr(meta, "empty", True):
             return Span(self.file, 0, 0, 0, 0)
@@ -217,8 +286,9 @@ class _Builder:
 
     def d_dim_decl(self, t, span):
         name, value = t.children
-        return ast.DimDecl(str(name), int(value) if value is not None else None, span,
-                           self.span(name))
+        return ast.DimDecl(
+            str(name), int(value) if value is not None else None, span, self.span(name)
+        )
 
     def d_input_decl(self, t, span):
         name, typ = t.children
@@ -226,23 +296,43 @@ class _Builder:
 
     def d_param_decl(self, t, span):
         name, typ, init, positive = t.children
-        return ast.ParamDecl(str(name), self.type(typ) if typ is not None else None,
-                             self.expr(init), positive is not None, span, self.span(name))
+        return ast.ParamDecl(
+            str(name),
+            self.type(typ) if typ is not None else None,
+            self.expr(init),
+            positive is not None,
+            span,
+            self.span(name),
+        )
 
-    def d_node_decl(self, t, span):
+    def d_node_decl(self, t, span) -> ast.NodeDecl:
         kw, name, typ, value = t.children
-        return ast.NodeDecl(str(kw), str(name), self.type(typ) if typ is not None else None,
-                            self.expr(value), span, self.span(name))
+        return ast.NodeDecl(
+            str(kw),
+            str(name),
+            self.type(typ) if typ is not None else None,
+            self.expr(value),
+            span,
+            self.span(name),
+        )
 
     d_let_stmt = d_node_decl
+
+    def lets(self, stmts) -> tuple[ast.NodeDecl, ...]:
+        """The ``let`` statements of a fn or scan body: the grammar admits nothing else there."""
+        return tuple(self.d_let_stmt(s, self.span(s)) for s in stmts)
 
     def d_output_decl(self, t, span):
         return ast.OutputDecl(tuple(ast.Name(str(n), self.span(n)) for n in t.children), span)
 
     def d_loss_decl(self, t, span):
         name, value = t.children
-        return ast.LossDecl(self.expr(value), span, str(name) if name is not None else None,
-                            self.span(name) if name is not None else span)
+        return ast.LossDecl(
+            self.expr(value),
+            span,
+            str(name) if name is not None else None,
+            self.span(name) if name is not None else span,
+        )
 
     def d_metric_decl(self, t, span):
         name, value = t.children
@@ -258,36 +348,56 @@ class _Builder:
                 params.append(ast.FnParam(str(pname), self.type(ptype), self.span(rest[i])))
             i += 1
         result_type = self.type(rest[i])
-        body = tuple(self.decl(s) for s in rest[i + 1:-1])
-        return ast.FnDecl(str(name), tuple(params), result_type, body, self.expr(rest[-1]), span,
-                          self.span(name))
+        body = self.lets(rest[i + 1 : -1])
+        return ast.FnDecl(
+            str(name), tuple(params), result_type, body, self.expr(rest[-1]), span, self.span(name)
+        )
 
     def d_rule_decl(self, t, span):
         name, intent, *entries = t.children
-        return ast.RuleDecl(str(name), intent[1:-1] if intent is not None else None,
-                            tuple(ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]),
-                                                self.span(e)) for e in entries),
-                            span, self.span(name))
+        return ast.RuleDecl(
+            str(name),
+            intent[1:-1] if intent is not None else None,
+            tuple(
+                ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]), self.span(e))
+                for e in entries
+            ),
+            span,
+            self.span(name),
+        )
 
     def d_guard_decl(self, t, span):
         name, intent, target, *entries = t.children
-        return ast.GuardDecl(str(name), intent[1:-1] if intent is not None else None,
-                             str(target),
-                             tuple(ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]),
-                                                 self.span(e)) for e in entries),
-                             span, self.span(name), self.span(target))
+        return ast.GuardDecl(
+            str(name),
+            intent[1:-1] if intent is not None else None,
+            str(target),
+            tuple(
+                ast.RuleEntry(str(e.children[0]), self.expr(e.children[1]), self.span(e))
+                for e in entries
+            ),
+            span,
+            self.span(name),
+            self.span(target),
+        )
 
     def d_run_decl(self, t, span):
-        entries = tuple(ast.RunEntry(str(e.children[0]), self.expr(e.children[1]), self.span(e))
-                        for e in t.children)
+        entries = tuple(
+            ast.RunEntry(str(e.children[0]), self.expr(e.children[1]), self.span(e))
+            for e in t.children
+        )
         return ast.RunDecl(entries, span)
 
     def type(self, t: Tree) -> ast.TypeExpr:
         dtype, *dims = t.children
-        refs = tuple(ast.DimRef(str(d.children[0]) if d.data == "dim_name"
-                                else int(d.children[0]), self.span(d))
-                     for d in dims if d is not None)
+        refs = tuple(self.dim_ref(d) for d in dims if d is not None)
         return ast.TypeExpr(str(dtype), refs, self.span(t))
+
+    def dim_ref(self, t: Tree) -> ast.DimRef:
+        """A ``dim_name`` (its NAME token) or a literal size (its INT token)."""
+        token = t.children[0]
+        assert isinstance(token, Token)  # both rules hold one token
+        return ast.DimRef(str(token) if t.data == "dim_name" else int(token), self.span(t))
 
     # expressions
     def expr(self, t) -> ast.Expr:
@@ -363,8 +473,11 @@ class _Builder:
     def subscript(self, t):
         if isinstance(t, Tree) and t.data == "slice":
             lo, hi = t.children
-            return ast.Slice(self.expr(lo) if lo is not None else None,
-                             self.expr(hi) if hi is not None else None, self.span(t))
+            return ast.Slice(
+                self.expr(lo) if lo is not None else None,
+                self.expr(hi) if hi is not None else None,
+                self.span(t),
+            )
         return self.expr(t)
 
     def e_argmin_expr(self, t, span):
@@ -375,25 +488,48 @@ class _Builder:
         hint = None
         if using is not None:
             name, *opts = using.children
-            hint = ast.SolverHint(str(name), tuple(
-                ast.Keyword(str(o.children[0]), self.expr(o.children[1]), self.span(o))
-                for o in opts if o is not None), self.span(using))
+            hint = ast.SolverHint(
+                str(name),
+                tuple(
+                    ast.Keyword(str(o.children[0]), self.expr(o.children[1]), self.span(o))
+                    for o in opts
+                    if o is not None
+                ),
+                self.span(using),
+            )
         back = None
         if backward is not None:
             mode, steps = backward.children
-            back = ast.BackwardHint(str(mode), int(steps) if steps is not None else None,
-                                    self.span(backward))
-        return ast.Argmin(str(sense), str(var), self.type(typ), self.expr(objective),
-                          constraints, hint, back, span, self.span(var))
+            back = ast.BackwardHint(
+                str(mode), int(steps) if steps is not None else None, self.span(backward)
+            )
+        return ast.Argmin(
+            str(sense),
+            str(var),
+            self.type(typ),
+            self.expr(objective),
+            constraints,
+            hint,
+            back,
+            span,
+            self.span(var),
+        )
 
     def e_scan_expr(self, t, span):
         index, length, carry, typ, init, body = t.children
         *lets, result = body.children
-        length = ast.DimRef(str(length.children[0]) if length.data == "dim_name"
-                            else int(length.children[0]), self.span(length))
-        return ast.Scan(str(index), length, str(carry), self.type(typ), self.expr(init),
-                        tuple(self.decl(s) for s in lets), self.expr(result), span,
-                        self.span(index), self.span(carry))
+        return ast.Scan(
+            str(index),
+            self.dim_ref(length),
+            str(carry),
+            self.type(typ),
+            self.expr(init),
+            self.lets(lets),
+            self.expr(result),
+            span,
+            self.span(index),
+            self.span(carry),
+        )
 
     def e_attr(self, t, span):
         base, name = t.children

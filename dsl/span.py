@@ -1,4 +1,5 @@
 """Source positions. Every AST and IR node carries a :class:`Span`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

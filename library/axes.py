@@ -1,4 +1,5 @@
 """Axis arguments: normalising ``axis=-1`` / ``axis=[0, 1]`` against a rank, with good errors."""
+
 from __future__ import annotations
 
 from ddm.library.types import ShapeError
@@ -12,8 +13,7 @@ def normalize_axes(axis, ndim: int, op: str, arg: int = 0) -> tuple[int, ...]:
     out = []
     for a in items:
         if not -ndim <= a < ndim or ndim == 0:
-            raise ShapeError(f"{op}: axis {a} is out of range for a tensor of rank {ndim}",
-                             arg=arg)
+            raise ShapeError(f"{op}: axis {a} is out of range for a tensor of rank {ndim}", arg=arg)
         a = a % ndim
         if a in out:
             raise ShapeError(f"{op}: axis {a} given twice", arg=arg)

@@ -11,6 +11,7 @@ the Euclidean norm) and :func:`guard_reject` replaces a breaking decision by its
 >>> [float(x) + 0.0 for x in _project_l1(jnp.array([3.0, -1.0]), 2.0)]
 [2.0, 0.0]
 """
+
 from __future__ import annotations
 
 from ddm.library.lazy import jnp
@@ -24,8 +25,9 @@ TOLERANCE = 1e-5
 
 def _float(t: TensorType, name: str, arg: int) -> None:
     if not t.is_float:
-        raise DtypeError(f"{name} expects a float tensor, got {t}", arg=arg,
-                         hint="cast with f32(...) first")
+        raise DtypeError(
+            f"{name} expects a float tensor, got {t}", arg=arg, hint="cast with f32(...) first"
+        )
 
 
 def _scalar(t: TensorType, name: str, what: str, arg: int) -> None:
@@ -61,6 +63,7 @@ def _radius_rule(name):
         _float(x, name, 0)
         _scalar(radius, name, "radius", 1)
         return TensorType(x.dtype, x.shape)
+
     return rule
 
 
@@ -121,8 +124,7 @@ def _reject_rule(types, static):
     _float(x, "guard_reject", 0)
     _scalar(excess, "guard_reject", "excess", 1)
     if broadcast_shapes(x.shape, fallback.shape) != tuple(x.shape):
-        raise ShapeError(f"the fallback {fallback} does not broadcast to the decision {x}",
-                         arg=3)
+        raise ShapeError(f"the fallback {fallback} does not broadcast to the decision {x}", arg=3)
     return TensorType(x.dtype, x.shape)
 
 
@@ -131,29 +133,69 @@ def _reject(x, excess, bound, fallback):
 
 
 OPS = (
-    Op("guard_excess", (Arg("lhs"), Arg("rhs")), _excess_rule, _excess,
-       "How far the limit lhs <= rhs is broken: max(lhs − rhs) over the elements (≤ 0 when "
-       "it holds). What a guard measures before and after it acts.", family="guard"),
-    Op("guard_violated", (Arg("excess"), Arg("bound")), _violated_rule,
-       lambda e, b: _violated(e, b).astype(jnp.result_type(e)),
-       "1.0 where a guard's excess passes the tolerance (1e-5 relative to the bound), else "
-       "0.0: one check, counted in the compliance report.", family="guard",
-       no_grad=NoGrad(("excess", "bound"), "guard")),
-    Op("project_l1", (Arg("x"), Arg("radius")), _radius_rule("project_l1"), _project_l1,
-       "The nearest point of the L1 ball sum(abs(v)) <= radius (gross exposure, turnover).",
-       family="guard"),
-    Op("project_l2", (Arg("x"), Arg("radius")), _radius_rule("project_l2"), _project_l2,
-       "The nearest point of the ball norm(v) <= radius: x scaled down when outside.",
-       family="guard"),
-    Op("keep_largest", (Arg("x"), Arg("k", "int")), _keep_rule, _keep_largest,
-       "x with all but its k largest-magnitude elements set to 0: the nearest point with at "
-       "most k nonzeros (trade frequency).", family="guard"),
-    Op("nonzero", (Arg("x"), Arg("tol", "float", 1e-6)), _nonzero_rule, _nonzero,
-       "How many elements have |x| > tol, as a float (no gradient): e.g. the number of "
-       "trades in a rebalance.", family="guard", no_grad=NoGrad(("x",), "count")),
-    Op("guard_reject", (Arg("x"), Arg("excess"), Arg("bound"), Arg("fallback")), _reject_rule,
-       _reject, "The decision x, or the fallback (broadcast to x) where the excess breaks "
-       "the limit: what action reject does.", family="guard",
-       # the excess and the bound only decide which of x and the fallback is taken
-       no_grad=NoGrad(("excess", "bound"), "guard")),
+    Op(
+        "guard_excess",
+        (Arg("lhs"), Arg("rhs")),
+        _excess_rule,
+        _excess,
+        "How far the limit lhs <= rhs is broken: max(lhs − rhs) over the elements (≤ 0 when "
+        "it holds). What a guard measures before and after it acts.",
+        family="guard",
+    ),
+    Op(
+        "guard_violated",
+        (Arg("excess"), Arg("bound")),
+        _violated_rule,
+        lambda e, b: _violated(e, b).astype(jnp.result_type(e)),
+        "1.0 where a guard's excess passes the tolerance (1e-5 relative to the bound), else "
+        "0.0: one check, counted in the compliance report.",
+        family="guard",
+        no_grad=NoGrad(("excess", "bound"), "guard"),
+    ),
+    Op(
+        "project_l1",
+        (Arg("x"), Arg("radius")),
+        _radius_rule("project_l1"),
+        _project_l1,
+        "The nearest point of the L1 ball sum(abs(v)) <= radius (gross exposure, turnover).",
+        family="guard",
+    ),
+    Op(
+        "project_l2",
+        (Arg("x"), Arg("radius")),
+        _radius_rule("project_l2"),
+        _project_l2,
+        "The nearest point of the ball norm(v) <= radius: x scaled down when outside.",
+        family="guard",
+    ),
+    Op(
+        "keep_largest",
+        (Arg("x"), Arg("k", "int")),
+        _keep_rule,
+        _keep_largest,
+        "x with all but its k largest-magnitude elements set to 0: the nearest point with at "
+        "most k nonzeros (trade frequency).",
+        family="guard",
+    ),
+    Op(
+        "nonzero",
+        (Arg("x"), Arg("tol", "float", 1e-6)),
+        _nonzero_rule,
+        _nonzero,
+        "How many elements have |x| > tol, as a float (no gradient): e.g. the number of "
+        "trades in a rebalance.",
+        family="guard",
+        no_grad=NoGrad(("x",), "count"),
+    ),
+    Op(
+        "guard_reject",
+        (Arg("x"), Arg("excess"), Arg("bound"), Arg("fallback")),
+        _reject_rule,
+        _reject,
+        "The decision x, or the fallback (broadcast to x) where the excess breaks "
+        "the limit: what action reject does.",
+        family="guard",
+        # the excess and the bound only decide which of x and the fallback is taken
+        no_grad=NoGrad(("excess", "bound"), "guard"),
+    ),
 )

@@ -5,6 +5,7 @@ each with its shape rule beside it.
 ``S: f32[N + 1]`` prices at the rebalancing dates, ``h: f32[N]`` positions held over each
 period, starting from flat (the first trade is charged), no final unwind.
 """
+
 from __future__ import annotations
 
 from ddm.library.lazy import jnp
@@ -29,45 +30,73 @@ def _path_rule(name):
                 raise DtypeError(f"{name}: {key} is a number, got {t}", arg=i)
         n_s, n_h = s.shape[0], h.shape[0]
         if isinstance(n_s, int) and isinstance(n_h, int) and n_s != n_h + 1:
-            raise ShapeError(f"{name}: S has {n_s} prices, so h needs {n_s - 1} positions "
-                             f"(one per period), got {n_h}", arg=1)
+            raise ShapeError(
+                f"{name}: S has {n_s} prices, so h needs {n_s - 1} positions "
+                f"(one per period), got {n_h}",
+                arg=1,
+            )
         return TensorType(promote(s, h, name), ())
+
     return rule
 
 
 def _hedge_pnl(S, h, cost=0.0, impact=0.0, strike=100.0, option="call", premium=0.0):
     from ddm.library.market import trading
+
     payoff = trading.call_payoff if option == "call" else trading.put_payoff
-    return trading.hedged_short_option_pnl(S, h, lambda s: payoff(s, strike), premium,
-                                           proportional=cost, quadratic=impact)
+    return trading.hedged_short_option_pnl(
+        S, h, lambda s: payoff(s, strike), premium, proportional=cost, quadratic=impact
+    )
 
 
 def _trading_pnl(S, h, cost=0.0, impact=0.0):
     from ddm.library.market import trading
+
     return trading.trading_pnl(S, h, proportional=cost, quadratic=impact)
 
 
 def _turnover(h):
     from ddm.library.market import trading
+
     if not jnp.issubdtype(h.dtype, jnp.floating):
         h = h.astype(jnp.float32)
     return trading.turnover(h)
 
 
 OPS = (
-    Op("hedge_pnl", (Arg("S"), Arg("h"), Arg("strike", "float", 100.0),
-                     Arg("option", "str", "call", choices=("call", "put")),
-                     Arg("cost", "tensor", 0.0), Arg("impact", "tensor", 0.0),
-                     Arg("premium", "float", 0.0)),
-       _path_rule("hedge_pnl"), _hedge_pnl,
-       "P&L of selling a European option (call or put at strike) for premium and holding h "
-       "over the path S: premium − payoff(S[-1]) + Σ h·ΔS − Σ (cost·|Δh| + impact·Δh²)·S.",
-       family="path", extra={"nonnegative": ("cost", "impact")}),
-    Op("trading_pnl", (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0),
-                       Arg("impact", "tensor", 0.0)),
-       _path_rule("trading_pnl"), _trading_pnl,
-       "Σ h·ΔS less proportional (cost) and quadratic (impact) transaction costs.",
-       family="path", extra={"nonnegative": ("cost", "impact")}),
-    Op("turnover", (Arg("h"),), vector_rule("turnover", "positions"), _turnover,
-       "Σ |Δh|, the units traded along the path, from a flat start.", family="vector"),
+    Op(
+        "hedge_pnl",
+        (
+            Arg("S"),
+            Arg("h"),
+            Arg("strike", "float", 100.0),
+            Arg("option", "str", "call", choices=("call", "put")),
+            Arg("cost", "tensor", 0.0),
+            Arg("impact", "tensor", 0.0),
+            Arg("premium", "float", 0.0),
+        ),
+        _path_rule("hedge_pnl"),
+        _hedge_pnl,
+        "P&L of selling a European option (call or put at strike) for premium and holding h "
+        "over the path S: premium − payoff(S[-1]) + Σ h·ΔS − Σ (cost·|Δh| + impact·Δh²)·S.",
+        family="path",
+        extra={"nonnegative": ("cost", "impact")},
+    ),
+    Op(
+        "trading_pnl",
+        (Arg("S"), Arg("h"), Arg("cost", "tensor", 0.0), Arg("impact", "tensor", 0.0)),
+        _path_rule("trading_pnl"),
+        _trading_pnl,
+        "Σ h·ΔS less proportional (cost) and quadratic (impact) transaction costs.",
+        family="path",
+        extra={"nonnegative": ("cost", "impact")},
+    ),
+    Op(
+        "turnover",
+        (Arg("h"),),
+        vector_rule("turnover", "positions"),
+        _turnover,
+        "Σ |Δh|, the units traded along the path, from a flat start.",
+        family="vector",
+    ),
 )

@@ -4,6 +4,7 @@ Each layer kind states how it is written, its type (:class:`LayerType`), how its
 initialised and how it is applied — together, like the ops. Weights live under the param's name:
 ``{"net": {"w0": [F, 32], "b0": [32], "w1": [32, N], "b1": [N]}}``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Callable, Mapping
 
 from ddm.library.lazy import jax, jnp
 from ddm.library.op import Arg
-from ddm.library.types import LayerType
+from ddm.library.types import LayerType, SymDim
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "identity")
 
@@ -25,8 +26,9 @@ class LayerKind:
     doc: str
 
     def build(self, sizes, static) -> LayerType:
-        return LayerType(self.name, tuple(sizes), static.get("act", "identity"),
-                         static.get("bias", True))
+        return LayerType(
+            self.name, tuple(sizes), static.get("act", "identity"), static.get("bias", True)
+        )
 
 
 def _act(name: str, x):
@@ -41,13 +43,17 @@ def init_layer(key, layer: LayerType, dtype) -> dict:
     Hidden layers followed by relu/gelu/elu/softplus get He-normal weights (variance 2/fan_in),
     others LeCun-normal (1/fan_in); biases start at zero.
     """
-    sizes = [int(s) for s in layer.sizes]
+    sizes = []
+    for s in layer.sizes:
+        assert not isinstance(s, SymDim), f"layer size {s} is unresolved"  # the caller's job
+        sizes.append(int(s))
     out = {}
     keys = jax.random.split(key, len(sizes) - 1)
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = i == len(sizes) - 2
-        gain = 2.0 if (not last and layer.activation in ("relu", "gelu", "elu", "softplus")) \
-            else 1.0
+        gain = (
+            2.0 if (not last and layer.activation in ("relu", "gelu", "elu", "softplus")) else 1.0
+        )
         scale = jnp.sqrt(gain / d_in)
         out[f"w{i}"] = (jax.random.normal(keys[i], (d_in, d_out)) * scale).astype(dtype)
         if layer.bias:
@@ -68,16 +74,22 @@ def apply_layer(params: Mapping, layer: LayerType, x):
 
 
 LAYERS: Mapping[str, LayerKind] = {
-    "linear": LayerKind("linear", 2, 2, (Arg("bias", "bool", True),),
-                        "linear(d_in, d_out, bias=true): x @ W + b."),
-    "mlp": LayerKind("mlp", 2, None,
-                     (Arg("act", "str", "relu", choices=ACTIVATIONS), Arg("bias", "bool", True)),
-                     "mlp(d_in, hidden…, d_out, act=\"relu\"): dense layers with the activation "
-                     "between them and none after the last."),
+    "linear": LayerKind(
+        "linear", 2, 2, (Arg("bias", "bool", True),), "linear(d_in, d_out, bias=true): x @ W + b."
+    ),
+    "mlp": LayerKind(
+        "mlp",
+        2,
+        None,
+        (Arg("act", "str", "relu", choices=ACTIVATIONS), Arg("bias", "bool", True)),
+        'mlp(d_in, hidden…, d_out, act="relu"): dense layers with the activation '
+        "between them and none after the last.",
+    ),
 }
 
 
 # --- initialisers of tensor params -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Initializer:
@@ -112,14 +124,20 @@ def _he(key, shape, dtype):
 INITIALIZERS: Mapping[str, Initializer] = {
     "zeros": Initializer("zeros", (), lambda k, s, d: jnp.zeros(s, d), "All zeros."),
     "ones": Initializer("ones", (), lambda k, s, d: jnp.ones(s, d), "All ones."),
-    "normal": Initializer("normal", (Arg("std", "float", 0.01), Arg("mean", "float", 0.0)),
-                          lambda k, s, d, std=0.01, mean=0.0:
-                          mean + std * jax.random.normal(k, s, d),
-                          "Gaussian: normal(std=0.01, mean=0.0)."),
-    "uniform": Initializer("uniform", (Arg("lo", "float", -0.05), Arg("hi", "float", 0.05)),
-                           lambda k, s, d, lo=-0.05, hi=0.05: jax.random.uniform(k, s, d, lo, hi),
-                           "Uniform on [lo, hi]."),
-    "glorot": Initializer("glorot", (), _glorot,
-                          "Glorot/Xavier uniform: ±sqrt(6 / (fan_in + fan_out))."),
+    "normal": Initializer(
+        "normal",
+        (Arg("std", "float", 0.01), Arg("mean", "float", 0.0)),
+        lambda k, s, d, std=0.01, mean=0.0: mean + std * jax.random.normal(k, s, d),
+        "Gaussian: normal(std=0.01, mean=0.0).",
+    ),
+    "uniform": Initializer(
+        "uniform",
+        (Arg("lo", "float", -0.05), Arg("hi", "float", 0.05)),
+        lambda k, s, d, lo=-0.05, hi=0.05: jax.random.uniform(k, s, d, lo, hi),
+        "Uniform on [lo, hi].",
+    ),
+    "glorot": Initializer(
+        "glorot", (), _glorot, "Glorot/Xavier uniform: ±sqrt(6 / (fan_in + fan_out))."
+    ),
     "he": Initializer("he", (), _he, "He normal: std sqrt(2 / fan_in)."),
 }

@@ -4,6 +4,7 @@ Shape rules run in ``ddmc check``, which must not pay for importing JAX; impleme
 beside them and reach JAX through these proxies. The first touch also applies ddm's guard for
 XLA's CPU thread pool (see :func:`ddm.library.xla_env.protect`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,6 +21,7 @@ class _Lazy:
         module = object.__getattribute__(self, "_module")
         if module is None:
             from ddm.library.xla_env import protect
+
             protect()
             module = importlib.import_module(object.__getattribute__(self, "_name"))
             object.__setattr__(self, "_module", module)

@@ -5,6 +5,7 @@ checker without JAX), how to compute it (``impl``, called by lowering with JAX a
 tensor arguments and Python values for static ones), and which arguments its derivative is zero
 or undefined in (``no_grad``, read by the gradient-flow lint without JAX).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,8 +39,18 @@ class Arg:
 
 # why an op passes no gradient to some of its arguments: the gradient-flow lint
 # (compiler/gradflow.py) names the reason and suggests the relaxation that keeps one
-NO_GRAD_REASONS = ("comparison", "logical", "cast", "sign", "stop_gradient", "condition",
-                   "decision", "count", "metric", "guard")
+NO_GRAD_REASONS = (
+    "comparison",
+    "logical",
+    "cast",
+    "sign",
+    "stop_gradient",
+    "condition",
+    "decision",
+    "count",
+    "metric",
+    "guard",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +95,9 @@ class Op:
             tensors = {a.name for a in self.params if a.kind in ("tensor", "tensors")}
             unknown = set(self.no_grad.args) - tensors
             if unknown:
-                raise ValueError(f"{self.name}: no_grad names {sorted(unknown)}, which are not "
-                                 "tensor arguments")
+                raise ValueError(
+                    f"{self.name}: no_grad names {sorted(unknown)}, which are not tensor arguments"
+                )
 
     def no_grad_inputs(self, layout: tuple[int, ...] | None, count: int) -> frozenset[int]:
         """Positions among a call's ``count`` tensor inputs that receive no gradient.

@@ -1,5 +1,6 @@
 """The program's dtypes → JAX dtypes. ``f32`` is the program's working float: float32 by
 default, float64 when the program runs with ``x64`` (``--x64`` or ``x64 = true``)."""
+
 from __future__ import annotations
 
 from ddm.library.lazy import jnp

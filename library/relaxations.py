@@ -20,6 +20,7 @@ h = Σᵢ cᵢ · embed(Φᵢ)`` with the similarity added to the prior's logits
 >>> _retrieve(jnp.zeros(2), jnp.eye(2), jnp.zeros(2)).tolist()
 [0.5, 0.5]
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,9 @@ from ddm.library.types import DtypeError, ShapeError, TensorType, broadcast_shap
 
 def _number(t: TensorType, name: str, what: str, arg: int) -> None:
     if t.dtype == "bool":
-        raise DtypeError(f"{name}'s {what} must be numbers, got {t}", arg=arg,
-                         hint="cast with f32(...) first")
+        raise DtypeError(
+            f"{name}'s {what} must be numbers, got {t}", arg=arg, hint="cast with f32(...) first"
+        )
 
 
 def _float_dtype(*types: TensorType, verb: str) -> str:
@@ -54,18 +56,24 @@ def _to_float(x):
 
 # --- regime detection: Gumbel-softmax ------------------------------------------------------------
 
+
 def _gumbel_rule(types, static):
     logits, tau = types
     _number(logits, "gumbel_softmax", "logits", 0)
     _number(tau, "gumbel_softmax", "temperature", 1)
     if logits.ndim == 0:
-        raise ShapeError(f"gumbel_softmax chooses along the last axis of its logits (the "
-                         f"regimes), got a scalar {logits}", arg=0,
-                         hint="give one logit per regime, e.g. f32[K]")
+        raise ShapeError(
+            f"gumbel_softmax chooses along the last axis of its logits (the "
+            f"regimes), got a scalar {logits}",
+            arg=0,
+            hint="give one logit per regime, e.g. f32[K]",
+        )
     if broadcast_shapes(logits.shape, tau.shape) != tuple(logits.shape):
-        raise ShapeError(f"gumbel_softmax's temperature {tau} does not broadcast to its "
-                         f"logits {logits}", arg=1,
-                         hint="a scalar temperature, e.g. param tau: f32 = 1.0 positive")
+        raise ShapeError(
+            f"gumbel_softmax's temperature {tau} does not broadcast to its logits {logits}",
+            arg=1,
+            hint="a scalar temperature, e.g. param tau: f32 = 1.0 positive",
+        )
     return TensorType(_float_dtype(logits, tau, verb="divide"), logits.shape)
 
 
@@ -87,6 +95,7 @@ def _gumbel_softmax(logits, temperature=1.0, hard=False, key=None):
 
 # --- concept retrieval: similarity attention -----------------------------------------------------
 
+
 def _retrieval_types(types, name: str) -> str:
     q, emb, prior = types
     _number(q, name, "query", 0)
@@ -95,15 +104,22 @@ def _retrieval_types(types, name: str) -> str:
     if q.ndim != 1:
         raise ShapeError(f"{name}'s query must be a vector [D], got {q}", arg=0)
     if emb.ndim != 2:
-        raise ShapeError(f"{name}'s embeddings must be a matrix [K, D], one row per concept, "
-                         f"got {emb}", arg=1)
+        raise ShapeError(
+            f"{name}'s embeddings must be a matrix [K, D], one row per concept, got {emb}", arg=1
+        )
     if emb.shape[1] != q.shape[0]:
-        raise ShapeError(f"{name}: the embeddings {emb} have rows of length {emb.shape[1]}, "
-                         f"the query {q} has length {q.shape[0]}", arg=1,
-                         hint="embeddings are [K, D] for a query [D]: one row per concept")
+        raise ShapeError(
+            f"{name}: the embeddings {emb} have rows of length {emb.shape[1]}, "
+            f"the query {q} has length {q.shape[0]}",
+            arg=1,
+            hint="embeddings are [K, D] for a query [D]: one row per concept",
+        )
     if prior.ndim != 1 or prior.shape[0] != emb.shape[0]:
-        raise ShapeError(f"{name}'s prior must be [{emb.shape[0]}], one weight per concept "
-                         f"(row of the embeddings {emb}), got {prior}", arg=2)
+        raise ShapeError(
+            f"{name}'s prior must be [{emb.shape[0]}], one weight per concept "
+            f"(row of the embeddings {emb}), got {prior}",
+            arg=2,
+        )
     return _float_dtype(q, emb, prior, verb="retrieve with")
 
 
@@ -120,6 +136,8 @@ def _weights_rule(types, static):
 def _retrieve_weights(query, embeddings, prior):
     """``a = softmax(prior + E·q / √D)``: ``q: [D]``, ``E: [K, D]``, ``prior: [K]`` → ``[K]``."""
     q, emb, prior = _to_float(query), _to_float(embeddings), _to_float(prior)
+    # the shape rule makes q: [D] and E: [K, D] arrays, not the Python numbers _to_float passes
+    assert not isinstance(q, (int, float)) and not isinstance(emb, (int, float))
     scores = prior + emb @ q / math.sqrt(q.shape[-1])
     return jax.nn.softmax(scores, axis=-1)
 
@@ -132,22 +150,36 @@ def _retrieve(query, embeddings, prior):
 RETRIEVAL = (Arg("query"), Arg("embeddings"), Arg("prior"))
 
 OPS = (
-    Op("gumbel_softmax", (Arg("logits"), Arg("temperature", "tensor", 1.0),
-                          Arg("hard", "bool", False)),
-       _gumbel_rule, _gumbel_softmax,
-       "Regime detection: a relaxed one-hot choice along the last axis of logits [..., K]. "
-       "Training draws Gumbel noise, softmax((logits + g) / temperature), from the run's "
-       "key; evaluation (apply, metrics, no key) is deterministic, softmax(logits / "
-       "temperature). temperature (> 0) may be a positive param; hard=true gives the one-hot "
-       "argmax forward and the soft gradient backward (straight-through).",
-       family="gumbel", extra={"random": True, "nonnegative": ("temperature",)}),
-    Op("retrieve", RETRIEVAL, _retrieve_rule, _retrieve,
-       "Differentiable concept retrieval: query [D], embeddings [K, D], prior [K] (Φ-weights) "
-       "→ [D] = Σₖ aₖ·embeddings[k] with attention a = softmax(prior + embeddings @ query / "
-       "sqrt(D)).",
-       family="retrieval"),
-    Op("retrieve_weights", RETRIEVAL, _weights_rule, _retrieve_weights,
-       "The attention of retrieve(query, embeddings, prior): [K] = softmax(prior + "
-       "embeddings @ query / sqrt(D)), summing to 1 (to log or penalise).",
-       family="retrieval"),
+    Op(
+        "gumbel_softmax",
+        (Arg("logits"), Arg("temperature", "tensor", 1.0), Arg("hard", "bool", False)),
+        _gumbel_rule,
+        _gumbel_softmax,
+        "Regime detection: a relaxed one-hot choice along the last axis of logits [..., K]. "
+        "Training draws Gumbel noise, softmax((logits + g) / temperature), from the run's "
+        "key; evaluation (apply, metrics, no key) is deterministic, softmax(logits / "
+        "temperature). temperature (> 0) may be a positive param; hard=true gives the one-hot "
+        "argmax forward and the soft gradient backward (straight-through).",
+        family="gumbel",
+        extra={"random": True, "nonnegative": ("temperature",)},
+    ),
+    Op(
+        "retrieve",
+        RETRIEVAL,
+        _retrieve_rule,
+        _retrieve,
+        "Differentiable concept retrieval: query [D], embeddings [K, D], prior [K] (Φ-weights) "
+        "→ [D] = Σₖ aₖ·embeddings[k] with attention a = softmax(prior + embeddings @ query / "
+        "sqrt(D)).",
+        family="retrieval",
+    ),
+    Op(
+        "retrieve_weights",
+        RETRIEVAL,
+        _weights_rule,
+        _retrieve_weights,
+        "The attention of retrieve(query, embeddings, prior): [K] = softmax(prior + "
+        "embeddings @ query / sqrt(D)), summing to 1 (to log or penalise).",
+        family="retrieval",
+    ),
 )

@@ -1,16 +1,24 @@
 """Building and rearranging tensors: concat, stack, reshape, flatten, zeros, ones."""
+
 from __future__ import annotations
 
 from ddm.library.axes import normalize_axis
 from ddm.library.lazy import jnp
 from ddm.library.op import Arg, Op
-from ddm.library.types import (DtypeError, ShapeError, SymDim, TensorType, fmt_shape, promote,
-                               size_key)
+from ddm.library.types import (
+    DtypeError,
+    ShapeError,
+    TensorType,
+    fmt_shape,
+    literal_size,
+    promote,
+    size_key,
+)
 
 
 def _same_dtype(name, types):
     dtype = types[0]
-    for i, t in enumerate(types[1:], 1):
+    for t in types[1:]:
         if t.dtype != dtype.dtype and not (t.weak or dtype.weak):
             try:
                 promote(dtype, t, name)
@@ -33,22 +41,30 @@ def _concat_rule(types, static):
     total = 0
     sym = []
     for i, x in enumerate(xs):
-        if x.ndim != first.ndim or any(x.shape[k] != first.shape[k]
-                                       for k in range(first.ndim) if k != axis):
-            raise ShapeError(f"concat along axis {axis}: item {i} is {x} but item 0 is {first}; "
-                             "all other axes must agree", arg=0)
+        if x.ndim != first.ndim or any(
+            x.shape[k] != first.shape[k] for k in range(first.ndim) if k != axis
+        ):
+            raise ShapeError(
+                f"concat along axis {axis}: item {i} is {x} but item 0 is {first}; "
+                "all other axes must agree",
+                arg=0,
+            )
         d = x.shape[axis]
-        if isinstance(d, SymDim) and d.value is None:
+        n = literal_size(d)
+        if n is None:
             sym.append(d)
         else:
-            total += int(d.value if isinstance(d, SymDim) else d)
+            total += n
     if sym:
         if len(sym) == 1 and total == 0:
             size = sym[0]
         else:
-            raise ShapeError("concat along an axis of symbolic size is only supported for a "
-                             f"single such item (got {', '.join(str(s) for s in sym)})", arg=0,
-                             hint="give the dims literal values (dim N = 4)")
+            raise ShapeError(
+                "concat along an axis of symbolic size is only supported for a "
+                f"single such item (got {', '.join(str(s) for s in sym)})",
+                arg=0,
+                hint="give the dims literal values (dim N = 4)",
+            )
     else:
         size = total
     shape = list(first.shape)
@@ -63,8 +79,9 @@ def _stack_rule(types, static):
     first = xs[0]
     for i, x in enumerate(xs):
         if x.shape != first.shape:
-            raise ShapeError(f"stack needs equal shapes: item {i} is {x} but item 0 is {first}",
-                             arg=0)
+            raise ShapeError(
+                f"stack needs equal shapes: item {i} is {x} but item 0 is {first}", arg=0
+            )
     axis = normalize_axis(static["axis"], first.ndim + 1, "stack")
     shape = list(first.shape)
     shape.insert(axis, len(xs))
@@ -86,12 +103,16 @@ def _reshape_rule(types, static):
                 raise ShapeError(f"cannot reshape {x} to {fmt_shape(target)}", arg=0)
             rest.remove(s)
         if rest or dst_const == 0 or src_const % dst_const:
-            raise ShapeError(f"cannot reshape {x} to {fmt_shape(target)}: the size does not "
-                             "divide evenly", arg=0)
+            raise ShapeError(
+                f"cannot reshape {x} to {fmt_shape(target)}: the size does not divide evenly", arg=0
+            )
         target[target.index(-1)] = src_const // dst_const
     elif (src_const, src_syms) != (dst_const, dst_syms):
-        raise ShapeError(f"cannot reshape {x} ({_size(src_const, src_syms)} elements) to "
-                         f"{fmt_shape(target)} ({_size(dst_const, dst_syms)} elements)", arg=0)
+        raise ShapeError(
+            f"cannot reshape {x} ({_size(src_const, src_syms)} elements) to "
+            f"{fmt_shape(target)} ({_size(dst_const, dst_syms)} elements)",
+            arg=0,
+        )
     return x.with_shape(tuple(target))
 
 
@@ -109,21 +130,52 @@ def _fill_rule(types, static):
 
 
 OPS = (
-    Op("concat", (Arg("xs", "tensors"), Arg("axis", "int", 0)), _concat_rule,
-       lambda xs, axis=0: jnp.concatenate(xs, axis=axis),
-       "Join a list of tensors along an existing axis: concat([a, b], axis=0).",
-       family="concat"),
-    Op("stack", (Arg("xs", "tensors"), Arg("axis", "int", 0)), _stack_rule,
-       lambda xs, axis=0: jnp.stack(xs, axis=axis),
-       "Join equal-shaped tensors along a new axis: stack([a, b]).", family="stack"),
-    Op("reshape", (Arg("x"), Arg("shape", "dims")), _reshape_rule,
-       lambda x, shape: jnp.reshape(x, tuple(shape)),
-       "Same elements, new shape; one entry may be -1: reshape(x, [N, -1]).",
-       family="reshape"),
-    Op("flatten", (Arg("x"),), _flatten_rule, lambda x: jnp.reshape(x, (-1,)),
-       "All elements as a vector.", family="reshape"),
-    Op("zeros", (Arg("shape", "dims"),), _fill_rule, lambda shape: jnp.zeros(tuple(shape)),
-       "A tensor of zeros: zeros([N, 3]).", family="fill"),
-    Op("ones", (Arg("shape", "dims"),), _fill_rule, lambda shape: jnp.ones(tuple(shape)),
-       "A tensor of ones: ones([N]).", family="fill"),
+    Op(
+        "concat",
+        (Arg("xs", "tensors"), Arg("axis", "int", 0)),
+        _concat_rule,
+        lambda xs, axis=0: jnp.concatenate(xs, axis=axis),
+        "Join a list of tensors along an existing axis: concat([a, b], axis=0).",
+        family="concat",
+    ),
+    Op(
+        "stack",
+        (Arg("xs", "tensors"), Arg("axis", "int", 0)),
+        _stack_rule,
+        lambda xs, axis=0: jnp.stack(xs, axis=axis),
+        "Join equal-shaped tensors along a new axis: stack([a, b]).",
+        family="stack",
+    ),
+    Op(
+        "reshape",
+        (Arg("x"), Arg("shape", "dims")),
+        _reshape_rule,
+        lambda x, shape: jnp.reshape(x, tuple(shape)),
+        "Same elements, new shape; one entry may be -1: reshape(x, [N, -1]).",
+        family="reshape",
+    ),
+    Op(
+        "flatten",
+        (Arg("x"),),
+        _flatten_rule,
+        lambda x: jnp.reshape(x, (-1,)),
+        "All elements as a vector.",
+        family="reshape",
+    ),
+    Op(
+        "zeros",
+        (Arg("shape", "dims"),),
+        _fill_rule,
+        lambda shape: jnp.zeros(tuple(shape)),
+        "A tensor of zeros: zeros([N, 3]).",
+        family="fill",
+    ),
+    Op(
+        "ones",
+        (Arg("shape", "dims"),),
+        _fill_rule,
+        lambda shape: jnp.ones(tuple(shape)),
+        "A tensor of ones: ones([N]).",
+        family="fill",
+    ),
 )

@@ -7,6 +7,7 @@ shape rules compare dims with ``==`` and never need to know which dims are bound
 >>> N == 4, str(TensorType("f32", (N, 3)))
 (True, 'f32[N, 3]')
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -133,8 +134,11 @@ def promote(a: TensorType, b: TensorType, what: str) -> str:
     """The dtype of an arithmetic result; raises :class:`DtypeError` on mixed precision."""
     if a.dtype == "bool" or b.dtype == "bool":
         bad = 0 if a.dtype == "bool" else 1
-        raise DtypeError(f"cannot {what} {a} and {b}: arithmetic on bool", arg=bad,
-                         hint="use where(cond, a, b), or cast with f32(...)")
+        raise DtypeError(
+            f"cannot {what} {a} and {b}: arithmetic on bool",
+            arg=bad,
+            hint="use where(cond, a, b), or cast with f32(...)",
+        )
     if a.dtype == b.dtype:
         return a.dtype
     if a.weak and not b.weak:
@@ -142,17 +146,29 @@ def promote(a: TensorType, b: TensorType, what: str) -> str:
     if b.weak and not a.weak:
         return a.dtype if not (b.is_float and not a.is_float) else "f32"
     if a.is_float and b.is_float:
-        raise DtypeError(f"cannot {what} {a} and {b}: mixed precision", arg=None,
-                         hint="cast one side explicitly with f32(...) or f64(...)")
+        raise DtypeError(
+            f"cannot {what} {a} and {b}: mixed precision",
+            arg=None,
+            hint="cast one side explicitly with f32(...) or f64(...)",
+        )
     return a.dtype if a.is_float else b.dtype
+
+
+def literal_size(d: Dim) -> int | None:
+    """``d``'s size when the program states it (an int, or a dim declared with a value); None
+    for a symbolic dim bound only when the program runs."""
+    if isinstance(d, SymDim):
+        return None if d.value is None else int(d.value)
+    return int(d)
 
 
 def size_key(shape) -> tuple[int, tuple[str, ...]]:
     """Total size as (product of int dims, sorted symbolic names) for reshape checks."""
     const, syms = 1, []
     for d in shape:
-        if isinstance(d, SymDim) and d.value is None:
+        size = literal_size(d)
+        if size is None:
             syms.append(d.name)
         else:
-            const *= int(d.value if isinstance(d, SymDim) else d)
+            const *= size
     return const, tuple(sorted(syms))

@@ -8,6 +8,7 @@ ddm therefore sets ``NPROC`` to at least 4 before it first touches JAX, unless t
 value (``docs/troubleshooting.md``; regression test: ``tests/test_xla_env.py``). A program that
 computes with JAX before touching ddm has already sized its pool: ddm warns on small machines.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,13 @@ def protect() -> None:
         return
     os.environ["NPROC"] = str(max(MIN_POOL, os.cpu_count() or 1))
     if (os.cpu_count() or 1) < MIN_POOL and _backend_started():
-        warnings.warn("JAX's CPU backend started before ddm could size XLA's thread pool; on "
-                      "this small machine some batched solves can deadlock. Import ddm first or "
-                      f"set NPROC={MIN_POOL} in the environment.", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "JAX's CPU backend started before ddm could size XLA's thread pool; on "
+            "this small machine some batched solves can deadlock. Import ddm first or "
+            f"set NPROC={MIN_POOL} in the environment.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _backend_started() -> bool:

@@ -12,6 +12,7 @@ value's adjoint at once. What ``ddmc render --grads`` colours the backward edges
 >>> {prog.node_label(i): round(n, 3) for i, n in norms.items() if prog.graph.values[i].name}
 {'y': 4.243}
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -30,9 +31,14 @@ def ids(product: Product) -> list[int]:
     of an argmin's problem through its solution)."""
     g = product.graph
     inside = g.in_bodies()
-    return sorted(i for i in gradient_path(g)
-                  if i not in inside and g.values[i].stage != "static"
-                  and g.values[i].op != "lift" and not g.values[i].type.weak)
+    return sorted(
+        i
+        for i in gradient_path(g)
+        if i not in inside
+        and g.values[i].stage != "static"
+        and g.values[i].op != "lift"
+        and not g.values[i].type.weak
+    )
 
 
 def zero_taps(product: Product, params, batch, vids, key=None) -> dict:
@@ -62,13 +68,17 @@ def stats(product: Product, params, batch, key=None) -> dict[int, dict[str, Any]
     for i in vids:
         flat = jnp.ravel(grads[i])
         peak = jnp.max(jnp.abs(flat)) if flat.size else 0.0
-        entry = {"norm": jnp.sqrt(jnp.sum(jnp.square(flat))), "mean": jnp.mean(flat),
-                 "std": jnp.std(flat), "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak)}
+        entry = {
+            "norm": jnp.sqrt(jnp.sum(jnp.square(flat))),
+            "mean": jnp.mean(flat),
+            "std": jnp.std(flat),
+            "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak),
+        }
         if g.values[i].stage == "sample" and grads[i].ndim >= 1 and grads[i].shape[0] > 1:
             per = jnp.reshape(grads[i], (grads[i].shape[0], -1))
             centre = jnp.mean(per, axis=0)
             noise = jnp.mean(jnp.sum((per - centre) ** 2, axis=1))
-            entry["snr"] = jnp.sum(centre ** 2) / jnp.maximum(noise, 1e-30)
+            entry["snr"] = jnp.sum(centre**2) / jnp.maximum(noise, 1e-30)
         out[i] = entry
     return out
 
@@ -77,5 +87,6 @@ def grad_norms(product: Product, params, batch: Mapping[str, Any]) -> dict[int, 
     """‖∂loss/∂value‖ over ``batch`` for every value of :func:`ids`, by value id. Sample
     values count over the whole batch: the norm of the ``[B, …]`` adjoint."""
     norms = jax.jit(lambda p, b: {i: s["norm"] for i, s in stats(product, p, b).items()})(
-        params, batch)
+        params, batch
+    )
     return {i: float(np.asarray(n, np.float64)) for i, n in norms.items()}

@@ -1,5 +1,6 @@
 """Saving params without pickle: a NumPy ``.npz`` of flattened ``a/b/c`` keys, written atomically
 (temporary file + rename) beside a SHA-256 checksum of its bytes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,7 @@ def atomic_write(path: str, data: bytes) -> None:
 def save_params(path: str, params) -> str:
     """Write ``params`` to ``path`` (.npz) and ``path + '.sha256'``; returns the digest."""
     buf = io.BytesIO()
-    np.savez(buf, **flatten(params))
+    np.savez(buf, allow_pickle=False, **flatten(params))
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     atomic_write(path, data)

@@ -7,24 +7,28 @@ Each variant writes its own run directory (``OUT/pure_dp``, ``OUT/phi_guided``);
 comparison goes to ``OUT/comparison.json``. ``--resume OUT`` continues each variant from its
 checkpoint (one without a checkpoint is trained again: the same seed, the same bits).
 """
+
 from __future__ import annotations
 
 import copy
 import os
+from typing import Any
 
 VARIANTS = (("pure_dp", "off"), ("phi_guided", "on"))
 
 
 def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False) -> dict:
     """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}."""
-    from ddm.runtime.errors import ConfigDiagnostic
     from ddm.runtime import train
     from ddm.runtime.checkpoint import write_json
+    from ddm.runtime.errors import ConfigDiagnostic
 
     if not prog.graph.rules:
-        raise ConfigDiagnostic(None, f"compare_rules trains {prog.file} with and without its "
-                               "Φ-rules, and it has none", hint="declare a rule, or drop "
-                                                                "compare_rules")
+        raise ConfigDiagnostic(
+            None,
+            f"compare_rules trains {prog.file} with and without its Φ-rules, and it has none",
+            hint="declare a rule, or drop compare_rules",
+        )
     runs = {}
     for name, rules in VARIANTS:
         c = copy.deepcopy(cfg)
@@ -42,7 +46,7 @@ def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False)
             runs[name] = train.run(prog, c, where, console, resume=again)
         except train.TrainingInterrupted as stop:  # resume both from the comparison's directory
             raise train.TrainingInterrupted(stop.step, stop.steps, out_dir) from None
-    comparison = {name: summarise(r) for name, r in runs.items()}
+    comparison: dict[str, Any] = {name: summarise(r) for name, r in runs.items()}
     a, b = (comparison[n]["steps_to_target"] for n, _ in VARIANTS)
     comparison["speedup"] = (a / b) if a and b else None
     na, nb = (comparison[n]["gradient_variance"] for n, _ in VARIANTS)
@@ -62,7 +66,9 @@ def summarise(result) -> dict:
         if noise:
             variance.append(sum(noise))
     target = m.get("target") or {}
-    return {"steps_to_target": target.get("steps_to_target"),
-            "target": {k: target[k] for k in ("metric", "value", "below")} if target else None,
-            "gradient_variance": sum(variance) / len(variance) if variance else None,
-            "test": m["test"]}
+    return {
+        "steps_to_target": target.get("steps_to_target"),
+        "target": {k: target[k] for k in ("metric", "value", "below")} if target else None,
+        "gradient_variance": sum(variance) / len(variance) if variance else None,
+        "test": m["test"],
+    }

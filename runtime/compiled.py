@@ -1,5 +1,6 @@
 """Ahead-of-time compiled functions that time tracing apart from XLA compilation and warn when
 a new input signature forces a recompile."""
+
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ class RecompileWarning(UserWarning):
 
 def _signature(args):
     import jax
+
     leaves, tree = jax.tree_util.tree_flatten(args)
     return tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
 
@@ -22,6 +24,7 @@ class Compiled:
 
     def __init__(self, fn, name: str, donate_argnums=()):
         import jax
+
         self.name = name
         self.jitted = jax.jit(fn, donate_argnums=donate_argnums)
         self.executables = {}
@@ -33,9 +36,12 @@ class Compiled:
         exe = self.executables.get(sig)
         if exe is None:
             if self.executables:
-                warnings.warn(f"{self.name} recompiled for new input shapes "
-                              f"{[s for s in sig[1]]}; keep batch shapes fixed to avoid it",
-                              RecompileWarning, stacklevel=2)
+                warnings.warn(
+                    f"{self.name} recompiled for new input shapes "
+                    f"{[s for s in sig[1]]}; keep batch shapes fixed to avoid it",
+                    RecompileWarning,
+                    stacklevel=2,
+                )
             t0 = time.perf_counter()
             lowered = self.jitted.lower(*args)
             t1 = time.perf_counter()

@@ -5,6 +5,7 @@ acted (training steps and test set) and whether any decision still broke it afte
 >>> report["compliant"]
 True
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +24,27 @@ def report(product, params, test, train_violations, train_checks: int) -> dict:
     for k, x in enumerate(g.guards):
         violated = np.asarray(values[x.violated]) > 0.5
         breached = np.asarray(values[x.breached]) > 0.5
-        out.append({
-            "guard": x.name, "intent": x.intent, "decision": x.target, "limit": x.limit,
-            "action": x.action,
-            "train": {"checks": train_checks, "violations": int(train_violations[k]),
-                      "rate": int(train_violations[k]) / max(train_checks, 1)},
-            "test": {"checks": int(violated.size), "violations": int(violated.sum()),
-                     "rate": float(violated.mean()) if violated.size else 0.0,
-                     "breaches_after_enforcement": int(breached.sum())},
-        })
-    return {"guards": out,
-            "compliant": all(e["test"]["breaches_after_enforcement"] == 0 for e in out)}
+        out.append(
+            {
+                "guard": x.name,
+                "intent": x.intent,
+                "decision": x.target,
+                "limit": x.limit,
+                "action": x.action,
+                "train": {
+                    "checks": train_checks,
+                    "violations": int(train_violations[k]),
+                    "rate": int(train_violations[k]) / max(train_checks, 1),
+                },
+                "test": {
+                    "checks": int(violated.size),
+                    "violations": int(violated.sum()),
+                    "rate": float(violated.mean()) if violated.size else 0.0,
+                    "breaches_after_enforcement": int(breached.sum()),
+                },
+            }
+        )
+    return {
+        "guards": out,
+        "compliant": all(e["test"]["breaches_after_enforcement"] == 0 for e in out),
+    }

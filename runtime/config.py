@@ -7,6 +7,7 @@ column — in the ``.ddm`` file, in the YAML file, or in the ``--set`` argument.
 >>> cfg.values["steps"], cfg.values["optimizer"]["name"]
 (1000, 'adam')
 """
+
 from __future__ import annotations
 
 import difflib
@@ -16,24 +17,31 @@ from typing import Any
 import yaml
 
 from ddm.compiler.settings import Call, Invalid, RunSettings
-from ddm.runtime.errors import ConfigDiagnostic
 from ddm.dsl.span import Span
 from ddm.library.op import Arg
+from ddm.runtime.errors import ConfigDiagnostic
 
 # The learning-rate schedule every optimiser takes (runtime/optimizers.py): lr is the peak,
 # reached after `warmup` linear steps from 0, then held (constant) or decayed over the
 # remaining steps to final_lr·lr (cosine, linear, exponential).
-SCHEDULE = (Arg("schedule", "str", "constant",
-                choices=("constant", "cosine", "linear", "exponential")),
-            Arg("warmup", "int", 0), Arg("final_lr", "float", 0.0),
-            # > 0: the learning rate is trained with the model (runtime/optimizers.py)
-            Arg("hypergradient", "float", 0.0))
+SCHEDULE = (
+    Arg("schedule", "str", "constant", choices=("constant", "cosine", "linear", "exponential")),
+    Arg("warmup", "int", 0),
+    Arg("final_lr", "float", 0.0),
+    # > 0: the learning rate is trained with the model (runtime/optimizers.py)
+    Arg("hypergradient", "float", 0.0),
+)
 
 OPTIMIZERS = {
     "adam": (Arg("lr", "float", 1e-3), Arg("b1", "float", 0.9), Arg("b2", "float", 0.999))
     + SCHEDULE,
-    "adamw": (Arg("lr", "float", 1e-3), Arg("weight_decay", "float", 1e-4),
-              Arg("b1", "float", 0.9), Arg("b2", "float", 0.999)) + SCHEDULE,
+    "adamw": (
+        Arg("lr", "float", 1e-3),
+        Arg("weight_decay", "float", 1e-4),
+        Arg("b1", "float", 0.9),
+        Arg("b2", "float", 0.999),
+    )
+    + SCHEDULE,
     "sgd": (Arg("lr", "float", 1e-2), Arg("momentum", "float", 0.0)) + SCHEDULE,
     "rmsprop": (Arg("lr", "float", 1e-3), Arg("decay", "float", 0.9)) + SCHEDULE,
 }
@@ -54,21 +62,30 @@ SCALARS = {
     "compare_rules": ("bool", False, None),  # --run trains rules off and on, same seed
 }
 # Jacobian saliency of a decision w.r.t. an input's features, on the test set (saliency.py)
-SALIENCY = {"jacobian": (Arg("of", "str"), Arg("wrt", "str"), Arg("top", "int", 10),
-                         Arg("reference", "ints", ()), Arg("samples", "int", 512))}
+SALIENCY = {
+    "jacobian": (
+        Arg("of", "str"),
+        Arg("wrt", "str"),
+        Arg("top", "int", 10),
+        Arg("reference", "ints", ()),
+        Arg("samples", "int", 512),
+    )
+}
 # The orthogonality penalty between the task's and the rules' gradients at a decision (seed
 # §7.5): weight · cos²(∂L_task/∂d, ∂L_rules/∂d), or the seed's raw ⟨·,·⟩² with cosine=false
-ORTHOGONALITY = {"penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01),
-                             Arg("cosine", "bool", True))}
+ORTHOGONALITY = {
+    "penalty": (Arg("wrt", "str"), Arg("weight", "float", 0.01), Arg("cosine", "bool", True))
+}
 # Episodes sampled with probability ∝ the weight of the rules that fire on them (seed §7.2)
 CURRICULUM = {"rules": (Arg("strength", "float", 0.5), Arg("every", "int", 100))}
 # The first step at which a test metric reaches a value (steps to a target Sharpe)
 TARGET = {"reach": (Arg("metric", "str"), Arg("value", "float"), Arg("below", "bool", False))}
-CALL_KINDS = {"saliency": (SALIENCY, 'saliency = jacobian(of="w", wrt="x", top=10, '
-                                     'reference=[0, 3])'),
-              "orthogonality": (ORTHOGONALITY, 'orthogonality = penalty(wrt="w", weight=0.01)'),
-              "curriculum": (CURRICULUM, "curriculum = rules(strength=0.5, every=100)"),
-              "target": (TARGET, 'target = reach(metric="sharpe", value=1.0)')}
+CALL_KINDS = {
+    "saliency": (SALIENCY, 'saliency = jacobian(of="w", wrt="x", top=10, reference=[0, 3])'),
+    "orthogonality": (ORTHOGONALITY, 'orthogonality = penalty(wrt="w", weight=0.01)'),
+    "curriculum": (CURRICULUM, "curriculum = rules(strength=0.5, every=100)"),
+    "target": (TARGET, 'target = reach(metric="sharpe", value=1.0)'),
+}
 CALLS = ("data", "optimizer") + tuple(CALL_KINDS)
 KEYS = tuple(SCALARS) + CALLS
 
@@ -123,8 +140,9 @@ class RunConfig:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
         except OSError as exc:
-            raise ConfigDiagnostic(Span(path, 0, 0, 0, 0), f"cannot read config: "
-                                   f"{exc.strerror or exc}") from None
+            raise ConfigDiagnostic(
+                Span(path, 0, 0, 0, 0), f"cannot read config: {exc.strerror or exc}"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigDiagnostic(Span(path, 0, 0, 0, 0), "config is not UTF-8 text") from None
         self.texts[path] = text
@@ -133,16 +151,20 @@ class RunConfig:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            span = Span(path, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2) \
-                if mark else Span(path, 0, 0, 0, 0)
+            span = (
+                Span(path, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2)
+                if mark
+                else Span(path, 0, 0, 0, 0)
+            )
             err = ConfigDiagnostic(span, f"invalid YAML: {getattr(exc, 'problem', exc)}")
             err.source = text
             raise err from None
         if data is None:
             return
         if not isinstance(data, dict):
-            err = ConfigDiagnostic(_mark_span(path, node), "a run config is a mapping of keys "
-                                   "such as steps: 100")
+            err = ConfigDiagnostic(
+                _mark_span(path, node), "a run config is a mapping of keys such as steps: 100"
+            )
             err.source = text
             raise err
         for key_node, value_node in node.value:
@@ -163,8 +185,10 @@ class RunConfig:
         self.texts[name] = assignment
         key, eq, raw = assignment.partition("=")
         if not eq or not key.strip():
-            err = ConfigDiagnostic(Span(name, 1, 1, 1, len(assignment) + 1),
-                                   f"--set takes KEY=VALUE, got '{assignment}'")
+            err = ConfigDiagnostic(
+                Span(name, 1, 1, 1, len(assignment) + 1),
+                f"--set takes KEY=VALUE, got '{assignment}'",
+            )
             err.source = assignment
             raise err
         key = key.strip()
@@ -177,8 +201,7 @@ class RunConfig:
         if sub:
             if head not in CALLS:
                 self.where[head] = Span(name, 1, 1, 1, len(head) + 1)
-                raise self.error(head, f"'{head}' has no fields; only "
-                                 + ", ".join(CALLS) + " do")
+                raise self.error(head, f"'{head}' has no fields; only " + ", ".join(CALLS) + " do")
             current = self.values.get(head) or {}
             if not isinstance(current, dict) or not current.get("name"):
                 self.where[head] = Span(name, 1, 1, 1, len(head) + 1)
@@ -191,9 +214,11 @@ class RunConfig:
     def _set(self, key: str, value: Any, key_span: Span, value_span: Span | None = None):
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1)
-            err = ConfigDiagnostic(key_span, f"unknown run setting '{key}'",
-                                   hint=f"did you mean '{close[0]}'?" if close
-                                   else "settings: " + ", ".join(KEYS))
+            err = ConfigDiagnostic(
+                key_span,
+                f"unknown run setting '{key}'",
+                hint=f"did you mean '{close[0]}'?" if close else "settings: " + ", ".join(KEYS),
+            )
             err.source = self.texts.get(key_span.file)
             raise err
         self.where[key] = value_span or key_span
@@ -218,51 +243,75 @@ class RunConfig:
         for key, (kind, _, minimum) in SCALARS.items():
             v[key] = _coerce(self, key, v[key], kind, minimum)
         if v["diagnostics"] not in ("basic", "full", "off"):
-            raise self.error("diagnostics", "diagnostics must be basic, full or off; got "
-                             f"{v['diagnostics']!r}")
+            raise self.error(
+                "diagnostics", f"diagnostics must be basic, full or off; got {v['diagnostics']!r}"
+            )
         if v["loss"] and losses is not None and v["loss"] not in losses:
             close = difflib.get_close_matches(v["loss"], losses, n=1)
-            raise self.error("loss", f"the program has no loss named '{v['loss']}'",
-                             hint=f"did you mean '{close[0]}'?" if close else
-                             ("its named losses: " + ", ".join(losses) if losses else
-                              "name one in the program: loss NAME = ..."))
+            raise self.error(
+                "loss",
+                f"the program has no loss named '{v['loss']}'",
+                hint=f"did you mean '{close[0]}'?"
+                if close
+                else (
+                    "its named losses: " + ", ".join(losses)
+                    if losses
+                    else "name one in the program: loss NAME = ..."
+                ),
+            )
         opt = v["optimizer"]
         if not isinstance(opt, dict) or "name" not in opt:
             raise self.error("optimizer", "optimizer must name an optimiser, e.g. adam(lr=1e-3)")
         if opt["name"] not in OPTIMIZERS:
-            raise self.error("optimizer", f"unknown optimizer '{opt['name']}'",
-                             hint="optimizers: " + ", ".join(OPTIMIZERS))
+            raise self.error(
+                "optimizer",
+                f"unknown optimizer '{opt['name']}'",
+                hint="optimizers: " + ", ".join(OPTIMIZERS),
+            )
         v["optimizer"] = _kwargs(self, "optimizer", opt, OPTIMIZERS[opt["name"]])
         for k in ("lr",):
             if v["optimizer"][k] <= 0:
-                raise self.error(f"optimizer.{k}", f"optimizer {k} must be > 0, got "
-                                 f"{v['optimizer'][k]}")
+                raise self.error(
+                    f"optimizer.{k}", f"optimizer {k} must be > 0, got {v['optimizer'][k]}"
+                )
         o = v["optimizer"]
         if o["hypergradient"] < 0:
-            raise self.error("optimizer.hypergradient", "hypergradient is the step size of the "
-                             f"learned log learning rate and must be >= 0, got "
-                             f"{o['hypergradient']}")
+            raise self.error(
+                "optimizer.hypergradient",
+                "hypergradient is the step size of the "
+                f"learned log learning rate and must be >= 0, got "
+                f"{o['hypergradient']}",
+            )
         if o["hypergradient"] > 0 and (o["schedule"] != "constant" or o["warmup"]):
-            raise self.error("optimizer.hypergradient", "a learned learning rate "
-                             "(hypergradient > 0) replaces the schedule",
-                             hint="drop schedule=/warmup=, or set hypergradient=0")
+            raise self.error(
+                "optimizer.hypergradient",
+                "a learned learning rate (hypergradient > 0) replaces the schedule",
+                hint="drop schedule=/warmup=, or set hypergradient=0",
+            )
         data = v["data"]
         if data is None:
-            raise ConfigDiagnostic(None, "no data to train on: add data = SOURCE(...) to the "
-                                   "program's run section or the config",
-                                   hint="sources: " + ", ".join(sources))
+            raise ConfigDiagnostic(
+                None,
+                "no data to train on: add data = SOURCE(...) to the "
+                "program's run section or the config",
+                hint="sources: " + ", ".join(sources),
+            )
         if not isinstance(data, dict) or data.get("name") not in sources:
             name = data.get("name") if isinstance(data, dict) else data
-            raise self.error("data", f"unknown data source '{name}'",
-                             hint="sources: " + ", ".join(sources))
+            raise self.error(
+                "data", f"unknown data source '{name}'", hint="sources: " + ", ".join(sources)
+            )
         v["data"] = _kwargs(self, "data", data, sources[data["name"]].kwargs)
         for key, (kinds, example) in CALL_KINDS.items():
             given = v.get(key)
             if given is None:
                 continue
             if isinstance(given, dict) and "name" not in given:
-                raise self.error(key, f"{key} needs a kind, e.g. {example} (in YAML: "
-                                 "{name: KIND, key: value}, a space after each colon)")
+                raise self.error(
+                    key,
+                    f"{key} needs a kind, e.g. {example} (in YAML: "
+                    "{name: KIND, key: value}, a space after each colon)",
+                )
             if not isinstance(given, dict) or given.get("name") not in kinds:
                 name = given.get("name") if isinstance(given, dict) else given
                 raise self.error(key, f"unknown {key} '{name}'", hint=example)
@@ -278,13 +327,19 @@ class RunConfig:
         if v["curriculum"]:
             c = v["curriculum"]
             if not 0 <= c["strength"] <= 1:
-                raise self.error("curriculum.strength", "curriculum strength is the share of "
-                                 f"rule-weighted sampling, in [0, 1]; got {c['strength']}")
+                raise self.error(
+                    "curriculum.strength",
+                    "curriculum strength is the share of "
+                    f"rule-weighted sampling, in [0, 1]; got {c['strength']}",
+                )
             if c["every"] < 1:
                 raise self.error("curriculum.every", "curriculum every must be at least 1")
         if v["target"] and not v["eval_every"]:
-            raise self.error("target", "a target is checked on the test set every eval_every "
-                             "steps, and eval_every is 0", hint="set eval_every = 50")
+            raise self.error(
+                "target",
+                "a target is checked on the test set every eval_every steps, and eval_every is 0",
+                hint="set eval_every = 50",
+            )
         return self
 
 
@@ -296,10 +351,12 @@ def _kwargs(cfg: RunConfig, key: str, given: dict, specs) -> dict:
             continue
         if k not in by_name:
             at = f"{key}.{k}:name" if f"{key}.{k}:name" in cfg.where else f"{key}.{k}"
-            raise cfg.error(at, f"{given['name']} has no setting '{k}'",
-                            hint="its settings: " + (", ".join(by_name) or "none"))
-        out[k] = _coerce(cfg, f"{key}.{k}", value, by_name[k].kind, None,
-                         by_name[k].choices)
+            raise cfg.error(
+                at,
+                f"{given['name']} has no setting '{k}'",
+                hint="its settings: " + (", ".join(by_name) or "none"),
+            )
+        out[k] = _coerce(cfg, f"{key}.{k}", value, by_name[k].kind, None, by_name[k].choices)
     for a in specs:
         if a.name not in out:
             if a.required:
@@ -325,10 +382,12 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, minimum, choices=None):
             raise cfg.error(key, f"'{key}' must be true or false, got {value!r}")
     elif kind == "ints":
         ok = isinstance(value, (list, tuple)) and all(
-            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+        )
         if not ok:
-            raise cfg.error(key, f"'{key}' must be a list of feature indices (integers >= 0), "
-                                 f"got {value!r}")
+            raise cfg.error(
+                key, f"'{key}' must be a list of feature indices (integers >= 0), got {value!r}"
+            )
         value = tuple(value)
     elif kind == "str":
         if not isinstance(value, str):

@@ -17,6 +17,7 @@ steps: the variance trend (negative: the noise is settling). ddm's losses are ba
 (entropic risk, Sharpe, ES over the batch) and have no per-sample gradient, which is why
 micro-batches and not samples are the unit.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,9 +40,13 @@ def basic(grads) -> dict:
         flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
         flat = flat.astype(jnp.float32)
         peak = jnp.max(jnp.abs(flat))
-        out[name] = {"norm": jnp.sqrt(jnp.sum(flat ** 2)), "mean": jnp.mean(flat),
-                     "std": jnp.std(flat), "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak),
-                     "var_abs": jnp.var(jnp.abs(flat))}
+        out[name] = {
+            "norm": jnp.sqrt(jnp.sum(flat**2)),
+            "mean": jnp.mean(flat),
+            "std": jnp.std(flat),
+            "sparsity": jnp.mean(jnp.abs(flat) <= 1e-6 * peak),
+            "var_abs": jnp.var(jnp.abs(flat)),
+        }
         ratio = _first_last(tree)
         if ratio is not None:
             out[name]["first_last_ratio"] = ratio
@@ -50,6 +55,7 @@ def basic(grads) -> dict:
 
 def _first_last(tree):
     import jax.numpy as jnp
+
     if not (isinstance(tree, dict) and "w0" in tree):
         return None
     last = max(int(key[1:]) for key in tree if key[0] == "w" and key[1:].isdigit())
@@ -83,12 +89,15 @@ def make(product, batch: int):
             flat = jnp.concatenate([jnp.reshape(x, (k, -1)) for x in leaves], axis=1)
             flat = flat.astype(jnp.float32)
             mean = jnp.mean(flat, axis=0)
-            signal = jnp.sum(mean ** 2)
+            signal = jnp.sum(mean**2)
             noise = jnp.mean(jnp.sum((flat - mean) ** 2, axis=1))
-            total = jnp.mean(jnp.sum(flat ** 2, axis=1))
-            out[name] = {"snr": signal / jnp.maximum(noise, 1e-30),
-                         "signal_fraction": signal / jnp.maximum(total, 1e-30),
-                         "noise": noise, "signal": jnp.sqrt(signal)}
+            total = jnp.mean(jnp.sum(flat**2, axis=1))
+            out[name] = {
+                "snr": signal / jnp.maximum(noise, 1e-30),
+                "signal_fraction": signal / jnp.maximum(total, 1e-30),
+                "noise": noise,
+                "signal": jnp.sqrt(signal),
+            }
         return out
 
     return diagnose, k
@@ -111,12 +120,16 @@ def summary(lines: list[dict], window: int = 10) -> dict:
         entry = dict(stats)
         if "noise" in stats:
             steps = [line["step"] for line in recent if "noise" in line["grad"].get(name, {})]
-            noise = [line["grad"][name]["noise"] for line in recent
-                     if "noise" in line["grad"].get(name, {})]
+            noise = [
+                line["grad"][name]["noise"]
+                for line in recent
+                if "noise" in line["grad"].get(name, {})
+            ]
             entry["noise_trend"] = _slope(steps, [math.log(max(x, 1e-30)) for x in noise])
         if "first_last_ratio" in stats:
-            ratios = [line["grad"][name]["first_last_ratio"] for line in logged
-                      if name in line["grad"]]
+            ratios = [
+                line["grad"][name]["first_last_ratio"] for line in logged if name in line["grad"]
+            ]
             lo, hi = HEALTH_BAND
             entry["ratio_in_band"] = sum(lo <= r <= hi for r in ratios) / len(ratios)
         out[name] = entry

@@ -18,6 +18,7 @@ edges carry ‖∂L/∂value‖.
 >>> [n.label for n in d.nodes][:3], [(e.src, e.dst, e.backward) for e in d.edges][:2]
 (['x\\nf32[3]', 'w\\nf32[3]', 'y = dot'], [('v1', 'v2', True), ('v0', 'v2', False)])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,12 @@ class Diagram:
     rankdir: str = "LR"
 
 
-def diagram(graph: Graph, show: str = "forward", grads: Mapping[str, float] | None = None,
-            rankdir: str = "LR") -> Diagram:
+def diagram(
+    graph: Graph,
+    show: str = "forward",
+    grads: Mapping[str, float] | None = None,
+    rankdir: str = "LR",
+) -> Diagram:
     """The diagram of ``graph``. ``show``: forward | backward | both. ``grads``: measured
     ‖∂L/∂tensor‖ by node key (:func:`measured`)."""
     import os
@@ -74,11 +79,13 @@ def diagram(graph: Graph, show: str = "forward", grads: Mapping[str, float] | No
         raise ValueError(f"show must be one of {SHOW}, got {show!r}")
     b = _Builder(graph)
     clusters = b.clusters()
-    layers = tuple(Node(f"p:{p.name}", "param", f"{p.name}\n{p.type}")
-                   for p in graph.params if p.is_layer)
+    layers = tuple(
+        Node(f"p:{p.name}", "param", f"{p.name}\n{p.type}") for p in graph.params if p.is_layer
+    )
     nodes = tuple(b.node(v) for v in graph.values) + layers
-    return Diagram(os.path.basename(graph.file), nodes, tuple(b.edges()), clusters, show,
-                   grads, rankdir)
+    return Diagram(
+        os.path.basename(graph.file), nodes, tuple(b.edges()), clusters, show, grads, rankdir
+    )
 
 
 def measured(graph: Graph, norms: Mapping) -> dict[str, float]:
@@ -113,8 +120,12 @@ class _Builder:
 
     def node(self, v: Value) -> Node:
         kind = self.kind(v)
-        return Node(f"v{v.id}", kind, self.label(v, kind),
-                    f"%{v.id} {v.op} : {v.type}  ({v.span.line}:{v.span.column})")
+        return Node(
+            f"v{v.id}",
+            kind,
+            self.label(v, kind),
+            f"%{v.id} {v.op} : {v.type}  ({v.span.line}:{v.span.column})",
+        )
 
     def label(self, v: Value, kind: str) -> str:
         if kind == "const":
@@ -163,15 +174,19 @@ class _Builder:
             for item in items:
                 span = item.span
                 for v in self.g.values:
-                    if v.id not in owner and v.span.file == span.file \
-                            and span.line <= v.span.line <= span.end_line:
+                    if (
+                        v.id not in owner
+                        and v.span.file == span.file
+                        and span.line <= v.span.line <= span.end_line
+                    ):
                         owner[v.id] = f"{kind}:{item.name}"
                         parent.setdefault(f"{kind}:{item.name}", None)
         members: dict[str, list[str]] = {key: [] for key in parent}
         for vid, key in sorted(owner.items()):
             members[key].append(f"v{vid}")
-        return tuple(Cluster(key, *self.title(key), tuple(members[key]), parent[key])
-                     for key in parent)
+        return tuple(
+            Cluster(key, *self.title(key), tuple(members[key]), parent[key]) for key in parent
+        )
 
     def title(self, key: str) -> tuple[str, str]:
         """(title, kind) of a cluster."""
@@ -185,8 +200,11 @@ class _Builder:
             return f"rule {rule.name}: {rule.intent}", "rule"
         if key.startswith("guard:"):
             guard = next(x for x in self.g.guards if x.name == key[6:])
-            return (f"guard {guard.name} on {guard.target}: {guard.limit} ({guard.action}) — "
-                    f"{guard.intent}", "guard")
+            return (
+                f"guard {guard.name} on {guard.target}: {guard.limit} ({guard.action}) — "
+                f"{guard.intent}",
+                "guard",
+            )
         return f"fn {key[3:]}", "fn"
 
     # --- edges ------------------------------------------------------------------------------
@@ -200,8 +218,14 @@ class _Builder:
                 out.append(self.edge(i, v.id))
             if v.op == "layer":
                 name = v.attr("param")
-                out.append(Edge(f"p:{name}", f"v{v.id}", f"{name}: {self.g.param(name).type}",
-                                v.id in self.differentiable))
+                out.append(
+                    Edge(
+                        f"p:{name}",
+                        f"v{v.id}",
+                        f"{name}: {self.g.param(name).type}",
+                        v.id in self.differentiable,
+                    )
+                )
         return out
 
     def edge(self, src: int, dst: int, label: str | None = None) -> Edge:
@@ -215,11 +239,15 @@ class _Builder:
         with its own edges); a scan's from its initial carry and the body's new carry."""
         if v.op == "argmin":
             p = v.attr("problem")
-            return [self.edge(p.objective, v.id, "objective"),
-                    self.edge(p.var, v.id, f"{p.var_name}*: {v.type}")]
+            return [
+                self.edge(p.objective, v.id, "objective"),
+                self.edge(p.var, v.id, f"{p.var_name}*: {v.type}"),
+            ]
         s = v.attr("scan")
-        return [self.edge(v.inputs[0], v.id, f"initial carry: {s.carry_type}"),
-                self.edge(s.result, v.id, f"new carry: {s.carry_type}")]
+        return [
+            self.edge(v.inputs[0], v.id, f"initial carry: {s.carry_type}"),
+            self.edge(s.result, v.id, f"new carry: {s.carry_type}"),
+        ]
 
 
 def _short(text: str, n: int = 24) -> str:

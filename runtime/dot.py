@@ -14,6 +14,7 @@ Only :func:`render_file` runs graphviz's ``dot`` binary, to turn the text into a
 >>> text.startswith("digraph ddm {") and '"v2" -> "v3"' in text
 True
 """
+
 from __future__ import annotations
 
 import math
@@ -38,21 +39,35 @@ STYLE = {
     "loss": ("doubleoctagon", "#f4cccc", "filled,bold"),
     "metric": ("octagon", "#fff2cc", "filled"),
 }
-CLUSTER_COLOUR = {"argmin": "#93c47d", "scan": "#8e7cc3", "fn": "#9fc5e8", "rule": "#e06666",
-                  "guard": "#cc0000"}
-LEGEND = (("input", "input (data)"), ("param", "param (trained)"),
-          ("imperative", "imperative node"), ("declarative", "declarative node (argmin)"),
-          ("decision", "decision variable"), ("sequential", "sequential node (scan)"),
-          ("state", "step index / carry"), ("loss", "loss"), ("metric", "metric"))
+CLUSTER_COLOUR = {
+    "argmin": "#93c47d",
+    "scan": "#8e7cc3",
+    "fn": "#9fc5e8",
+    "rule": "#e06666",
+    "guard": "#cc0000",
+}
+LEGEND = (
+    ("input", "input (data)"),
+    ("param", "param (trained)"),
+    ("imperative", "imperative node"),
+    ("declarative", "declarative node (argmin)"),
+    ("decision", "decision variable"),
+    ("sequential", "sequential node (scan)"),
+    ("state", "step index / carry"),
+    ("loss", "loss"),
+    ("metric", "metric"),
+)
 
 
 def to_dot(d: Diagram) -> str:
     """The DOT text of ``d``."""
-    out = ["digraph ddm {",
-           f'  graph [rankdir={d.rankdir}, fontname="Helvetica", fontsize=11, newrank=true, '
-           f'compound=true, label={_q(d.title)}, labelloc=t];',
-           '  node [fontname="Helvetica", fontsize=10];',
-           '  edge [fontname="Helvetica", fontsize=8];']
+    out = [
+        "digraph ddm {",
+        f'  graph [rankdir={d.rankdir}, fontname="Helvetica", fontsize=11, newrank=true, '
+        f"compound=true, label={_q(d.title)}, labelloc=t];",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=8];',
+    ]
     by_key = {n.key: n for n in d.nodes}
     placed = {k for c in d.clusters for k in c.members}
     out += ["  " + _node(n) for n in d.nodes if n.key not in placed]
@@ -77,13 +92,16 @@ def _node(n: Node) -> str:
     if style:
         attrs.append(f'style="{style}"')
     if n.kind == "const":
-        attrs += ['fontsize=8', 'fontcolor="#777777"']
+        attrs += ["fontsize=8", 'fontcolor="#777777"']
     return f'"{n.key}" [{", ".join(attrs)}];'
 
 
 def _cluster(c: Cluster, clusters, by_key: Mapping[str, Node], indent: str) -> list[str]:
-    lines = [f'{indent}subgraph "cluster_{c.key}" {{', f"{indent}  label={_q(c.title)};",
-             f'{indent}  color="{CLUSTER_COLOUR[c.kind]}"; style="rounded"; fontsize=10;']
+    lines = [
+        f'{indent}subgraph "cluster_{c.key}" {{',
+        f"{indent}  label={_q(c.title)};",
+        f'{indent}  color="{CLUSTER_COLOUR[c.kind]}"; style="rounded"; fontsize=10;',
+    ]
     lines += [f"{indent}  " + _node(by_key[k]) for k in c.members]
     for inner in clusters:
         if inner.parent == c.key:
@@ -93,15 +111,19 @@ def _cluster(c: Cluster, clusters, by_key: Mapping[str, Node], indent: str) -> l
 
 
 def _backward_edge(e: Edge, grads: Mapping[str, float] | None) -> str:
-    attrs = ['style=dashed', 'constraint=false', 'arrowhead=empty']
+    attrs = ["style=dashed", "constraint=false", "arrowhead=empty"]
     if grads is None:
         attrs += ['color="#888888"', 'fontcolor="#888888"', f"label={_q('∂L/∂' + _name(e))}"]
     else:
         g = grads.get(e.src)
         colour = _heat(g)
         text = "∂L: n/a" if g is None else f"‖∂L/∂{_name(e)}‖ {g:.2g}"
-        attrs += [f'color="{colour}"', f'fontcolor="{colour}"', f"label={_q(text)}",
-                  f"penwidth={_pen(g)}"]
+        attrs += [
+            f'color="{colour}"',
+            f'fontcolor="{colour}"',
+            f"label={_q(text)}",
+            f"penwidth={_pen(g)}",
+        ]
     return f'"{e.dst}" -> "{e.src}" [{", ".join(attrs)}];'
 
 
@@ -132,18 +154,23 @@ def _legend(show: str, measured: bool) -> list[str]:
     rows = []
     for kind, text in LEGEND:
         _, fill, _ = STYLE[kind]
-        rows.append(f'<tr><td bgcolor="{fill}" border="1">  </td><td align="left">{text}</td>'
-                    "</tr>")
+        rows.append(f'<tr><td bgcolor="{fill}" border="1">  </td><td align="left">{text}</td></tr>')
     rows.append('<tr><td>→</td><td align="left">forward: tensor name and type</td></tr>')
     if show != "forward":
-        back = ("backward: ‖∂L/∂·‖ measured (blue vanishing, red exploding)" if measured
-                else "backward (dashed): the adjoint ∂L/∂·")
+        back = (
+            "backward: ‖∂L/∂·‖ measured (blue vanishing, red exploding)"
+            if measured
+            else "backward (dashed): the adjoint ∂L/∂·"
+        )
         rows.append(f'<tr><td>⇠</td><td align="left">{back}</td></tr>')
     table = "".join(rows)
-    return ['  subgraph cluster_legend {', '    label="legend"; style="rounded"; '
-            'color="#cccccc"; fontsize=9;',
-            f'    legend [shape=plaintext, fontsize=9, label=<<table border="0" '
-            f'cellspacing="2">{table}</table>>];', '  }']
+    return [
+        "  subgraph cluster_legend {",
+        '    label="legend"; style="rounded"; color="#cccccc"; fontsize=9;',
+        f'    legend [shape=plaintext, fontsize=9, label=<<table border="0" '
+        f'cellspacing="2">{table}</table>>];',
+        "  }",
+    ]
 
 
 def _q(text: str) -> str:
@@ -172,11 +199,14 @@ def render_file(dot_text: str, path: str, fmt: str | None = None) -> str:
         return fmt
     exe = shutil.which("dot")
     if exe is None:
-        raise DotMissing("graphviz's 'dot' is not installed, so only DOT can be written; "
-                         "install graphviz (apt-get install graphviz, or `make dot`) or "
-                         "write a .dot file")
-    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"),
-                          capture_output=True, timeout=300)
+        raise DotMissing(
+            "graphviz's 'dot' is not installed, so only DOT can be written; "
+            "install graphviz (apt-get install graphviz, or `make dot`) or "
+            "write a .dot file"
+        )
+    proc = subprocess.run(
+        [exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=300
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
     atomic_write(path, proc.stdout)

@@ -10,6 +10,7 @@ run.yaml:2:8: error: 'steps' must be an integer
               ^~
   hint: steps: 100
 """
+
 from __future__ import annotations
 
 from ddm.dsl.diagnostics import DdmError

@@ -1,6 +1,7 @@
 """What the host loop of a training run needs from its surroundings: Ctrl-C as a flag read
 between steps, and a progress display (a rich bar on a terminal, plain lines when piped).
 """
+
 from __future__ import annotations
 
 
@@ -9,8 +10,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, step: int, steps: int, out_dir: str | None):
         self.step, self.steps, self.out_dir = step, steps, out_dir
-        where = (f"; checkpoint written to {out_dir}, continue with --resume {out_dir}"
-                 if out_dir else "")
+        where = (
+            f"; checkpoint written to {out_dir}, continue with --resume {out_dir}"
+            if out_dir
+            else ""
+        )
         super().__init__(f"training interrupted after step {step} of {steps}{where}")
 
 
@@ -28,6 +32,7 @@ class InterruptFlag:
     def install(self) -> None:
         import signal
         import threading
+
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._on_signal)
 
@@ -39,6 +44,7 @@ class InterruptFlag:
     def restore(self) -> None:
         if self._old is not None:
             import signal
+
             signal.signal(signal.SIGINT, self._old)
             self._old = None
 
@@ -52,19 +58,32 @@ class Progress:
         self.bar = None
         self.last_tenth = 0
         if console is not None and console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
-            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
-                                console=console, transient=True)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
             self.task = self.bar.add_task("train", total=total, loss="…")
             self.bar.start()
 
     def update(self, step: int, loss: float) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=f"{loss:.5g}")
-        elif self.console is not None and (step * 10 // self.total != self.last_tenth
-                                           or step == self.total):
+        elif self.console is not None and (
+            step * 10 // self.total != self.last_tenth or step == self.total
+        ):
             self.last_tenth = step * 10 // self.total
             self.console.print(f"step {step}/{self.total}  loss {loss:.6g}", highlight=False)
 

@@ -6,6 +6,7 @@
 >>> nodes(prog.product, {}, {"x": jnp.array([1.0, -1.0])})
 ['r', 'y', 'loss']
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -40,21 +41,32 @@ def training_stop(product: Product, params, batch, step: int, last_checkpoint) -
     ``last_checkpoint``: ``[(step, path)]`` of the newest checkpoint, or empty)."""
     names = nodes(product, params, batch)
     g = product.graph
-    saved = (f"; the last checkpoint is {last_checkpoint[0][1]} (step {last_checkpoint[0][0]})"
-             if last_checkpoint else "")
+    saved = (
+        f"; the last checkpoint is {last_checkpoint[0][1]} (step {last_checkpoint[0][0]})"
+        if last_checkpoint
+        else ""
+    )
     where = None
     if names:
         first = names[0]
-        what = (f"the loss became non-finite at step {step}: the first non-finite value is "
-                f"node '{first}'" if first != "loss" else
-                f"the loss became non-finite at step {step}: every node before it is finite")
-        vid = g.nodes.get(first, g.loss)
+        what = (
+            f"the loss became non-finite at step {step}: the first non-finite value is "
+            f"node '{first}'"
+            if first != "loss"
+            else f"the loss became non-finite at step {step}: every node before it is finite"
+        )
+        vid = g.nodes[first] if first != "loss" else g.loss
+        assert vid is not None  # a non-finite loss is only reported when there is one
         where = g.values[vid].span
     else:
-        what = (f"the gradient became non-finite at step {step} (every forward value is "
-                "finite: the NaN arises in the backward pass)")
-    err = DataDiagnostic(where, f"{what}; training stopped with the params of step "
-                         f"{step - 1}{saved}",
-                         hint="lower the learning rate, set clip_norm, or guard the operation "
-                         "(log of a non-positive value, division by zero)")
+        what = (
+            f"the gradient became non-finite at step {step} (every forward value is "
+            "finite: the NaN arises in the backward pass)"
+        )
+    err = DataDiagnostic(
+        where,
+        f"{what}; training stopped with the params of step {step - 1}{saved}",
+        hint="lower the learning rate, set clip_norm, or guard the operation "
+        "(log of a non-positive value, division by zero)",
+    )
     return product.locate(err)

@@ -8,6 +8,7 @@ direction), ∂L(θₜ)/∂log η = −η·gₜ·dₜ₋₁ (hypergradient desce
 the scale-free step ``log η += β·cos(gₜ, dₜ₋₁)``: η grows while successive gradients keep
 agreeing with the last direction and shrinks when they oppose it, whatever the loss's scale.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -63,18 +64,17 @@ def hypergradient(inner, lr: float, beta: float):
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return HypergradientState(inner.init(params), jnp.log(jnp.asarray(lr, jnp.float32)),
-                                  zeros)
+        return HypergradientState(inner.init(params), jnp.log(jnp.asarray(lr, jnp.float32)), zeros)
 
-    def update(grads, state, params=None):
-        dot = optax.tree.vdot(grads, state.previous)
-        norms = optax.tree.norm(grads) * optax.tree.norm(state.previous)
+    def update(updates, state, params=None):
+        dot = optax.tree.vdot(updates, state.previous)
+        norms = optax.tree.norm(updates) * optax.tree.norm(state.previous)
         cos = jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0)
         log_lr = state.log_lr + beta * cos.astype(state.log_lr.dtype)
-        direction, inner_state = inner.update(grads, state.inner, params)
+        direction, inner_state = inner.update(updates, state.inner, params)
         rate = jnp.exp(log_lr)
-        updates = jax.tree.map(lambda d: (-rate * d).astype(d.dtype), direction)
-        return updates, HypergradientState(inner_state, log_lr, direction)
+        steps = jax.tree.map(lambda d: (-rate * d).astype(d.dtype), direction)
+        return steps, HypergradientState(inner_state, log_lr, direction)
 
     return optax.GradientTransformation(init, update)
 
@@ -83,21 +83,27 @@ def learned_lr(opt_state):
     """The current learned learning rate in an optimiser state, or None without one."""
     import jax
     import jax.numpy as jnp
-    found = [s for s in jax.tree.leaves(opt_state,
-                                        is_leaf=lambda x: isinstance(x, HypergradientState))
-             if isinstance(s, HypergradientState)]
+
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, HypergradientState))
+        if isinstance(s, HypergradientState)
+    ]
     return jnp.exp(found[0].log_lr) if found else None
 
 
 def _direction(cfg: dict):
     """The optimiser without its learning rate: what ``hypergradient`` scales."""
     import optax
+
     name = cfg["name"]
     if name == "adam":
         return optax.scale_by_adam(b1=cfg["b1"], b2=cfg["b2"])
     if name == "adamw":
-        return optax.chain(optax.scale_by_adam(b1=cfg["b1"], b2=cfg["b2"]),
-                           optax.add_decayed_weights(cfg["weight_decay"]))
+        return optax.chain(
+            optax.scale_by_adam(b1=cfg["b1"], b2=cfg["b2"]),
+            optax.add_decayed_weights(cfg["weight_decay"]),
+        )
     if name == "sgd":
         return optax.trace(decay=cfg["momentum"]) if cfg["momentum"] else optax.identity()
     return optax.scale_by_rms(decay=cfg["decay"])

@@ -17,6 +17,7 @@ sampling (seed §7.2–7.5; docs/language.md § Φ-rules).
   replacement with probability (1 − s)/n + s · a_i / Σa — episodes of the regimes the rules
   care about are seen more often (uniform where no rule fires anywhere).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,10 +42,14 @@ class PhiSetup:
                 continue
             feats = tuple(s.name for s in g.inputs_needed([r.trigger]) if s.name in float_inputs)
             if r.boost > 0 and not feats:
-                raise product.locate(ProblemDiagnostic(
-                    r.span, f"rule '{r.name}' boosts its memory by the saliency of the inputs "
-                    "its condition depends on, and it depends on none",
-                    hint="write the condition on the data's features, or drop boost"))
+                raise product.locate(
+                    ProblemDiagnostic(
+                        r.span,
+                        f"rule '{r.name}' boosts its memory by the saliency of the inputs "
+                        "its condition depends on, and it depends on none",
+                        hint="write the condition on the data's features, or drop boost",
+                    )
+                )
             self.memories.append((r.memory, r.decay, r.boost, feats))
         self.boosted = any(b > 0 for _, _, b, _ in self.memories)
         self.pool = tuple(sorted(float_inputs))
@@ -55,44 +60,59 @@ class PhiSetup:
         self.ortho_cosine = True
         if ortho:
             if ortho["wrt"] not in g.nodes:
-                raise cfg.error("orthogonality.wrt", f"the program has no node "
-                                f"'{ortho['wrt']}'", hint="name the decision node, e.g. "
-                                "wrt=\"w\"")
+                raise cfg.error(
+                    "orthogonality.wrt",
+                    f"the program has no node '{ortho['wrt']}'",
+                    hint='name the decision node, e.g. wrt="w"',
+                )
             if g.values[g.nodes[ortho["wrt"]]].stage != "sample":
-                raise cfg.error("orthogonality.wrt", f"'{ortho['wrt']}' is the same for every "
-                                "sample (it depends on params only): the penalty compares the "
-                                "two gradients at a per-sample decision",
-                                hint="name the decision node, e.g. wrt=\"w\"")
+                raise cfg.error(
+                    "orthogonality.wrt",
+                    f"'{ortho['wrt']}' is the same for every "
+                    "sample (it depends on params only): the penalty compares the "
+                    "two gradients at a per-sample decision",
+                    hint='name the decision node, e.g. wrt="w"',
+                )
             if not g.rules:
-                raise cfg.error("orthogonality", "the orthogonality penalty separates the "
-                                "rules' gradient from the task's, and the program has no rules")
+                raise cfg.error(
+                    "orthogonality",
+                    "the orthogonality penalty separates the "
+                    "rules' gradient from the task's, and the program has no rules",
+                )
             if cfg.values.get("rules") == "off":
-                raise cfg.error("orthogonality", "rules = off trains without the rules' "
-                                "terms: there is nothing to keep orthogonal",
-                                hint="drop orthogonality for the pure-DP run")
+                raise cfg.error(
+                    "orthogonality",
+                    "rules = off trains without the rules' "
+                    "terms: there is nothing to keep orthogonal",
+                    hint="drop orthogonality for the pure-DP run",
+                )
             self.ortho, self.ortho_weight = g.nodes[ortho["wrt"]], ortho["weight"]
             self.ortho_cosine = ortho["cosine"]
 
     def violations(self, aux):
         """Per guard, how many samples of the batch broke its limit (int32 vector)."""
         import jax.numpy as jnp
+
         if not self.guards:
             return jnp.zeros((0,), jnp.int32)
-        return jnp.stack([jnp.sum(aux.guards[name].violated > 0.5)
-                          for name in self.guards]).astype(jnp.int32)
+        return jnp.stack([jnp.sum(aux.guards[name].violated > 0.5) for name in self.guards]).astype(
+            jnp.int32
+        )
 
     def penalty(self, params, batch, key):
         """The orthogonality penalty of the step (0 without one)."""
-        import jax.numpy as jnp
+
         if self.ortho is None:
             return None
-        return self.ortho_weight * orthogonality(self.product, params, batch, self.ortho, key,
-                                                 self.ortho_cosine)
+        return self.ortho_weight * orthogonality(
+            self.product, params, batch, self.ortho, key, self.ortho_cosine
+        )
 
     def remember(self, new_params, params, batch, xgrads):
         """``new_params`` with each decaying rule's memory stepped (see the module doc); γ is
         evaluated at the step's params."""
         import jax.numpy as jnp
+
         if not self.memories:
             return new_params
         decay, _ = self.product.values(params, batch, self.decays)
@@ -129,8 +149,8 @@ def orthogonality(product: Product, params, batch, vid: int, key=None, cosine: b
     inner = jnp.sum(task * rules)
     if cosine:
         tiny = jnp.finfo(inner.dtype).tiny
-        return inner ** 2 / jnp.maximum(jnp.sum(task ** 2) * jnp.sum(rules ** 2), tiny)
-    return inner ** 2
+        return inner**2 / jnp.maximum(jnp.sum(task**2) * jnp.sum(rules**2), tiny)
+    return inner**2
 
 
 class Curriculum:
@@ -146,23 +166,29 @@ class Curriculum:
             return
         g = product.graph
         if not g.rules:
-            raise ConfigDiagnostic(None, "curriculum sampling weighs episodes by the rules "
-                                   "that fire on them, and the program has no rules",
-                                   hint="declare a rule, or drop curriculum")
+            raise ConfigDiagnostic(
+                None,
+                "curriculum sampling weighs episodes by the rules "
+                "that fire on them, and the program has no rules",
+                hint="declare a rule, or drop curriculum",
+            )
         self.strength, self.every = spec["strength"], spec["every"]
         self.roots = tuple(i for r in g.rules for i in (r.weight, r.trigger))
 
     def indices(self, step: int, params, arrays):
         import jax
+
         if self.probs is None or step % self.every == 0:
             self._refresh(params, arrays)
             self.refreshed += 1
         k = jax.random.fold_in(self.key, step)
-        return jax.random.choice(k, self.n, (self.batch,), replace=True,
-                                 p=jax.numpy.asarray(self.probs, np.float32))
+        return jax.random.choice(
+            k, self.n, (self.batch,), replace=True, p=jax.numpy.asarray(self.probs, np.float32)
+        )
 
     def _values(self, params, arrays):
         import jax
+
         if not hasattr(self, "_jitted"):
             self._jitted = jax.jit(self.product.values, static_argnums=(2,))
         return self._jitted(params, arrays, self.roots)[0]
@@ -171,14 +197,16 @@ class Curriculum:
         values = self._values(params, arrays)
         a = np.zeros(self.n)
         for w, t in zip(self.roots[::2], self.roots[1::2]):
-            a += np.broadcast_to(np.asarray(values[w], np.float64), (self.n,)) * \
-                np.asarray(values[t], np.float64)
+            a += np.broadcast_to(np.asarray(values[w], np.float64), (self.n,)) * np.asarray(
+                values[t], np.float64
+            )
         a = np.maximum(a, 0.0)
         self.weights = a
         uniform = np.full(self.n, 1.0 / self.n)
         total = a.sum()
-        self.probs = uniform if total <= 0 else \
-            (1 - self.strength) * uniform + self.strength * a / total
+        self.probs = (
+            uniform if total <= 0 else (1 - self.strength) * uniform + self.strength * a / total
+        )
 
     def log(self, idx) -> dict:
         """How much more rule weight the step's batch carries than a uniform one (1 = none)."""
@@ -187,6 +215,11 @@ class Curriculum:
         return {"oversampling": float(self.weights[np.asarray(idx)].mean() / self.weights.mean())}
 
     def summary(self) -> dict:
-        return {"strength": self.strength, "every": self.every, "refreshes": self.refreshed,
-                "max_probability_ratio": float(self.probs.max() * self.n)
-                if self.probs is not None else 1.0}
+        return {
+            "strength": self.strength,
+            "every": self.every,
+            "refreshes": self.refreshed,
+            "max_probability_ratio": float(self.probs.max() * self.n)
+            if self.probs is not None
+            else 1.0,
+        }

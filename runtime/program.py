@@ -19,6 +19,7 @@ arrays, and raises a located :class:`SolverDiagnostic` when a solve fails.
 >>> [round(float(v), 3) + 0.0 for v in g["w"]]
 [-0.5, 0.0, 0.0]
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,8 +48,7 @@ def load(path: str, x64: bool = False, strict: bool = True) -> "Program":
     return Program.compile(graph, sources, x64, strict)
 
 
-def loads(text: str, file: str = "<string>", x64: bool = False,
-          strict: bool = True) -> "Program":
+def loads(text: str, file: str = "<string>", x64: bool = False, strict: bool = True) -> "Program":
     """Compile program text (imports resolve relative to the working directory); see
     :func:`load`."""
     graph, sources = front_end(text, file)
@@ -62,6 +62,7 @@ def _located(method):
             return method(self, *args, **kwargs)
         except DdmError as err:
             raise self.product.locate(err) from None
+
     return wrapper
 
 
@@ -97,8 +98,9 @@ class Program:
         self._values = jit(product.values, static_argnums=(2,))
 
     @classmethod
-    def compile(cls, graph: Graph, sources: Sources, x64: bool = False,
-                strict: bool = True) -> "Program":
+    def compile(
+        cls, graph: Graph, sources: Sources, x64: bool = False, strict: bool = True
+    ) -> "Program":
         """Lower ``graph`` and wrap the product (compile errors come back located)."""
         try:
             product = lower(graph, sources.texts, x64)
@@ -118,10 +120,15 @@ class Program:
         names = [n for n, _ in self.graph.losses]
         if name not in names:
             from difflib import get_close_matches
+
             close = get_close_matches(name, names, n=1)
-            hint = (f"did you mean '{close[0]}'?" if close else
-                    "its named losses: " + ", ".join(names) if names else
-                    "declare one: loss NAME = ...")
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else "its named losses: " + ", ".join(names)
+                if names
+                else "declare one: loss NAME = ..."
+            )
             raise DataDiagnostic(None, f"{self.file} has no loss named '{name}'", hint=hint)
         return self._derive(self.graph.with_loss(name))
 
@@ -228,8 +235,7 @@ class Program:
         :class:`Aux` or its ``solvers`` mapping; traced values are skipped — under your own
         transformations use :meth:`checked`."""
         if self.strict:
-            solver_report.enforce(self.product, aux.solvers if isinstance(aux, Aux) else aux,
-                                  what)
+            solver_report.enforce(self.product, aux.solvers if isinstance(aux, Aux) else aux, what)
 
     def checked(self, fn):
         """``fn`` — any function that calls this program, jitted, differentiated or vmapped by
@@ -247,17 +253,18 @@ class Program:
         >>> prog = ddm.loads('''
         ... input b: f32[2]
         ... param lam: f32 = 1.0 positive
-        ... node w = argmin v: f32[2] { lam * sum(v ** 2) - dot(b, v) } subject to { sum(v) == 1, v >= 0.8 }
+        ... node w = argmin v: f32[2] { lam * sum(v ** 2) - dot(b, v) }
+        ...          subject to { sum(v) == 1, v >= 0.8 }
         ... loss = mean(sum(w * w, axis=1))
         ... ''', "budget.ddm")
         >>> params, batch = prog.init(jax.random.key(0)), {"b": jnp.ones((3, 2))}
         >>> grad = jax.jit(jax.grad(prog.loss))
         >>> bool(jnp.isnan(grad(params, batch)["lam"]))       # infeasible: NaN, not a number
         True
-        >>> prog.checked(grad)(params, batch)                 # doctest: +ELLIPSIS
+        >>> prog.checked(grad)(params, batch)  # the located error, infeasible on instance 0
         Traceback (most recent call last):
         ...
-        ddm.runtime.errors.SolverDiagnostic: budget.ddm:4:10: error: argmin node 'w' failed on instance 0 of 3: infeasible ...
+        ddm.runtime.errors.SolverDiagnostic: budget.ddm:4:10: error: argmin node 'w' failed ...
         """
         from ddm.compiler import failures
 
@@ -273,6 +280,7 @@ class Program:
                 first = found[0]
                 raise solver_report.from_failure(self.product, first)
             return out
+
         return run
 
     # --- boundary ------------------------------------------------------------------------------
@@ -291,25 +299,37 @@ class Program:
                     value = value.astype(np.float64 if self.x64 else np.float32)
             if np.dtype(value.dtype).kind not in "biuf" and "float" not in str(value.dtype):
                 spec = next((i for i in self.graph.inputs if i.name == name), None)
-                got = (f"an array of {value.dtype}" if hasattr(original, "dtype") else
-                       "a ragged list" if ragged else
-                       f"a {type(original).__name__}")
-                raise DataDiagnostic(spec.span if spec else None, f"input '{name}' must be an "
-                                     f"array of numbers (or a nested list of them), got {got}")
+                got = (
+                    f"an array of {value.dtype}"
+                    if hasattr(original, "dtype")
+                    else "a ragged list"
+                    if ragged
+                    else f"a {type(original).__name__}"
+                )
+                raise DataDiagnostic(
+                    spec.span if spec else None,
+                    f"input '{name}' must be an "
+                    f"array of numbers (or a nested list of them), got {got}",
+                )
             out[name] = value
         return out
 
     def __repr__(self) -> str:
         g = self.graph
-        return (f"<ddm.Program {g.file}: {len(g.inputs)} inputs, {len(g.params)} params, "
-                f"{len(g.nodes)} nodes, outputs {[n for n, _ in g.outputs]}>")
+        return (
+            f"<ddm.Program {g.file}: {len(g.inputs)} inputs, {len(g.params)} params, "
+            f"{len(g.nodes)} nodes, outputs {[n for n, _ in g.outputs]}>"
+        )
 
 
 def _finite(tree) -> bool:
     """Whether every float leaf of ``tree`` is finite (non-arrays count as finite)."""
     for leaf in jax.tree.leaves(tree):
         dtype = getattr(leaf, "dtype", None)
-        if dtype is not None and np.issubdtype(dtype, np.inexact) and \
-                not bool(np.all(np.isfinite(np.asarray(leaf)))):
+        if (
+            dtype is not None
+            and np.issubdtype(dtype, np.inexact)
+            and not bool(np.all(np.isfinite(np.asarray(leaf))))
+        ):
             return False
     return True

@@ -16,6 +16,7 @@ A checkpoint in a run's directory is these files, each written atomically:
 The batch order is a function of (seed, epoch) and the step function is deterministic, so
 restoring params, optimiser state and step is enough for bit-identical continuation.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,17 @@ def fingerprint(program_text: str, config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save(out_dir: str, step: int, params, opt_state, log: list, skipped: int,
-         print_: str, clipped: int = 0, state: dict | None = None) -> str:
+def save(
+    out_dir: str,
+    step: int,
+    params,
+    opt_state,
+    log: list,
+    skipped: int,
+    print_: str,
+    clipped: int = 0,
+    state: dict | None = None,
+) -> str:
     """Write the checkpoint of ``step`` into ``out_dir``; returns the state file's path."""
     import jax
 
@@ -65,9 +75,17 @@ def save(out_dir: str, step: int, params, opt_state, log: list, skipped: int,
     if state:
         blob["state"] = {k: np.asarray(a) for k, a in state.items()}
     digest = save_params(path, blob)
-    write_json(os.path.join(out_dir, META), {
-        "step": step, "state_sha256": digest, "fingerprint": print_,
-        "skipped_steps": skipped, "clipped_steps": clipped, "log": log})
+    write_json(
+        os.path.join(out_dir, META),
+        {
+            "step": step,
+            "state_sha256": digest,
+            "fingerprint": print_,
+            "skipped_steps": skipped,
+            "clipped_steps": clipped,
+            "log": log,
+        },
+    )
     return path
 
 
@@ -85,22 +103,34 @@ def load(out_dir: str, params_like, opt_state_like, print_: str) -> Resumed:
     with open(state_path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     if digest != meta.get("state_sha256"):
-        raise ValueError(f"{state_path} does not match {META} (corrupt, or written by an "
-                         "interrupted save)")
+        raise ValueError(
+            f"{state_path} does not match {META} (corrupt, or written by an interrupted save)"
+        )
     if meta.get("fingerprint") != print_:
-        raise ValueError("the checkpoint was written by a different program or run config; "
-                         "resume with the same ones (only steps may change)")
+        raise ValueError(
+            "the checkpoint was written by a different program or run config; "
+            "resume with the same ones (only steps may change)"
+        )
     state = load_params(state_path)
-    params = jax.tree.map(lambda like, a: jnp.asarray(a, dtype=jnp.asarray(like).dtype),
-                          params_like, state["params"])
+    params = jax.tree.map(
+        lambda like, a: jnp.asarray(a, dtype=jnp.asarray(like).dtype), params_like, state["params"]
+    )
     leaves, treedef = jax.tree.flatten(opt_state_like)
     opt = state.get("opt", {})
     saved = [opt.get(f"{i:04d}") for i in range(len(leaves))]
     if len(opt) != len(leaves) or any(
-            a is None or np.shape(a) != np.shape(b) for a, b in zip(saved, leaves)):
+        a is None or np.shape(a) != np.shape(b) for a, b in zip(saved, leaves)
+    ):
         raise ValueError("the checkpoint's optimiser state does not fit this optimiser")
-    opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a, dtype=jnp.asarray(b).dtype)
-                                             for a, b in zip(saved, leaves)])
-    return Resumed(int(meta["step"]), params, opt_state, list(meta.get("log", [])),
-                   int(meta.get("skipped_steps", 0)), int(meta.get("clipped_steps", 0)),
-                   dict(state.get("state", {})))
+    opt_state = jax.tree.unflatten(
+        treedef, [jnp.asarray(a, dtype=jnp.asarray(b).dtype) for a, b in zip(saved, leaves)]
+    )
+    return Resumed(
+        int(meta["step"]),
+        params,
+        opt_state,
+        list(meta.get("log", [])),
+        int(meta.get("skipped_steps", 0)),
+        int(meta.get("clipped_steps", 0)),
+        dict(state.get("state", {})),
+    )

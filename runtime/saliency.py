@@ -8,6 +8,7 @@ reference list of features the user expects to matter — the overlap |top ∩ r
 min(top, |reference|) (the plan asks for ≥ 40 % at top 10). Features are the flattened entries
 of the input (``x: f32[F]`` → F features; ``R: f32[W, N]`` → W·N, row-major).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -24,26 +25,35 @@ def check(prog, cfg, dims: Mapping[str, int] | None = None) -> None:
     g = prog.graph
     vid = g.nodes.get(s["of"])
     if vid is None:
-        raise cfg.error("saliency.of", f"saliency: '{s['of']}' is not a node of the program",
-                        hint="nodes: " + ", ".join(g.nodes))
+        raise cfg.error(
+            "saliency.of",
+            f"saliency: '{s['of']}' is not a node of the program",
+            hint="nodes: " + ", ".join(g.nodes),
+        )
     spec = next((i for i in g.inputs if i.name == s["wrt"]), None)
     if spec is None:
-        raise cfg.error("saliency.wrt", f"saliency: '{s['wrt']}' is not an input",
-                        hint="inputs: " + ", ".join(i.name for i in g.inputs))
+        raise cfg.error(
+            "saliency.wrt",
+            f"saliency: '{s['wrt']}' is not an input",
+            hint="inputs: " + ", ".join(i.name for i in g.inputs),
+        )
     if not g.values[vid].type.is_float or not spec.type.is_float:
         raise cfg.error("saliency", "saliency needs a float node and a float input")
     if spec.value not in g.ancestors([vid]):
-        raise cfg.error("saliency.wrt", f"saliency: '{s['of']}' does not depend on "
-                        f"'{s['wrt']}'")
+        raise cfg.error("saliency.wrt", f"saliency: '{s['of']}' does not depend on '{s['wrt']}'")
     sizes = [_size(d, dims) for d in spec.type.shape]
-    if s["reference"] and all(isinstance(d, int) for d in sizes):
+    known = [d for d in sizes if d is not None]
+    if s["reference"] and len(known) == len(sizes):
         features = 1
-        for d in sizes:
+        for d in known:
             features *= d
         bad = [i for i in s["reference"] if i >= features]
         if bad:
-            raise cfg.error("saliency.reference", f"saliency: reference features {bad} are "
-                            f"outside the {features} features of '{s['wrt']}'")
+            raise cfg.error(
+                "saliency.reference",
+                f"saliency: reference features {bad} are "
+                f"outside the {features} features of '{s['wrt']}'",
+            )
 
 
 def _size(d, dims) -> int | None:
@@ -70,6 +80,7 @@ def compute(prog, params, arrays: Mapping[str, Any], settings: Mapping[str, Any]
         def f(x):
             out, _ = product.sample_values(params, {**sample, wrt: x}, (vid,), True)
             return jnp.ravel(out[vid])
+
         return jax.jacrev(f)(sample[wrt])
 
     inputs = {k: jnp.asarray(a) for k, a in batch.items()}
@@ -79,17 +90,27 @@ def compute(prog, params, arrays: Mapping[str, Any], settings: Mapping[str, Any]
     k = min(top, features)
     overall = np.mean(S, axis=0)
     best = [int(i) for i in np.argsort(-overall, kind="stable")[:k]]
-    rows = {str(j): [int(i) for i in np.argsort(-S[j], kind="stable")[:k]]
-            for j in range(min(S.shape[0], MAX_ROWS))}
-    out = {"of": of, "wrt": wrt, "samples": n, "features": features, "top": k,
-           "top_overall": best, "top_per_output": rows,
-           "saliency_overall": [float(overall[i]) for i in best]}
+    rows = {
+        str(j): [int(i) for i in np.argsort(-S[j], kind="stable")[:k]]
+        for j in range(min(S.shape[0], MAX_ROWS))
+    }
+    out = {
+        "of": of,
+        "wrt": wrt,
+        "samples": n,
+        "features": features,
+        "top": k,
+        "top_overall": best,
+        "top_per_output": rows,
+        "saliency_overall": [float(overall[i]) for i in best],
+    }
     ref = [int(i) for i in settings["reference"]]
     if ref:
         bad = [i for i in ref if i >= features]
         if bad:
-            raise ConfigDiagnostic(None, f"saliency reference {bad} outside the {features} "
-                                   f"features of '{wrt}'")
+            raise ConfigDiagnostic(
+                None, f"saliency reference {bad} outside the {features} features of '{wrt}'"
+            )
         out["reference"] = ref
         out["overlap"] = len(set(best) & set(ref)) / min(k, len(ref))
     return out

@@ -7,6 +7,7 @@ training log (on device, a few scalars per node: :func:`step_stats`), and a fail
 under a transformation (:mod:`ddm.compiler.failures`) into the same diagnostic
 (:func:`from_failure`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -14,13 +15,19 @@ from typing import Any, Mapping
 import numpy as np
 
 from ddm.compiler.product import Product
-from ddm.library.solvers.status import (ADJOINT_NAMES, STATUS_HINTS, STATUS_NAMES, adjoint_name,
-                                        status_name)
+from ddm.library.solvers.status import (
+    ADJOINT_NAMES,
+    STATUS_HINTS,
+    STATUS_NAMES,
+    adjoint_name,
+    status_name,
+)
 from ddm.runtime.errors import SolverDiagnostic
 
 
 def concrete(infos) -> bool:
     from ddm.library.lazy import jax
+
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(infos))
 
 
@@ -56,9 +63,16 @@ def failures(product: Product, infos: Mapping[int, Any], policy: str = "error"):
         if bad.size:
             k = int(bad[0])
             residual = np.atleast_1d(np.asarray(info.residual)).ravel()
-            out.append((vid, _where(product, vid, k, np.shape(info.status)),
-                        int(status.ravel()[k]), float(residual[k]), int(bad.size),
-                        int(status.size)))
+            out.append(
+                (
+                    vid,
+                    _where(product, vid, k, np.shape(info.status)),
+                    int(status.ravel()[k]),
+                    float(residual[k]),
+                    int(bad.size),
+                    int(status.size),
+                )
+            )
     return out
 
 
@@ -80,8 +94,16 @@ def _scan_depth(graph) -> dict[int, int]:
     return depth
 
 
-def diagnostic(product: Product, vid: int, where, status: int, residual: float, n_bad: int,
-               n: int, what: str = "") -> SolverDiagnostic:
+def diagnostic(
+    product: Product,
+    vid: int,
+    where,
+    status: int,
+    residual: float,
+    n_bad: int,
+    n: int,
+    what: str = "",
+) -> SolverDiagnostic:
     """The located error for a failed instance of node ``vid``."""
     v = product.graph.values[vid]
     if isinstance(where, tuple):  # a node inside a scan: (sample index, step indices)
@@ -92,11 +114,16 @@ def diagnostic(product: Product, vid: int, where, status: int, residual: float, 
         at = f"instance {where}" + (f" of {n}" if n > 1 else "")
     more = f"; {n_bad - 1} more instance(s) failed" if n_bad > 1 else ""
     during = f" during {what}" if what else ""
-    hint = (STATUS_HINTS[status] if 0 <= status < len(STATUS_HINTS) else "") + \
-        "; or set on_infeasible=\"nan\" in its 'using' clause to return NaN for failed instances"
-    err = SolverDiagnostic(v.span, f"{v.attr('problem').sense} node '{product.label(vid)}' "
-                           f"failed on {at}{during}: {status_name(status)} (residual "
-                           f"{residual:.3g}){more}", hint=hint.lstrip("; "))
+    hint = (
+        STATUS_HINTS[status] if 0 <= status < len(STATUS_HINTS) else ""
+    ) + "; or set on_infeasible=\"nan\" in its 'using' clause to return NaN for failed instances"
+    err = SolverDiagnostic(
+        v.span,
+        f"{v.attr('problem').sense} node '{product.label(vid)}' "
+        f"failed on {at}{during}: {status_name(status)} (residual "
+        f"{residual:.3g}){more}",
+        hint=hint.lstrip("; "),
+    )
     return product.locate(err)  # type: ignore[return-value]
 
 
@@ -113,12 +140,20 @@ def enforce(product: Product, infos: Mapping[int, Any], what: str = "") -> None:
 def from_failure(product: Product, failure, what: str = "") -> SolverDiagnostic:
     """The diagnostic of a failure a collector recorded (:mod:`ddm.compiler.failures`)."""
     n = int(np.prod(failure.shape)) if failure.shape else 1
-    return diagnostic(product, failure.vid, _where(product, failure.vid, failure.instance,
-                                                   failure.shape), failure.status,
-                      failure.residual, 1, n, what)
+    return diagnostic(
+        product,
+        failure.vid,
+        _where(product, failure.vid, failure.instance, failure.shape),
+        failure.status,
+        failure.residual,
+        1,
+        n,
+        what,
+    )
 
 
 # --- inside a training step --------------------------------------------------------------------
+
 
 def step_stats(product: Product, infos):
     """``(ok, stats)``: whether every error-policy solve succeeded, and per node the failures,
@@ -140,13 +175,19 @@ def step_stats(product: Product, infos):
         counts = jnp.stack([jnp.sum(status == code) for code in range(len(STATUS_NAMES))])
         adjoint = jnp.ravel(info.adjoint)
         modes = jnp.stack([jnp.sum(adjoint == code) for code in range(len(ADJOINT_NAMES))])
-        stats[vid] = {"failed": jnp.sum(bad), "first": first, "status": status[first],
-                      "counts": counts, "adjoint": modes,
-                      "per_sample": status.size // max(jnp.shape(info.status)[0], 1)
-                      if jnp.ndim(info.status) else 1,
-                      "residual": residual[first], "max_residual": jnp.max(residual),
-                      "mean_iterations": jnp.mean(jnp.atleast_1d(info.iterations)
-                                                  .astype(jnp.float32))}
+        stats[vid] = {
+            "failed": jnp.sum(bad),
+            "first": first,
+            "status": status[first],
+            "counts": counts,
+            "adjoint": modes,
+            "per_sample": status.size // max(jnp.shape(info.status)[0], 1)
+            if jnp.ndim(info.status)
+            else 1,
+            "residual": residual[first],
+            "max_residual": jnp.max(residual),
+            "mean_iterations": jnp.mean(jnp.atleast_1d(info.iterations).astype(jnp.float32)),
+        }
     return ok, stats
 
 
@@ -161,20 +202,25 @@ def step_failure(product: Product, stats, step: int, idx) -> SolverDiagnostic:
         code = int(st["status"])
         v = product.graph.values[vid]
         inside = f", scan step {at}" if vid in product.graph.nested() else ""
-        err = SolverDiagnostic(v.span, f"{problem.sense} node '{product.label(vid)}' failed at "
-                               f"step {step} on training sample {int(idx[k])} (instance {k} of "
-                               f"the batch{inside}): {status_name(code)} (residual "
-                               f"{float(st['residual']):.3g}); {int(st['failed'])} instance(s) "
-                               "failed; training stopped before applying that step's update",
-                               hint=STATUS_HINTS[code])
+        err = SolverDiagnostic(
+            v.span,
+            f"{problem.sense} node '{product.label(vid)}' failed at "
+            f"step {step} on training sample {int(idx[k])} (instance {k} of "
+            f"the batch{inside}): {status_name(code)} (residual "
+            f"{float(st['residual']):.3g}); {int(st['failed'])} instance(s) "
+            "failed; training stopped before applying that step's update",
+            hint=STATUS_HINTS[code],
+        )
         return product.locate(err)  # type: ignore[return-value]
     raise AssertionError("step_failure called without a failure")
 
 
 def nan_policy_failed(product: Product, stats) -> bool:
     """Whether a node with the ``nan`` policy failed on the step (its NaNs were asked for)."""
-    return any(product.graph.values[vid].attr("problem").on_infeasible == "nan"
-               and int(st["failed"]) > 0 for vid, st in stats.items())
+    return any(
+        product.graph.values[vid].attr("problem").on_infeasible == "nan" and int(st["failed"]) > 0
+        for vid, st in stats.items()
+    )
 
 
 def step_log(product: Product, stats) -> dict:
@@ -182,8 +228,11 @@ def step_log(product: Product, stats) -> dict:
     residual, mean iterations, and the count of each backward mode the step's gradient took."""
     out = {}
     for k, st in stats.items():
-        entry = {name: (int(x) if name == "failed" else float(x)) for name, x in st.items()
-                 if name in ("failed", "max_residual", "mean_iterations")}
+        entry: dict[str, Any] = {
+            name: (int(x) if name == "failed" else float(x))
+            for name, x in st.items()
+            if name in ("failed", "max_residual", "mean_iterations")
+        }
         counts = [int(c) for c in st["counts"]]
         entry["status"] = {STATUS_NAMES[i]: c for i, c in enumerate(counts) if c}
         modes = [int(c) for c in st["adjoint"]]

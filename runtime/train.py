@@ -9,6 +9,7 @@ batch order of epoch ``e`` from ``fold_in(fold_in(key, 1), e)``, random ops from
 ``fold_in(fold_in(key, 2), step)``. Same seed and config → the same bits in ``metrics.json``
 (timings go to ``timing.json``, which naturally differ).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,8 @@ import numpy as np
 
 from ddm.compiler.binding import bind_dims
 from ddm.dsl.diagnostics import DataDiagnostic, DdmError
-from ddm.runtime import compliance, diagnostics, nonfinite, saliency, solver_report
+from ddm.runtime import compliance, diagnostics, nonfinite, saliency, solver_report, train_step
 from ddm.runtime import resume as resume_state
-from ddm.runtime import train_step
 from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
@@ -55,8 +55,7 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
         data = SOURCES[name].load(**spec)
     except DataDiagnostic as err:
         if err.span is None:
-            raise cfg.error("data", f"data source {name}: {err.message}", hint=err.hint) \
-                from None
+            raise cfg.error("data", f"data source {name}: {err.message}", hint=err.hint) from None
         raise
     roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
     needed = prog.graph.inputs_needed([r for r in roots if r is not None])
@@ -64,22 +63,28 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
         arrays = getattr(data, split)
         missing = [s.name for s in needed if s.name not in arrays]
         if missing:
-            raise cfg.error("data", f"data source {name} provides inputs "
-                            f"{', '.join(sorted(arrays))}; the program also needs "
-                            f"{', '.join(missing)}",
-                            hint="rename the program's inputs to match, or choose another "
-                                 "source")
+            raise cfg.error(
+                "data",
+                f"data source {name} provides inputs "
+                f"{', '.join(sorted(arrays))}; the program also needs "
+                f"{', '.join(missing)}",
+                hint="rename the program's inputs to match, or choose another source",
+            )
         for s in needed:
             a = np.asarray(arrays[s.name])
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
                 row = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
-                raise cfg.error("data", f"data source {name}: input '{s.name}' has a non-finite "
-                                f"value in {split} sample {row}")
+                raise cfg.error(
+                    "data",
+                    f"data source {name}: input '{s.name}' has a non-finite "
+                    f"value in {split} sample {row}",
+                )
     return data
 
 
-def run(prog: Program, cfg: RunConfig, out_dir: str | None, console=None,
-        resume: bool = False) -> RunResult:
+def run(
+    prog: Program, cfg: RunConfig, out_dir: str | None, console=None, resume: bool = False
+) -> RunResult:
     """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics.
 
     With ``resume``, continue from the checkpoint in ``out_dir`` (``checkpoint_every`` steps,
@@ -98,15 +103,21 @@ def variant(prog: Program, cfg: RunConfig) -> Program:
     if v.get("loss"):
         named = dict(prog.graph.losses)
         if v["loss"] not in named:
-            raise cfg.error("loss", f"the program has no loss named '{v['loss']}'",
-                            hint="its named losses: " + (", ".join(named) or "none"))
+            raise cfg.error(
+                "loss",
+                f"the program has no loss named '{v['loss']}'",
+                hint="its named losses: " + (", ".join(named) or "none"),
+            )
         if prog.graph.loss != named[v["loss"]]:
             prog = prog.with_loss(v["loss"])
     if v.get("rules") == "off" and prog.graph.rules:
         prog = prog.without_rules()  # "pure DP": the rules are measured, not trained on
     if prog.graph.loss is None:
-        raise ConfigDiagnostic(None, f"{prog.file} declares no loss, so --run has nothing to "
-                               "train", hint="add: loss = ...")
+        raise ConfigDiagnostic(
+            None,
+            f"{prog.file} declares no loss, so --run has nothing to train",
+            hint="add: loss = ...",
+        )
     return prog
 
 
@@ -133,9 +144,11 @@ class _Run:
         if v.get("target"):
             names = sorted(dict(g.metrics)) + ["loss"]
             if v["target"]["metric"] not in names:
-                raise cfg.error("target.metric", f"the program has no metric "
-                                f"'{v['target']['metric']}'", hint="its metrics: "
-                                + ", ".join(names))
+                raise cfg.error(
+                    "target.metric",
+                    f"the program has no metric '{v['target']['metric']}'",
+                    hint="its metrics: " + ", ".join(names),
+                )
         self.train_arrays = self.device(self.data.train, needed)
         self.test = self.device(self.data.test, needed)
         self.n = self.data.n("train")
@@ -149,20 +162,27 @@ class _Run:
         self.lr_at = make_schedule(v["optimizer"], v["steps"])  # a number, or a schedule
         optimizer = make_optimizer(v["optimizer"], v["clip_norm"], v["steps"])
         self.phi = PhiSetup(product, cfg, {s.name for s in needed if dtypes[s.name].kind == "f"})
-        self.stepper = train_step.make(product, optimizer, clip_norm=v["clip_norm"],
-                                       gradient_stats=v["diagnostics"] != "off", phi=self.phi)
+        self.stepper = train_step.make(
+            product,
+            optimizer,
+            clip_norm=v["clip_norm"],
+            gradient_stats=v["diagnostics"] != "off",
+            phi=self.phi,
+        )
         # noise of random ops (gumbel_softmax) per step: fold_in(fold_in(key, 2), step)
         self.state = self.stepper.init(params, jax.random.fold_in(self.key, 2))
         self.step_fn = Compiled(self._gathered_step, "train step", donate_argnums=(0,))
         # the noise of the gradient on log steps: one extra compilation, so only when asked
-        self.diagnose = Compiled(diagnostics.make(product, self.batch)[0],
-                                 "gradient diagnostics")
+        self.diagnose = Compiled(diagnostics.make(product, self.batch)[0], "gradient diagnostics")
         self.adjoint_ids = [i for i in _adjoint_ids(product) if g.values[i].name]
         self.adjoints = Compiled(self._adjoint_stats, "node gradient statistics")
-        self.curriculum = Curriculum(product, v.get("curriculum"), self.n, self.batch,
-                                     jax.random.fold_in(self.key, 3))
-        self.evaluators = {what: Compiled(product.metrics, what) for what in
-                           ("metrics on the test set", "metrics on the training set")}
+        self.curriculum = Curriculum(
+            product, v.get("curriculum"), self.n, self.batch, jax.random.fold_in(self.key, 3)
+        )
+        self.evaluators = {
+            what: Compiled(product.metrics, what)
+            for what in ("metrics on the test set", "metrics on the training set")
+        }
         self.solver_summary: dict = {}
         self.log: list = []
         self.skipped = 0
@@ -179,10 +199,12 @@ class _Run:
 
     def _adjoint_stats(self, params, arrays, idx):
         from ddm.runtime import adjoints
+
         return adjoints.stats(self.product, params, {k: a[idx] for k, a in arrays.items()})
 
     def device(self, arrays, inputs):
         import jax.numpy as jnp
+
         fdt = self.product.float_dtype
         out = {}
         for s in inputs:
@@ -196,14 +218,19 @@ class _Run:
         import jax.numpy as jnp
 
         v, s = self.v, self.state
+        if not self.out_dir:
+            raise ConfigDiagnostic(None, "--resume needs the run directory it continues")
         try:
             r = resume_state.load(self.out_dir, s.params, s.opt_state, self.fingerprint)
         except ValueError as err:
             raise ConfigDiagnostic(None, f"--resume {self.out_dir}: {err}") from None
         if r.step >= v["steps"]:
-            raise ConfigDiagnostic(None, f"--resume {self.out_dir}: the checkpoint is at step "
-                                   f"{r.step} of {v['steps']}; nothing to do",
-                                   hint=f"raise steps, e.g. --set steps={2 * r.step}")
+            raise ConfigDiagnostic(
+                None,
+                f"--resume {self.out_dir}: the checkpoint is at step "
+                f"{r.step} of {v['steps']}; nothing to do",
+                hint=f"raise steps, e.g. --set steps={2 * r.step}",
+            )
         guards = s.tally.guards
         if "guards" in r.state:
             guards = jnp.asarray(r.state["guards"], jnp.int32)
@@ -212,30 +239,44 @@ class _Run:
             self.curriculum.weights = np.asarray(r.state["curriculum_weights"], np.float64)
             self.curriculum.refreshed = int(r.state["curriculum_refreshes"])
         tally = train_step.Tally(jnp.int32(0), jnp.int32(r.clipped), guards)
-        self.state = s._replace(params=r.params, opt_state=r.opt_state, step=jnp.int32(r.step),
-                                tally=tally)
+        self.state = s._replace(
+            params=r.params, opt_state=r.opt_state, step=jnp.int32(r.step), tally=tally
+        )
         self.log, self.skipped, self.start = r.log, r.skipped, r.step
 
     def checkpoint(self, done: int) -> None:
         if not self.out_dir:
             return
         tally, c = self.state.tally, self.curriculum
-        extra = {"guards": np.asarray(tally.guards)}
-        if c.probs is not None:
-            extra.update(curriculum=c.probs, curriculum_weights=c.weights,
-                         curriculum_refreshes=np.asarray(c.refreshed))
-        path = resume_state.save(self.out_dir, done, self.state.params, self.state.opt_state,
-                                 self.log, self.skipped, self.fingerprint, int(tally.clipped),
-                                 extra)
+        extra: dict[str, np.ndarray] = {"guards": np.asarray(tally.guards)}
+        if c.probs is not None and c.weights is not None:
+            extra.update(
+                curriculum=c.probs,
+                curriculum_weights=c.weights,
+                curriculum_refreshes=np.asarray(c.refreshed),
+            )
+        path = resume_state.save(
+            self.out_dir,
+            done,
+            self.state.params,
+            self.state.opt_state,
+            self.log,
+            self.skipped,
+            self.fingerprint,
+            int(tally.clipped),
+            extra,
+        )
         self.last_checkpoint[:] = [(done, path)]
 
     # --- the loop ------------------------------------------------------------------------------
     def batch_indices(self, s: int):
         """Rows of training step ``s`` (0-based): a function of (seed, epoch) only."""
         import jax
+
         epoch, pos = divmod(s, self.per_epoch)
         return jax.random.permutation(jax.random.fold_in(self.order_key, epoch), self.n)[
-            pos * self.batch:(pos + 1) * self.batch]
+            pos * self.batch : (pos + 1) * self.batch
+        ]
 
     def train(self) -> None:
         import jax
@@ -255,8 +296,9 @@ class _Run:
                 else:
                     if pos == 0 or perm is None:
                         perm = jax.random.permutation(
-                            jax.random.fold_in(self.order_key, epoch), self.n)
-                    idx = perm[pos * self.batch:(pos + 1) * self.batch]
+                            jax.random.fold_in(self.order_key, epoch), self.n
+                        )
+                    idx = perm[pos * self.batch : (pos + 1) * self.batch]
                 self.state, report = self.step_fn(self.state, self.train_arrays, idx)
                 skip = self.after_step(s, report, idx)
                 log_now = (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]
@@ -279,8 +321,7 @@ class _Run:
         jax.block_until_ready(self.state.params)
         # run_s: training alone (the compilations are reported apart)
         compiled = (self.step_fn, self.diagnose, self.adjoints)
-        self.run_s = (time.perf_counter() - started
-                      - sum(c.trace_s + c.compile_s for c in compiled))
+        self.run_s = time.perf_counter() - started - sum(c.trace_s + c.compile_s for c in compiled)
 
     def after_step(self, s: int, report, idx) -> bool:
         """Stop on a failed error-policy solve or an unexpected non-finite step (programs with
@@ -288,17 +329,21 @@ class _Run:
         if not self.declarative:
             return False
         if not bool(report.ok):
-            raise solver_report.step_failure(self.product, report.solvers, s + 1,
-                                             np.asarray(idx))
+            raise solver_report.step_failure(self.product, report.solvers, s + 1, np.asarray(idx))
         if bool(report.finite):
             return False
         if not solver_report.nan_policy_failed(self.product, report.solvers):
             loss = float(report.loss)
-            what = (f"the loss became {loss}" if not math.isfinite(loss)
-                    else f"the gradient's norm became {float(report.grad_norm)}")
-            raise DataDiagnostic(None, f"{what} at step {s + 1}; training stopped before "
-                                 "applying that step's update",
-                                 hint="lower the learning rate or set clip_norm")
+            what = (
+                f"the loss became {loss}"
+                if not math.isfinite(loss)
+                else f"the gradient's norm became {float(report.grad_norm)}"
+            )
+            raise DataDiagnostic(
+                None,
+                f"{what} at step {s + 1}; training stopped before applying that step's update",
+                hint="lower the learning rate or set clip_norm",
+            )
         self.skipped += 1  # NaNs the user asked for (on_infeasible="nan"): skip the step
         return True
 
@@ -310,38 +355,51 @@ class _Run:
             return
         rows = self.drawn.get(bad - 1) if self.curriculum.on else self.batch_indices(bad - 1)
         sample = {k: a[rows] for k, a in self.train_arrays.items()}
-        raise nonfinite.training_stop(self.product, self.state.params, sample, bad,
-                                      self.last_checkpoint)
+        raise nonfinite.training_stop(
+            self.product, self.state.params, sample, bad, self.last_checkpoint
+        )
 
     def log_step(self, s: int, report, idx, skip: bool, started: float, progress) -> None:
         """Append step ``s``'s log line (and update the progress display)."""
         v, g = self.v, self.g
         if skip:
-            self.log.append({"step": s + 1, "loss": None, "skipped": True,
-                             "solvers": solver_report.step_log(self.product, report.solvers),
-                             "skipped_steps": self.skipped})
+            self.log.append(
+                {
+                    "step": s + 1,
+                    "loss": None,
+                    "skipped": True,
+                    "solvers": solver_report.step_log(self.product, report.solvers),
+                    "skipped_steps": self.skipped,
+                }
+            )
             return
         self.stop_if_nonfinite()
         self.drawn.clear()
         loss = float(report.loss)
-        line: dict[str, Any] = {"step": s + 1, "loss": loss,
-                                "grad_norm": float(report.grad_norm),
-                                "wall_s": round(time.perf_counter() - started, 3)}
+        line: dict[str, Any] = {
+            "step": s + 1,
+            "loss": loss,
+            "grad_norm": float(report.grad_norm),
+            "wall_s": round(time.perf_counter() - started, 3),
+        }
         if v["clip_norm"] > 0:
             line["clipped"] = bool(report.clipped)
         if callable(self.lr_at):
-            line["lr"] = float(self.lr_at(s + 1))
+            line["lr"] = float(np.asarray(self.lr_at(s + 1)))
         elif (eta := learned_lr(self.state.opt_state)) is not None:
             line["lr"] = float(eta)  # after this step's update of it
         if self.declarative:
             line["solvers"] = solver_report.step_log(self.product, report.solvers)
             line["skipped_steps"] = self.skipped
         if g.rules:  # each rule's audit on the step's batch, from the step's own forward pass
-            line["rules"] = {r.name: {"intent": r.intent,
-                                      "activation": float(report.rules[r.name].activation),
-                                      "effective_penalty":
-                                          float(report.rules[r.name].effective_penalty)}
-                             for r in g.rules}
+            line["rules"] = {
+                r.name: {
+                    "intent": r.intent,
+                    "activation": float(report.rules[r.name].activation),
+                    "effective_penalty": float(report.rules[r.name].effective_penalty),
+                }
+                for r in g.rules
+            }
             values = self.product.param_values(self.state.params)
             for r in g.rules:
                 if r.memory:
@@ -349,8 +407,9 @@ class _Run:
         if self.phi.ortho is not None:
             line["orthogonality_penalty"] = float(report.penalty)
         if g.guards:
-            line["guard_violations"] = {x.name: int(c) for x, c in
-                                        zip(g.guards, np.asarray(self.state.tally.guards))}
+            line["guard_violations"] = {
+                x.name: int(c) for x, c in zip(g.guards, np.asarray(self.state.tally.guards))
+            }
         if self.curriculum.on:
             line["curriculum"] = self.curriculum.log(idx)
         if v["diagnostics"] != "off":
@@ -362,10 +421,11 @@ class _Run:
                 line["grad"][name].update(extra)
             nodes = self.adjoints(params, self.train_arrays, idx)
             label = self.product.label
-            line["node_grad_norms"] = {label(i): float(nodes[i]["norm"])
-                                       for i in self.adjoint_ids}
-            line["node_grads"] = {label(i): {k: float(x) for k, x in nodes[i].items()
-                                             if k != "norm"} for i in self.adjoint_ids}
+            line["node_grad_norms"] = {label(i): float(nodes[i]["norm"]) for i in self.adjoint_ids}
+            line["node_grads"] = {
+                label(i): {k: float(x) for k, x in nodes[i].items() if k != "norm"}
+                for i in self.adjoint_ids
+            }
         self.log.append(line)
         progress.update(s + 1, loss)
 
@@ -380,8 +440,11 @@ class _Run:
     def finish(self) -> RunResult:
         """Final metrics and timing; artefacts written to ``out_dir``."""
         v, g, params = self.v, self.g, self.state.params
-        final_train = _floats(self.evaluate(params, {k: self.train_arrays[k] for k in self.test},
-                                            "metrics on the training set"))
+        final_train = _floats(
+            self.evaluate(
+                params, {k: self.train_arrays[k] for k in self.test}, "metrics on the training set"
+            )
+        )
         final_test = _floats(self.evaluate(params, self.test))
         metrics = {
             "program": os.path.basename(g.file),
@@ -390,8 +453,11 @@ class _Run:
             "steps": v["steps"],
             "train": final_train,
             "test": final_test,
-            "params": {k: _floats_tree(x) for k, x in self.product.param_values(params).items()
-                       if np.size(x) <= 16},
+            "params": {
+                k: _floats_tree(x)
+                for k, x in self.product.param_values(params).items()
+                if np.size(x) <= 16
+            },
         }
         metrics.update(self.summaries(final_test))
         timing = self.timing()
@@ -414,8 +480,11 @@ class _Run:
         if v.get("saliency"):
             vid = g.nodes[v["saliency"]["of"]]
             out["saliency"] = saliency.compute(
-                self.prog, params, self.device(self.data.test, g.inputs_needed([vid])),
-                v["saliency"])
+                self.prog,
+                params,
+                self.device(self.data.test, g.inputs_needed([vid])),
+                v["saliency"],
+            )
         grad_summary = diagnostics.summary(self.log)
         if grad_summary:
             out["gradients"] = grad_summary
@@ -424,17 +493,20 @@ class _Run:
         if v.get("target"):
             out["target"] = _target(v, self.log, final_test)
         if self.phi.ortho is not None:
-            pens = [line["orthogonality_penalty"] for line in self.log
-                    if "orthogonality_penalty" in line]
+            pens = [
+                line["orthogonality_penalty"]
+                for line in self.log
+                if "orthogonality_penalty" in line
+            ]
             out["orthogonality_penalty"] = pens[-1] if pens else None
         nodes_logged = [line for line in self.log if "node_grad_norms" in line]
         if nodes_logged:
             out["node_grad_norms"] = nodes_logged[-1]["node_grad_norms"]
             out["node_grads"] = nodes_logged[-1]["node_grads"]
         if g.guards:
-            out["compliance"] = compliance.report(self.product, params, self.test,
-                                                  np.asarray(tally.guards),
-                                                  v["steps"] * self.batch)
+            out["compliance"] = compliance.report(
+                self.product, params, self.test, np.asarray(tally.guards), v["steps"] * self.batch
+            )
         if self.curriculum.on:
             out["curriculum"] = self.curriculum.summary()
         return out
@@ -470,6 +542,7 @@ class _Run:
 
 def _adjoint_ids(product) -> list[int]:
     from ddm.runtime import adjoints
+
     return adjoints.ids(product)
 
 
@@ -479,12 +552,22 @@ def _target(v: dict, log: list, final_test: dict) -> dict:
     evals = [(line["step"], line["test"]) for line in log if "test" in line]
     evals.append((v["steps"], final_test))
     below = target["below"]
-    reached = [st for st, m in evals
-               if (m[target["metric"]] <= target["value"] if below
-                   else m[target["metric"]] >= target["value"])]
-    return {"metric": target["metric"], "value": target["value"], "below": below,
-            "steps_to_target": reached[0] if reached else None,
-            "evaluated_every": v["eval_every"]}
+    reached = [
+        st
+        for st, m in evals
+        if (
+            m[target["metric"]] <= target["value"]
+            if below
+            else m[target["metric"]] >= target["value"]
+        )
+    ]
+    return {
+        "metric": target["metric"],
+        "value": target["value"],
+        "below": below,
+        "steps_to_target": reached[0] if reached else None,
+        "evaluated_every": v["eval_every"],
+    }
 
 
 def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
@@ -512,11 +595,15 @@ def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
     first = {k: np.asarray(a[:batch]) for k, a in data.train.items() if k in names}
     norms = adjoints.grad_norms(prog.product, params, first)
     grads = jax.jit(jax.grad(lambda p, b: prog.product.loss(p, b)[0]))(params, first)
-    out = {"step": metrics["steps"], "batch": batch,
-           "values": {str(i): n for i, n in norms.items()},
-           "params": {k: float(optax.tree.norm(x)) for k, x in grads.items()},
-           "labels": {str(i): f"{g.values[i].name or g.values[i].op}: {g.values[i].type}"
-                      for i in norms}}
+    out = {
+        "step": metrics["steps"],
+        "batch": batch,
+        "values": {str(i): n for i, n in norms.items()},
+        "params": {k: float(optax.tree.norm(x)) for k, x in grads.items()},
+        "labels": {
+            str(i): f"{g.values[i].name or g.values[i].op}: {g.values[i].type}" for i in norms
+        },
+    }
     write_json(os.path.join(run_dir, "grad_norms.json"), out)
     return out
 

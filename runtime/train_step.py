@@ -22,6 +22,7 @@ Randomness: the step's random ops draw from ``fold_in(state.key, state.step)``.
 >>> float(report.loss), float(state.params["a"]), int(state.step)
 (5.0, 1.0, 1)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -66,8 +67,14 @@ class TrainStep(NamedTuple):
     step: Callable[[TrainState, Any], tuple[TrainState, StepReport]]
 
 
-def make(product: Product, optimizer, *, clip_norm: float = 0.0,
-         gradient_stats: bool = True, phi: PhiSetup | None = None) -> TrainStep:
+def make(
+    product: Product,
+    optimizer,
+    *,
+    clip_norm: float = 0.0,
+    gradient_stats: bool = True,
+    phi: PhiSetup | NoPhi | None = None,
+) -> TrainStep:
     """The step of training ``product``'s loss with the optax transformation ``optimizer``.
 
     ``clip_norm`` > 0: count the steps whose gradient norm exceeds it (the clipping itself is
@@ -79,13 +86,12 @@ def make(product: Product, optimizer, *, clip_norm: float = 0.0,
 
     g = product.graph
     declarative = any(v.op == "argmin" for v in g.values)
-    if phi is None:
-        phi = _no_phi(product)
+    setup: PhiSetup | NoPhi = NoPhi() if phi is None else phi
 
     def objective(params, batch, key):
         loss, aux = product.loss(params, batch, key)
         penalty = jnp.zeros((), loss.dtype)
-        extra = phi.penalty(params, batch, key)
+        extra = setup.penalty(params, batch, key)
         if extra is not None:
             penalty = extra
         return loss + penalty, (aux, penalty)
@@ -99,17 +105,18 @@ def make(product: Product, optimizer, *, clip_norm: float = 0.0,
     def step(state: TrainState, batch) -> tuple[TrainState, StepReport]:
         params, opt_state, tally = state.params, state.opt_state, state.tally
         key_t = jax.random.fold_in(state.key, state.step)
-        if phi.boosted:  # the loss's saliency w.r.t. the inputs, from the same backward pass
-            xs = {k: batch[k] for k in phi.pool}
+        if setup.boosted:  # the loss's saliency w.r.t. the inputs, from the same backward pass
+            xs = {k: batch[k] for k in setup.pool}
             (loss, (aux, penalty)), (grads, xgrads) = jax.value_and_grad(
-                lambda p, x: objective(p, {**batch, **x}, key_t), argnums=(0, 1),
-                has_aux=True)(params, xs)
+                lambda p, x: objective(p, {**batch, **x}, key_t), argnums=(0, 1), has_aux=True
+            )(params, xs)
         else:
-            (loss, (aux, penalty)), grads = jax.value_and_grad(
-                objective, has_aux=True)(params, batch, key_t)
+            (loss, (aux, penalty)), grads = jax.value_and_grad(objective, has_aux=True)(
+                params, batch, key_t
+            )
             xgrads = {}
         updates, new_state = optimizer.update(grads, opt_state, params)
-        new_params = phi.remember(optax.apply_updates(params, updates), params, batch, xgrads)
+        new_params = setup.remember(optax.apply_updates(params, updates), params, batch, xgrads)
         ok, stats = solver_report.step_stats(product, aux.solvers)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
@@ -125,27 +132,30 @@ def make(product: Product, optimizer, *, clip_norm: float = 0.0,
             bad = jnp.where(~finite & (bad == 0), state.step + 1, bad)
             apply = finite & (bad == 0)
         clipped = apply & (gnorm > clip_norm) if clip_norm > 0 else jnp.bool_(False)
-        tally = Tally(bad, tally.clipped + clipped.astype(jnp.int32),
-                      tally.guards + phi.violations(aux))
+        tally = Tally(
+            bad, tally.clipped + clipped.astype(jnp.int32), tally.guards + setup.violations(aux)
+        )
 
         def keep(new, old):
             return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
 
         grad_stats = diagnostics.basic(grads) if gradient_stats else {}
-        state = TrainState(keep(new_params, params), keep(new_state, opt_state),
-                           state.step + 1, state.key, tally)
-        return state, StepReport(loss, gnorm, ok, finite, clipped, stats, grad_stats, penalty,
-                                 aux.rules)
+        state = TrainState(
+            keep(new_params, params), keep(new_state, opt_state), state.step + 1, state.key, tally
+        )
+        return state, StepReport(
+            loss, gnorm, ok, finite, clipped, stats, grad_stats, penalty, aux.rules
+        )
 
     return TrainStep(init, step)
 
 
-class _NoPhi:
+class NoPhi:
+    """A program's training without Φ-rule memory or orthogonality: guards are still counted
+    (from the step's aux)."""
+
     boosted = False
     pool: tuple = ()
-
-    def __init__(self, guards: int):
-        self.guards = guards
 
     def penalty(self, params, batch, key):
         return None
@@ -155,9 +165,7 @@ class _NoPhi:
 
     def violations(self, aux):
         import jax.numpy as jnp
-        return jnp.stack([jnp.sum(x.violated > 0.5) for x in aux.guards.values()]).astype(
-            jnp.int32) if aux.guards else jnp.zeros((0,), jnp.int32)
 
-
-def _no_phi(product: Product):
-    return _NoPhi(len(product.guards))
+        if not aux.guards:
+            return jnp.zeros((0,), jnp.int32)
+        return jnp.stack([jnp.sum(x.violated > 0.5) for x in aux.guards.values()]).astype(jnp.int32)

@@ -1,5 +1,6 @@
 """Test-suite set-up. XLA's CPU pool is sized from NPROC when JAX starts: set ddm's guard
 before any test module imports JAX (see ddm/library/xla_env.py)."""
+
 import os
 
 os.environ.setdefault("NPROC", "4")
@@ -41,6 +42,7 @@ def float64():
 def fd_grad(f, params, eps=1e-6):
     """Central finite differences of scalar ``f`` in every entry of the params pytree, flat."""
     from jax.flatten_util import ravel_pytree
+
     flat, unravel = ravel_pytree(params)
     flat = np.asarray(flat, np.float64)
     out = np.zeros_like(flat)
@@ -54,6 +56,7 @@ def fd_grad(f, params, eps=1e-6):
 
 def flat(tree):
     from jax.flatten_util import ravel_pytree
+
     return np.asarray(ravel_pytree(tree)[0])
 
 
@@ -66,6 +69,7 @@ def compile_error(text: str):
     """The located error compiling ``text`` raises."""
     import ddm
     from ddm.dsl.diagnostics import DdmError
+
     with pytest.raises(DdmError) as info:
         ddm.loads(text)
     return info.value

@@ -1,5 +1,6 @@
 """The Python API contract of DESIGN.md: load/loads → Program; init, apply, apply_batch, loss,
 all pure and composable with jax.jit, jax.grad and jax.vmap."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,7 +76,7 @@ def test_literal_dims_are_checked_at_call_time():
 
 
 def test_batch_statistics_need_a_batch():
-    prog = ddm.loads("input x: f32[2]\nnode z = zscore(x, stats=\"batch\")\noutput z", "z.ddm")
+    prog = ddm.loads('input x: f32[2]\nnode z = zscore(x, stats="batch")\noutput z', "z.ddm")
     out = prog.apply_batch({}, x=jnp.array([[1.0, 2.0], [3.0, 6.0]]))["z"]
     np.testing.assert_allclose(out, [[-1, -1], [1, 1]], atol=1e-6)
     with pytest.raises(DataDiagnostic, match="needs a batch"):
@@ -96,10 +97,12 @@ def test_load_reads_files_and_reports_io_problems(tmp_path):
 
 def test_imports_and_generic_fns(tmp_path):
     (tmp_path / "lib.ddm").write_text(
-        "fn centre(v: f32[K]) -> f32[K] { let m = mean(v) return v - m }\n")
+        "fn centre(v: f32[K]) -> f32[K] { let m = mean(v) return v - m }\n"
+    )
     (tmp_path / "main.ddm").write_text(
         'import "lib.ddm" as lib\ninput a: f32[3]\ninput b: f32[5]\n'
-        "node ca = lib.centre(a)\nnode cb = lib.centre(b)\noutput ca, cb\n")
+        "node ca = lib.centre(a)\nnode cb = lib.centre(b)\noutput ca, cb\n"
+    )
     prog = ddm.load(tmp_path / "main.ddm")
     out = prog.apply({}, a=jnp.arange(3.0), b=jnp.arange(5.0))
     np.testing.assert_allclose(out["ca"], [-1, 0, 1])

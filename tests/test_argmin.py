@@ -5,11 +5,13 @@ language's side: the problem the compiler builds from the text (P, c, A, b, G, h
 parameters), the class and backward it reports, gradients through a whole program against
 finite differences (float64), run-time statuses, policies and composition with JAX transforms.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ddm
 from ddm.runtime.errors import SolverDiagnostic
@@ -58,6 +60,7 @@ loss = mean(sum(w * w, axis=1))
 
 # --- class 1: what is solved ----------------------------------------------------------------
 
+
 @settings(max_examples=8, deadline=None)
 @given(n=st.integers(2, 7), seed=st.integers(0, 2**16))
 def test_budget_node_solves_the_stated_kkt_system(n, seed):
@@ -92,14 +95,15 @@ def test_budget_gradients_match_finite_differences(n, seed):
 
 
 def test_argmax_is_argmin_of_the_negated_objective():
-    text = BUDGET.replace("argmin v: f32[N] { lam * quad(v, S) - dot(b, v) }",
-                          "argmax v: f32[N] { dot(b, v) - lam * quad(v, S) }")
+    text = BUDGET.replace(
+        "argmin v: f32[N] { lam * quad(v, S) - dot(b, v) }",
+        "argmax v: f32[N] { dot(b, v) - lam * quad(v, S) }",
+    )
     rng = np.random.default_rng(1)
     S, b = spd(rng, 4), rng.normal(size=4)
     a, m = ddm.loads(BUDGET, x64=True), ddm.loads(text, x64=True)
     pa, pm = a.init(jax.random.key(0), N=4), m.init(jax.random.key(0), N=4)
-    np.testing.assert_allclose(a.apply(pa, b=b, S=S)["w"], m.apply(pm, b=b, S=S)["w"],
-                               rtol=1e-10)
+    np.testing.assert_allclose(a.apply(pa, b=b, S=S)["w"], m.apply(pm, b=b, S=S)["w"], rtol=1e-10)
 
 
 def test_quadratic_atoms_and_affine_arguments_build_the_same_problem():
@@ -107,7 +111,8 @@ def test_quadratic_atoms_and_affine_arguments_build_the_same_problem():
     rng = np.random.default_rng(2)
     n = 4
     S, J, m = spd(rng, n), rng.normal(size=(3, n)), rng.normal(size=n)
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 4
         input S: f32[N, N]
         input J: f32[3, N]
@@ -116,7 +121,9 @@ def test_quadratic_atoms_and_affine_arguments_build_the_same_problem():
             quad(v - m, S) + 0.5 * sum((J @ v) ** 2) + 2.0 * mean(v ** 2) - 3.0 * sum(v)
         } subject to { v[0] + 2.0 * v[1] == 1.0 }
         output w
-    """, x64=True)
+    """,
+        x64=True,
+    )
     w = prog.apply({}, S=S, J=J, m=m)["w"]
     P = 2 * S + J.T @ J + (4.0 / n) * np.eye(n)
     c = -2 * S @ m - 3.0 * np.ones(n)
@@ -128,25 +135,32 @@ def test_matrix_decision_variable():
     """A [N, K] variable: each row sums to one, nearest to a target T in least squares."""
     rng = np.random.default_rng(3)
     T = rng.normal(size=(3, 2))
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 3
         dim K = 2
         input T: f32[N, K]
         node W = argmin V: f32[N, K] { sum((V - T) ** 2) } subject to { sum(V, axis=1) == 1 }
         output W
-    """, x64=True)
+    """,
+        x64=True,
+    )
     W = np.asarray(prog.apply({}, T=T)["W"])
     want = T + (1 - T.sum(1, keepdims=True)) / 2  # projection onto each row's hyperplane
     np.testing.assert_allclose(W, want, atol=1e-10)
 
 
 def test_node_in_float64_inside_a_float32_pipeline():
-    prog = ddm.loads(BUDGET.replace("subject to { sum(v) == 1 }",
-                                    'subject to { sum(v) == 1 } using kkt(dtype="f64")'))
+    prog = ddm.loads(
+        BUDGET.replace(
+            "subject to { sum(v) == 1 }", 'subject to { sum(v) == 1 } using kkt(dtype="f64")'
+        )
+    )
     params = prog.init(jax.random.key(0), N=3)
     rng = np.random.default_rng(4)
-    w = prog.apply(params, b=rng.normal(size=3).astype(np.float32),
-                   S=spd(rng, 3).astype(np.float32))["w"]
+    w = prog.apply(
+        params, b=rng.normal(size=3).astype(np.float32), S=spd(rng, 3).astype(np.float32)
+    )["w"]
     assert w.dtype == jnp.float32
     assert abs(float(jnp.sum(w)) - 1.0) < 1e-6
 
@@ -200,14 +214,18 @@ def test_long_only_gradient_matches_finite_differences_away_from_kinks():
 
 # --- class 3 and 4 --------------------------------------------------------------------------
 
+
 def test_smooth_objective_with_equality_is_class_3_and_correct():
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 4
         input a: f32[N]
         node w = argmin v: f32[N] { sum(softplus(v - a)) + 0.5 * sum(v ** 2) }
             subject to { sum(v) == 1 }
         output w
-    """, x64=True)
+    """,
+        x64=True,
+    )
     assert "class 3" in prog.graph.values[prog.graph.nodes["w"]].attr("problem").describe()
     a = np.array([0.3, -1.0, 2.0, 0.5])
     w = np.asarray(prog.apply({}, a=a)["w"])
@@ -216,13 +234,16 @@ def test_smooth_objective_with_equality_is_class_3_and_correct():
 
 
 def test_l1_node_is_class_4_and_sparse():
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 5
         input y: f32[N]
         param kappa: f32 = 0.5 positive
         node w = argmin v: f32[N] { 0.5 * sum((v - y) ** 2) + kappa * sum(abs(v)) }
         output w
-    """, x64=True)
+    """,
+        x64=True,
+    )
     params = prog.init(jax.random.key(0))
     y = np.array([1.0, -0.2, 0.3, -2.0, 0.45])
     w = np.asarray(prog.apply(params, y=y)["w"])
@@ -232,7 +253,8 @@ def test_l1_node_is_class_4_and_sparse():
 def test_turnover_cost_on_a_long_only_budget_is_class_4_with_gradients():
     """A fully invested long-only portfolio paying κ per unit traded away from holdings h:
     the L1 term's centre is data, the simplex its feasible set."""
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 5
         input b: f32[N]
         input h: f32[N]
@@ -242,7 +264,9 @@ def test_turnover_cost_on_a_long_only_budget_is_class_4_with_gradients():
             subject to { sum(v) == 1, v >= 0 }
         output w
         loss = mean(sum(w * b, axis=1)) + mean(sum(w * w, axis=1))
-    """, x64=True)
+    """,
+        x64=True,
+    )
     p = prog.graph.values[prog.graph.nodes["w"]].attr("problem")
     assert (p.klass, p.solver) == (4, "prox")
     rng = np.random.default_rng(12)
@@ -262,14 +286,18 @@ def test_turnover_cost_on_a_long_only_budget_is_class_4_with_gradients():
 
 # --- the compiler's choices -----------------------------------------------------------------
 
+
 def test_linear_objective_keeps_implicit_backward_and_says_its_gradients_vanish():
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 3
         input b: f32[N]
         node w = argmin v: f32[N] { dot(b, v) } subject to { sum(v) == 1, v >= 0 }
         output w
         loss = sum(w * b)
-    """, x64=True)
+    """,
+        x64=True,
+    )
     p = prog.graph.values[prog.graph.nodes["w"]].attr("problem")
     assert (p.klass, p.backward, p.backward_by) == (2, "implicit", "compiler")
     assert "zero almost everywhere" in p.describe()
@@ -284,8 +312,7 @@ def test_unrolled_node_accepts_its_kth_iterate():
     """backward unroll(k): the value is the k-th iterate by definition, so stopping at the
     iteration limit is not a failure (strict mode does not raise), and its gradient is that of
     the iterate: finite."""
-    prog = ddm.loads(LONG_ONLY.replace("\n}\noutput", "\n} backward unroll(3)\noutput"),
-                     x64=True)
+    prog = ddm.loads(LONG_ONLY.replace("\n}\noutput", "\n} backward unroll(3)\noutput"), x64=True)
     assert prog.graph.values[prog.graph.nodes["w"]].attr("problem").steps == 3
     rng = np.random.default_rng(2)
     S, b = spd(rng, 4)[None], rng.normal(size=(1, 4))
@@ -343,8 +370,7 @@ def test_nan_policy_returns_nan_for_failed_instances_only():
 
 
 def test_closest_policy_returns_the_least_violating_point():
-    prog = ddm.loads(INFEASIBLE.replace("{using}", ' using ipm(on_infeasible="closest")'),
-                     x64=True)
+    prog = ddm.loads(INFEASIBLE.replace("{using}", ' using ipm(on_infeasible="closest")'), x64=True)
     w = np.asarray(prog.apply_batch({}, lo=np.array([1.0]))["w"])[0]
     # no point has v ≥ 1 and sum(v) = 1; the elastic problem balances both violations
     assert np.all(np.isfinite(w)) and np.ptp(w) < 1e-6 and 1 / 3 < w[0] <= 1.0
@@ -368,8 +394,7 @@ def test_closest_point_is_right_in_both_precisions_with_its_status_and_gradient(
     instance's (inactive bounds) by 0."""
     from ddm.library.solvers.status import CLOSEST, CONVERGED
 
-    prog = ddm.loads(TWO_BOUNDS.replace("{using}", ' using ipm(on_infeasible="closest")'),
-                     x64=x64)
+    prog = ddm.loads(TWO_BOUNDS.replace("{using}", ' using ipm(on_infeasible="closest")'), x64=x64)
     plain = ddm.loads(TWO_BOUNDS.replace("{using}", ""), x64=x64)
     dtype = np.float64 if x64 else np.float32
     lo = np.array([0.8, 0.1], dtype)
@@ -395,14 +420,26 @@ loss = mean({loss})
 """
 
 
-@pytest.mark.parametrize("objective, using, loss, expected", [
-    # v₁ = 0 whatever a: the Hessian diag(2, 0) is singular at a differentiable minimum
-    ("(v[0] - a - z) ** 2 + v[1] ** 4", "", "w[:, 0] ** 2 + w[:, 1]",
-     lambda a, z: (np.stack([a + z, 0 * z], -1), np.mean(2 * (a + z)))),
-    # a line of minimisers: Newton from 0 returns the minimum-norm one, ((a+z)/2, −(a+z)/2)
-    ("(v[0] - v[1] - a - z) ** 2", " using newton", "w[:, 0] + 3 * w[:, 1]",
-     lambda a, z: (np.stack([a + z, -(a + z)], -1) / 2, -1.0)),
-], ids=["flat-direction", "valley"])
+@pytest.mark.parametrize(
+    "objective, using, loss, expected",
+    [
+        # v₁ = 0 whatever a: the Hessian diag(2, 0) is singular at a differentiable minimum
+        (
+            "(v[0] - a - z) ** 2 + v[1] ** 4",
+            "",
+            "w[:, 0] ** 2 + w[:, 1]",
+            lambda a, z: (np.stack([a + z, 0 * z], -1), np.mean(2 * (a + z))),
+        ),
+        # a line of minimisers: Newton from 0 returns the minimum-norm one, ((a+z)/2, −(a+z)/2)
+        (
+            "(v[0] - v[1] - a - z) ** 2",
+            " using newton",
+            "w[:, 0] + 3 * w[:, 1]",
+            lambda a, z: (np.stack([a + z, -(a + z)], -1) / 2, -1.0),
+        ),
+    ],
+    ids=["flat-direction", "valley"],
+)
 def test_singular_hessian_node_has_the_least_squares_gradient(objective, using, loss, expected):
     """Through the program: the solve converges, the gradient is finite and equals finite
     differences and the derivative of the point returned. solver_info (a primal call) reports
@@ -424,8 +461,9 @@ def test_singular_hessian_node_has_the_least_squares_gradient(objective, using, 
     g = float(jax.grad(lambda p: prog.loss(p, {"z": z}))(params)["a"])
     # the solution is affine in a and the losses at most quadratic: a wide step is exact, and
     # stays clear of the ~1e-9 rounding noise along the valley's floor
-    fd = central_fd(lambda a: float(prog.loss({"a": jnp.asarray(a)}, {"z": z})), np.array(0.3),
-                    h=1e-2)
+    fd = central_fd(
+        lambda a: float(prog.loss({"a": jnp.asarray(a)}, {"z": z})), np.array(0.3), h=1e-2
+    )
     assert abs(g - want_g) < 1e-7 and abs(g - float(fd)) < 1e-6
 
 
@@ -442,8 +480,7 @@ def test_nan_in_data_is_named_not_propagated():
     prog = ddm.loads(BUDGET)
     params = prog.init(jax.random.key(0), N=2)
     with pytest.raises(SolverDiagnostic) as info:
-        prog.apply(params, b=np.array([np.nan, 0.0], np.float32),
-                   S=np.eye(2, dtype=np.float32))
+        prog.apply(params, b=np.array([np.nan, 0.0], np.float32), S=np.eye(2, dtype=np.float32))
     assert "non-finite" in str(info.value)
 
 
@@ -459,6 +496,7 @@ def test_a_failed_instance_has_no_finite_gradient():
 
 # --- composition ----------------------------------------------------------------------------
 
+
 def test_node_composes_with_jit_vmap_grad_and_scan():
     prog = ddm.loads(BUDGET, x64=True)
     params = prog.init(jax.random.key(0), N=3)
@@ -471,7 +509,7 @@ def test_node_composes_with_jit_vmap_grad_and_scan():
 
     def scanned(carry, xs):
         w = one(xs[0] + carry, xs[1])
-        return carry + 0.1 * w, jnp.sum(w ** 2)
+        return carry + 0.1 * w, jnp.sum(w**2)
 
     def rollout(b0):
         _, ys = jax.lax.scan(scanned, b0, (b, S))
@@ -483,7 +521,8 @@ def test_node_composes_with_jit_vmap_grad_and_scan():
 
 
 def test_node_inside_a_fn_and_a_larger_pipeline():
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
         dim N = 3
         input b: f32[N]
         param scale: f32 = 1.0
@@ -494,7 +533,9 @@ def test_node_inside_a_fn_and_a_larger_pipeline():
         node pnl = dot(w, b)
         output w, pnl
         loss = -mean(pnl)
-    """, x64=True)
+    """,
+        x64=True,
+    )
     params = prog.init(jax.random.key(0))
     b = np.array([[0.1, 0.2, -0.3]])
     w = np.asarray(prog.apply(params, b=b[0])["w"])
@@ -514,8 +555,9 @@ def test_sparse_example_converges_on_real_daily_covariances(examples_dir, dtype)
 
     data = SOURCES["sp500_windows"].load(window=60, test_from="2016-01-01").train
     text = (examples_dir / "sparse_hedge.ddm").read_text()
-    text = text.replace("} subject to { v >= -w0, v <= 0.2 }",
-                        "} subject to { v >= -w0, v <= 0.2 } " + dtype)
+    text = text.replace(
+        "} subject to { v >= -w0, v <= 0.2 }", "} subject to { v >= -w0, v <= 0.2 } " + dtype
+    )
     prog = ddm.loads(text, strict=False, x64=False)
     params = prog.init(jax.random.key(0))
     idx = np.arange(0, len(data["x"]), 7)

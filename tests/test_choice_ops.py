@@ -13,23 +13,25 @@ Specifications:
 
 Float64 for the whole module: gradients are compared.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import ddm
-from conftest import column_of, compile_error, type_of
-from ddm.dsl.diagnostics import DdmError
 from ddm.dsl.format import format_module, format_source
 from ddm.dsl.parser import parse
 from ddm.library import OPS
 from ddm.library.lazy import jax
 
+from conftest import column_of, compile_error, type_of
+
 pytestmark = pytest.mark.usefixtures("float64")
 
 
 # --- shape rules ---------------------------------------------------------------------------------
+
 
 def test_shape_rules_of_good_calls():
     prog = ddm.loads("""dim K = 3
@@ -48,16 +50,35 @@ output last, first, pick, unit
     assert type_of(prog, "unit") == "f32[4]"
 
 
-@pytest.mark.parametrize("decl,kind,message,needle", [
-    ("input z: f32\nnode c = argmax(z)", "shape", "argmax picks along an axis, got a scalar f32",
-     "z)"),
-    ("input z: bool[3]\nnode c = argmax(z)", "dtype", "argmax expects numbers, got bool[3]",
-     "z)"),
-    ("input z: f32[3]\nnode c = argmax(z, axis=1)", "shape",
-     "argmax: axis 1 is out of range for a tensor of rank 1", "z,"),
-    ("input z: f32[3]\nnode c = one_hot(z, 3)", "dtype",
-     "one_hot encodes integer indices, got f32[3]", "z,"),
-])
+@pytest.mark.parametrize(
+    "decl,kind,message,needle",
+    [
+        (
+            "input z: f32\nnode c = argmax(z)",
+            "shape",
+            "argmax picks along an axis, got a scalar f32",
+            "z)",
+        ),
+        (
+            "input z: bool[3]\nnode c = argmax(z)",
+            "dtype",
+            "argmax expects numbers, got bool[3]",
+            "z)",
+        ),
+        (
+            "input z: f32[3]\nnode c = argmax(z, axis=1)",
+            "shape",
+            "argmax: axis 1 is out of range for a tensor of rank 1",
+            "z,",
+        ),
+        (
+            "input z: f32[3]\nnode c = one_hot(z, 3)",
+            "dtype",
+            "one_hot encodes integer indices, got f32[3]",
+            "z,",
+        ),
+    ],
+)
 def test_bad_calls_are_located(decl, kind, message, needle):
     text = decl + "\noutput c\n"
     err = compile_error(text)
@@ -100,6 +121,7 @@ def test_formatter_round_trips_the_call_and_the_problem():
 
 # --- values --------------------------------------------------------------------------------------
 
+
 def test_argmax_takes_the_first_index_on_ties_along_any_axis():
     x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
     assert np.asarray(OPS["argmax"].impl(x)).tolist() == [1, 0]
@@ -135,8 +157,9 @@ loss = -mean(gain)
 """
 
 
-@pytest.mark.parametrize("choice,trains", [("one_hot(argmax(scale * z), K)", False),
-                                            ("softmax(scale * z)", True)])
+@pytest.mark.parametrize(
+    "choice,trains", [("one_hot(argmax(scale * z), K)", False), ("softmax(scale * z)", True)]
+)
 def test_the_hard_rule_passes_no_gradient_and_its_relaxation_does(choice, trains):
     prog = ddm.loads(RULE.format(choice=choice), x64=True)
     rng = np.random.default_rng(0)

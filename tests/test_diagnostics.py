@@ -10,6 +10,7 @@ imported one, or a ``.yaml`` config). ``config`` cases are compiled and then go 
 configuration (the ``run`` section, then ``NAME.yaml`` beside the file when there is one), as
 ``ddmc compile --run`` does before it trains. Helper files live in ``lib/`` and are not cases.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -32,10 +33,23 @@ from ddm.dsl.diagnostics import DdmError
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus" / "bad"
 CASES = sorted(CORPUS.glob("*.ddm"))  # not recursive: lib/ holds helpers
-KINDS = {"syntax", "name", "cycle", "shape", "dtype", "arity", "import", "config", "data",
-         "input", "problem"}
-HEADER = re.compile(r"# expect: (?:(?P<file>[^\s:]+):)?(?P<line>\d+):(?P<col>\d+) "
-                    r"(?P<kind>\w+): (?P<message>.+)$")
+KINDS = {
+    "syntax",
+    "name",
+    "cycle",
+    "shape",
+    "dtype",
+    "arity",
+    "import",
+    "config",
+    "data",
+    "input",
+    "problem",
+}
+HEADER = re.compile(
+    r"# expect: (?:(?P<file>[^\s:]+):)?(?P<line>\d+):(?P<col>\d+) "
+    r"(?P<kind>\w+): (?P<message>.+)$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,7 @@ def compile_case(path: pathlib.Path, kind: str) -> None:
     if kind == "config":
         from ddm.runtime.config import RunConfig
         from ddm.runtime.data import SOURCES
+
         cfg = RunConfig.defaults()
         cfg.apply_run_section(graph.run, sources.texts.get(graph.file, ""))
         yaml_path = path.with_suffix(".yaml")
@@ -100,6 +115,7 @@ def test_corpus_is_large_and_well_formed():
 
 # --- (a) the diagnostic itself -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_corpus_diagnostic(path):
     exp = expectation(path)
@@ -116,6 +132,7 @@ def test_corpus_diagnostic(path):
 
 
 # --- (b) the same through `ddmc check` ---------------------------------------------------------
+
 
 def _ddmc() -> list[str]:
     script = pathlib.Path(sys.executable).with_name("ddmc")
@@ -149,6 +166,7 @@ def test_corpus_cli(path):
 
 
 # --- golden: the full formatted text -----------------------------------------------------------
+
 
 def _diagnostic(text: str, file: str = "golden.ddm") -> str:
     with pytest.raises(DdmError) as info:
@@ -225,6 +243,7 @@ def test_golden_fn_result_with_note():
 
 def test_golden_config_unknown_setting():
     from ddm.runtime.config import RunConfig
+
     text = "input x: f32\nnode p = 2 * x\nloss = mean(p)\nrun {\n    stpes = 100\n}\n"
     graph, sources = front_end(text, "golden.ddm")
     with pytest.raises(DdmError) as info:
@@ -247,6 +266,7 @@ def test_golden_caret_on_the_right_line_with_form_feeds():
 
 def test_config_set_and_yaml_errors_are_located(tmp_path):
     from ddm.runtime.config import RunConfig
+
     cfg = RunConfig.defaults()
     with pytest.raises(DdmError) as info:
         cfg.apply_set("stesp=5", 1)
@@ -266,8 +286,11 @@ def test_config_set_and_yaml_errors_are_located(tmp_path):
 
 # --- usage errors and cold start ---------------------------------------------------------------
 
-@pytest.mark.parametrize("argv", [[], ["check"], ["check", "a.ddm", "b.ddm"], ["frobnicate"],
-                                  ["check", "--bogus", "a.ddm"]])
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["check"], ["check", "a.ddm", "b.ddm"], ["frobnicate"], ["check", "--bogus", "a.ddm"]],
+)
 def test_bad_usage_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -281,9 +304,15 @@ def test_bad_usage_exits_2_from_the_shell():
     assert "usage:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("target", [ROOT / "examples" / "credit.ddm",
-                                    CORPUS / "shape_matmul_inner.ddm",
-                                    CORPUS / "import_with_input.ddm"], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "target",
+    [
+        ROOT / "examples" / "credit.ddm",
+        CORPUS / "shape_matmul_inner.ddm",
+        CORPUS / "import_with_input.ddm",
+    ],
+    ids=lambda p: p.stem,
+)
 def test_check_does_not_import_jax(target):
     code = textwrap.dedent(f"""
         import sys
@@ -327,6 +356,7 @@ def data_prog():
     import jax
 
     import ddm
+
     prog = ddm.loads(DATA_PROGRAM, file="data.ddm")
     return prog, prog.init(jax.random.key(0))
 
@@ -342,20 +372,36 @@ def _data_error(call) -> DdmError:
 ONES = np.ones
 
 
-@pytest.mark.parametrize("case, inputs, fragments", [
-    ("wrong rank", dict(x=ONES((4, 2)), M=ONES((4, 3))),
-     ["input 'x' must be f32[N] (rank 1)", "shape (4, 2)"]),
-    ("declared dim", dict(x=ONES(4), M=ONES((4, 5))),
-     ["input 'M' axis 1 is K = 3 (from its declaration), got 5"]),
-    ("dim bound by another input", dict(x=ONES(4), M=ONES((5, 3))),
-     ["input 'M' axis 0 is N = 4 (from input 'x'), got 5"]),
-    ("missing input", dict(x=ONES(4)), ["missing input 'M' (f32[N, K])"]),
-    ("unknown input", dict(x=ONES(4), M=ONES((4, 3)), z=ONES(3)),
-     ["unknown input 'z'", "M, k, x, y"]),
-    ("string", dict(x="abc", M=ONES((4, 3))), ["input 'x' must be an array of numbers"]),
-    ("ragged list", dict(x=[[1.0, 2.0], [3.0]], M=ONES((4, 3))), ["ragged"]),
-    ("None", dict(x=None, M=ONES((4, 3))), ["input 'x' must be an array of numbers"]),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "case, inputs, fragments",
+    [
+        (
+            "wrong rank",
+            dict(x=ONES((4, 2)), M=ONES((4, 3))),
+            ["input 'x' must be f32[N] (rank 1)", "shape (4, 2)"],
+        ),
+        (
+            "declared dim",
+            dict(x=ONES(4), M=ONES((4, 5))),
+            ["input 'M' axis 1 is K = 3 (from its declaration), got 5"],
+        ),
+        (
+            "dim bound by another input",
+            dict(x=ONES(4), M=ONES((5, 3))),
+            ["input 'M' axis 0 is N = 4 (from input 'x'), got 5"],
+        ),
+        ("missing input", dict(x=ONES(4)), ["missing input 'M' (f32[N, K])"]),
+        (
+            "unknown input",
+            dict(x=ONES(4), M=ONES((4, 3)), z=ONES(3)),
+            ["unknown input 'z'", "M, k, x, y"],
+        ),
+        ("string", dict(x="abc", M=ONES((4, 3))), ["input 'x' must be an array of numbers"]),
+        ("ragged list", dict(x=[[1.0, 2.0], [3.0]], M=ONES((4, 3))), ["ragged"]),
+        ("None", dict(x=None, M=ONES((4, 3))), ["input 'x' must be an array of numbers"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_apply_data_errors(data_prog, case, inputs, fragments):
     prog, params = data_prog
     err = _data_error(lambda: prog.apply(params, **inputs))
@@ -382,6 +428,7 @@ def test_batch_data_errors(data_prog):
 
 def test_dtype_data_error():
     import ddm
+
     prog = ddm.loads("input k: i32\nnode q = k + 1\noutput q\n", file="ints.ddm")
     err = _data_error(lambda: prog.apply({}, k=np.float32(1.5)))
     assert "input 'k' is i32 but got float32 values" in err.message

@@ -3,6 +3,7 @@
 Modules are imported under their package name (``ddm.compiler.product``), never as loose
 files, so an example sees the same classes as the code that uses it.
 """
+
 from __future__ import annotations
 
 import doctest
@@ -31,8 +32,13 @@ def _with_examples() -> list[str]:
     for name in _modules():
         source = (ROOT / "__init__.py") if name == "ddm" else None
         path = source or ROOT.joinpath(*name.split(".")[1:])
-        text = (path.with_suffix(".py") if path.suffix != ".py" and not path.is_dir()
-                else path / "__init__.py" if path.is_dir() else path).read_text(encoding="utf-8")
+        text = (
+            path.with_suffix(".py")
+            if path.suffix != ".py" and not path.is_dir()
+            else path / "__init__.py"
+            if path.is_dir()
+            else path
+        ).read_text(encoding="utf-8")
         if ">>>" in text:
             out.append(name)
     return out
@@ -42,8 +48,12 @@ MODULES = _with_examples()
 
 
 def test_the_examples_are_found():
-    assert {"ddm.compiler.product", "ddm.runtime.program", "ddm.runtime.train_step",
-            "ddm.compiler.desugar"} <= set(MODULES)
+    assert {
+        "ddm.compiler.product",
+        "ddm.runtime.program",
+        "ddm.runtime.train_step",
+        "ddm.compiler.desugar",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,5 @@
 """Every example compiles and runs end to end through the CLI, as a user would run it."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,9 @@ DDMC = [sys.executable, "-m", "ddm.cli.main"]
 
 def ddmc(*args, cwd=ROOT, timeout=600):
     env = {**os.environ, "COLUMNS": "120"}
-    return subprocess.run(DDMC + list(args), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        DDMC + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.ddm")))
@@ -40,15 +42,25 @@ def test_credit_reaches_the_bayes_auc(tmp_path):
     assert (tmp_path / "params.npz").exists() and (tmp_path / "params.npz.sha256").exists()
 
 
-@pytest.mark.parametrize("name, klass", [("hedge.ddm", 1), ("hedge_longonly.ddm", 2),
-                                         ("sparse_hedge.ddm", 4)])
+@pytest.mark.parametrize(
+    "name, klass", [("hedge.ddm", 1), ("hedge_longonly.ddm", 2), ("sparse_hedge.ddm", 4)]
+)
 def test_hedge_short_run_reports_sharpe_beside_the_baselines(tmp_path, name, klass):
     """Each portfolio example says its decision's class, trains, and reports out-of-sample
     Sharpe beside equal weight and minimum variance, with every test solve converged."""
     r = ddmc("check", str(EXAMPLES / name))
     assert f"class {klass}" in r.stdout
-    r = ddmc("compile", str(EXAMPLES / name), "--run", "--out", str(tmp_path),
-             "--set", "steps=60", "--set", "log_every=20")
+    r = ddmc(
+        "compile",
+        str(EXAMPLES / name),
+        "--run",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "steps=60",
+        "--set",
+        "log_every=20",
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert set(m["test"]) >= {"sharpe", "sharpe_equal_weight", "sharpe_min_variance", "loss"}
@@ -66,9 +78,19 @@ def test_same_seed_same_bits(tmp_path):
     outs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        r = ddmc("compile", str(EXAMPLES / "credit.ddm"), "--run", "--out", str(out),
-                 "--set", "steps=200", "--set", "data.n_train=2000",
-                 "--set", "data.n_test=1000")
+        r = ddmc(
+            "compile",
+            str(EXAMPLES / "credit.ddm"),
+            "--run",
+            "--out",
+            str(out),
+            "--set",
+            "steps=200",
+            "--set",
+            "data.n_train=2000",
+            "--set",
+            "data.n_test=1000",
+        )
         assert r.returncode == 0, r.stderr
         outs.append((out / "metrics.json").read_bytes())
         outs.append((out / "params.npz.sha256").read_bytes())
@@ -77,10 +99,19 @@ def test_same_seed_same_bits(tmp_path):
 
 def test_yaml_config_overrides_run_section(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("steps: 30\nbatch: 64\noptimizer: {name: sgd, lr: 0.1}\n"
-                   "data: {name: credit_applicants, n_train: 500, n_test: 300}\n")
-    r = ddmc("compile", str(EXAMPLES / "credit.ddm"), "--run", "--config", str(cfg),
-             "--out", str(tmp_path / "out"))
+    cfg.write_text(
+        "steps: 30\nbatch: 64\noptimizer: {name: sgd, lr: 0.1}\n"
+        "data: {name: credit_applicants, n_train: 500, n_test: 300}\n"
+    )
+    r = ddmc(
+        "compile",
+        str(EXAMPLES / "credit.ddm"),
+        "--run",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["steps"] == 30 and m["config"]["optimizer"]["name"] == "sgd"
@@ -103,8 +134,9 @@ def test_bad_set_value_is_located_in_the_argument():
     assert "optimizer.lr=fast" in r.stderr and "^" in r.stderr
 
 
-@pytest.mark.parametrize("stage,needle", [("ir", "declarative"), ("jaxpr", "lambda"),
-                                          ("hlo", "module")])
+@pytest.mark.parametrize(
+    "stage,needle", [("ir", "declarative"), ("jaxpr", "lambda"), ("hlo", "module")]
+)
 def test_emit_each_stage(stage, needle):
     r = ddmc("compile", str(EXAMPLES / "hedge.ddm"), "--emit", stage)
     assert r.returncode == 0, r.stderr
@@ -123,12 +155,29 @@ def test_emit_asks_for_unbound_dims(tmp_path):
 def test_trading_compares_pure_dp_with_phi_guided_and_draws_the_diagram(tmp_path):
     """examples/trading.ddm: features → predictor → argmin (λ_risk, λ_cost) → regime market →
     smooth Sharpe, one Φ-rule and one guard; --run trains both variants from one seed."""
-    r = ddmc("compile", str(EXAMPLES / "trading.ddm"), "--run", "--out", str(tmp_path),
-             "--set", "steps=50", "--set", "data.n_test=2000", "--set", "log_every=25")
+    r = ddmc(
+        "compile",
+        str(EXAMPLES / "trading.ddm"),
+        "--run",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "steps=50",
+        "--set",
+        "data.n_test=2000",
+        "--set",
+        "log_every=25",
+    )
     assert r.returncode == 0, r.stderr
-    for needle in ("pure DP vs Φ-guided", "steps to sharpe >= 1.0", "gradient variance",
-                   "compliance report: compliant", 'rule calm_down "reduce position in high '
-                   'volatility"', "‖∂L/∂node‖", "wrote "):
+    for needle in (
+        "pure DP vs Φ-guided",
+        "steps to sharpe >= 1.0",
+        "gradient variance",
+        "compliance report: compliant",
+        'rule calm_down "reduce position in high volatility"',
+        "‖∂L/∂node‖",
+        "wrote ",
+    ):
         assert needle in r.stdout, needle
     c = json.loads((tmp_path / "comparison.json").read_text())
     for variant in ("pure_dp", "phi_guided"):

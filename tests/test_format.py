@@ -1,4 +1,5 @@
 """The canonical formatter: round-trips to an equal AST, is idempotent, keeps every comment."""
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,10 @@ from ddm.dsl.parser import parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-KEYWORDS = set("dim input param node let output loss metric fn run import as return true false "
-               "and or not positive f32 f64 i32 bool".split())
+KEYWORDS = set(
+    "dim input param node let output loss metric fn run import as return true false "
+    "and or not positive f32 f64 i32 bool".split()
+)
 
 
 def comment_texts(text: str) -> collections.Counter:
@@ -38,7 +41,7 @@ def check_canonical(text: str) -> str:
 
 # --- hand-written programs -------------------------------------------------------------------
 
-MESSY = '''\
+MESSY = """\
 # header comment
 
 import "lib.ddm"   # trailing
@@ -73,9 +76,9 @@ run { steps = 100  optimizer = adam(lr=1e-3) }
 run {
 }
 # tail
-'''
+"""
 
-MESSY_CANONICAL = '''\
+MESSY_CANONICAL = """\
 # header comment
 
 import "lib.ddm"  # trailing
@@ -106,9 +109,9 @@ run {
 }
 run {}
 # tail
-'''
+"""
 
-OPERATORS = '''\
+OPERATORS = """\
 node a = (x+y)*z   # (a + b) keeps its parentheses
 node b = ((x - y) - z) - (u - (v - w))
 node c = (-x) ** 2 + -x ** 2 + 2 ** -x + 2 ** 3 ** 4 + (2 ** 3) ** 4
@@ -117,9 +120,9 @@ node e = not (a and b) or not a == b and (c or d)
 node f = m.g(x, k=[1, 2.5, true], s="a # not a comment")[1:, :3, :, 0].T
 node g = (1).x + (-3)[0] + -(a @ b) / c
 loss = a / (b * c) - (a * b) / c
-'''
+"""
 
-OPERATORS_CANONICAL = '''\
+OPERATORS_CANONICAL = """\
 node a = (x + y) * z  # (a + b) keeps its parentheses
 node b = x - y - z - (u - (v - w))
 node c = (-x) ** 2 + -x ** 2 + 2 ** -x + 2 ** 3 ** 4 + (2 ** 3) ** 4
@@ -128,15 +131,15 @@ node e = not (a and b) or not a == b and (c or d)
 node f = m.g(x, k=[1, 2.5, true], s="a # not a comment")[1:, :3, :, 0].T
 node g = (1).x + (-3)[0] + -(a @ b) / c
 loss = a / (b * c) - a * b / c
-'''
+"""
 
-ONE_LINERS = '''\
+ONE_LINERS = """\
 fn sq(x: f32) -> f32 { return x ** 2 }  # square
 fn g() -> f32 { let a = 1 let b: f32[3] = [a, a, a] return sum(b) }
 param p = positive   # a name, not the flag
-'''
+"""
 
-ONE_LINERS_CANONICAL = '''\
+ONE_LINERS_CANONICAL = """\
 fn sq(x: f32) -> f32 {
     return x ** 2
 }  # square
@@ -146,19 +149,22 @@ fn g() -> f32 {
     return sum(b)
 }
 param p = positive  # a name, not the flag
-'''
+"""
 
 COMMENTS_ONLY = "\n\n# one\n\n\n# two\n   # three\n\n"
 
 
-@pytest.mark.parametrize("text, expected", [
-    (MESSY, MESSY_CANONICAL),
-    (OPERATORS, OPERATORS_CANONICAL),
-    (ONE_LINERS, ONE_LINERS_CANONICAL),
-    (COMMENTS_ONLY, "# one\n\n# two\n# three\n"),
-    ("", ""),
-    ("\n  \n", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (MESSY, MESSY_CANONICAL),
+        (OPERATORS, OPERATORS_CANONICAL),
+        (ONE_LINERS, ONE_LINERS_CANONICAL),
+        (COMMENTS_ONLY, "# one\n\n# two\n# three\n"),
+        ("", ""),
+        ("\n  \n", ""),
+    ],
+)
 def test_golden(text, expected):
     assert check_canonical(text) == expected
 
@@ -168,36 +174,39 @@ def test_canonical_text_is_a_fixed_point():
         assert format_source(text) == text
 
 
-@pytest.mark.parametrize("source, canonical", [
-    ("-x ** 2", "-x ** 2"),
-    ("(-x) ** 2", "(-x) ** 2"),
-    ("-(x ** 2)", "-x ** 2"),
-    ("2 ** (3 ** 4)", "2 ** 3 ** 4"),
-    ("2 ** (-x)", "2 ** -x"),
-    ("a * (-b)", "a * -b"),
-    ("a - (-b)", "a - -b"),
-    ("- - x", "--x"),
-    ("-(-3)", "--3"),
-    ("-(a + b)", "-(a + b)"),
-    ("-(not a)", "-(not a)"),
-    ("not (not a)", "not not a"),
-    ("not (a == b)", "not a == b"),
-    ("(a == b) == c", "(a == b) == c"),
-    ("a == (b == c)", "a == (b == c)"),
-    ("(a + b) < c", "a + b < c"),
-    ("(a and b) and c", "a and b and c"),
-    ("a and (b and c)", "a and (b and c)"),
-    ("(a or b) and c", "(a or b) and c"),
-    ("a @ (b @ c)", "a @ (b @ c)"),
-    ("(a + b)[0]", "(a + b)[0]"),
-    ("(f)(x)", "f(x)"),
-    ("(m.f)(x)", "m.f(x)"),
-    ("f(a, k = 1, b)", "f(a, b, k=1)"),  # keywords are stored apart from positionals
-    ("x[ : ]", "x[:]"),
-    ("1 .x", "(1).x"),
-    ("1e-3", "1e-3"),
-    ("[ ]", "[]"),
-])
+@pytest.mark.parametrize(
+    "source, canonical",
+    [
+        ("-x ** 2", "-x ** 2"),
+        ("(-x) ** 2", "(-x) ** 2"),
+        ("-(x ** 2)", "-x ** 2"),
+        ("2 ** (3 ** 4)", "2 ** 3 ** 4"),
+        ("2 ** (-x)", "2 ** -x"),
+        ("a * (-b)", "a * -b"),
+        ("a - (-b)", "a - -b"),
+        ("- - x", "--x"),
+        ("-(-3)", "--3"),
+        ("-(a + b)", "-(a + b)"),
+        ("-(not a)", "-(not a)"),
+        ("not (not a)", "not not a"),
+        ("not (a == b)", "not a == b"),
+        ("(a == b) == c", "(a == b) == c"),
+        ("a == (b == c)", "a == (b == c)"),
+        ("(a + b) < c", "a + b < c"),
+        ("(a and b) and c", "a and b and c"),
+        ("a and (b and c)", "a and (b and c)"),
+        ("(a or b) and c", "(a or b) and c"),
+        ("a @ (b @ c)", "a @ (b @ c)"),
+        ("(a + b)[0]", "(a + b)[0]"),
+        ("(f)(x)", "f(x)"),
+        ("(m.f)(x)", "m.f(x)"),
+        ("f(a, k = 1, b)", "f(a, b, k=1)"),  # keywords are stored apart from positionals
+        ("x[ : ]", "x[:]"),
+        ("1 .x", "(1).x"),
+        ("1e-3", "1e-3"),
+        ("[ ]", "[]"),
+    ],
+)
 def test_parentheses(source, canonical):
     out = check_canonical(f"node v = {source}\n")
     assert out == f"node v = {canonical}\n"
@@ -207,8 +216,7 @@ def _operator_pairs():
     """Every operator as the left and as the right operand of every binary operator, and as
     the operand of every unary one: each cell of the precedence table, checked one by one."""
     a, b, c = ast.Name("a"), ast.Name("b"), ast.Name("c")
-    inner = [ast.BinOp(op, a, b) for op in BINARY_OPS] + [ast.UnaryOp(op, a)
-                                                            for op in ("-", "not")]
+    inner = [ast.BinOp(op, a, b) for op in BINARY_OPS] + [ast.UnaryOp(op, a) for op in ("-", "not")]
     for child in inner:
         for op in BINARY_OPS:
             yield ast.BinOp(op, child, c)
@@ -225,16 +233,24 @@ def test_every_operator_pairing_round_trips():
 
 
 def test_hand_built_ast_without_text_or_spans():
-    module = ast.Module("<built>", (
-        ast.DimDecl("N", 4),
-        ast.NodeDecl("node", "y", None, ast.BinOp("*", ast.Number(1e-05), ast.Number(3))),
-        ast.FnDecl("f", (), ast.TypeExpr("f32", ()), (ast.NodeDecl("node", "a", None,
-                                                                    ast.Number(0.5)),),
-                   ast.Name("a")),
-    ))
+    module = ast.Module(
+        "<built>",
+        (
+            ast.DimDecl("N", 4),
+            ast.NodeDecl("node", "y", None, ast.BinOp("*", ast.Number(1e-05), ast.Number(3))),
+            ast.FnDecl(
+                "f",
+                (),
+                ast.TypeExpr("f32", ()),
+                (ast.NodeDecl("node", "a", None, ast.Number(0.5)),),
+                ast.Name("a"),
+            ),
+        ),
+    )
     out = format_module(module)
-    assert out == ("dim N = 4\nnode y = 1e-05 * 3\nfn f() -> f32 {\n    let a = 0.5\n"
-                   "    return a\n}\n")
+    assert out == (
+        "dim N = 4\nnode y = 1e-05 * 3\nfn f() -> f32 {\n    let a = 0.5\n    return a\n}\n"
+    )
     with pytest.raises(ValueError):
         format_expr(ast.String('say "hi"'))
     with pytest.raises(ValueError):
@@ -243,8 +259,10 @@ def test_hand_built_ast_without_text_or_spans():
 
 def test_example_files_round_trip():
     """Every .ddm file in the tree; the corpus's deliberately malformed ones must be refused."""
-    paths = sorted(glob.glob(os.path.join(ROOT, "examples", "**", "*.ddm"), recursive=True)
-                   + glob.glob(os.path.join(ROOT, "tests", "**", "*.ddm"), recursive=True))
+    paths = sorted(
+        glob.glob(os.path.join(ROOT, "examples", "**", "*.ddm"), recursive=True)
+        + glob.glob(os.path.join(ROOT, "tests", "**", "*.ddm"), recursive=True)
+    )
     for path in paths:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -260,17 +278,19 @@ def test_example_files_round_trip():
 # --- random ASTs -----------------------------------------------------------------------------
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True).filter(
-    lambda s: s not in KEYWORDS)
+    lambda s: s not in KEYWORDS
+)
 ints = st.integers(0, 10**6).flatmap(
-    lambda v: st.sampled_from([ast.Number(v, str(v)), ast.Number(v)]))
-floats = st.floats(0, 1e20, allow_nan=False, allow_infinity=False).map(
-    lambda v: ast.Number(abs(v)))
+    lambda v: st.sampled_from([ast.Number(v, str(v)), ast.Number(v)])
+)
+floats = st.floats(0, 1e20, allow_nan=False, allow_infinity=False).map(lambda v: ast.Number(abs(v)))
 strings = st.text(string.ascii_letters + string.digits + " _-#.:", max_size=8).map(ast.String)
 leaves = st.one_of(names.map(ast.Name), ints, floats, st.booleans().map(ast.Bool))
 BINARY_OPS = ["or", "and", *ast.COMPARISONS, "+", "-", "*", "/", "@", "**"]
 # One precedence level at a time, so the rare levels are drawn as often as the comparisons.
-binary_ops = st.sampled_from([["or"], ["and"], ast.COMPARISONS, ["+", "-"], ["*", "/", "@"],
-                              ["**"]]).flatmap(st.sampled_from)
+binary_ops = st.sampled_from(
+    [["or"], ["and"], ast.COMPARISONS, ["+", "-"], ["*", "/", "@"], ["**"]]
+).flatmap(st.sampled_from)
 
 
 def _pick(*strategies):
@@ -293,8 +313,9 @@ def _compound(children):
         st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children),
         small(children).map(ast.ListExpr),
         st.builds(ast.Call, funcs, small(children), kwargs),
-        st.builds(ast.Index, children, st.lists(children | slices, min_size=1, max_size=2)
-                  .map(tuple)),
+        st.builds(
+            ast.Index, children, st.lists(children | slices, min_size=1, max_size=2).map(tuple)
+        ),
         st.builds(ast.Attr, children, names),
     )
 
@@ -312,12 +333,17 @@ exprs = _exprs(4)
 # comes up often, so each rule of the precedence table is exercised.
 operator_trees = st.recursive(
     names.map(ast.Name),
-    lambda children: _pick(st.builds(ast.BinOp, binary_ops, children, children),
-                           st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children)),
-    max_leaves=16)
-types = st.builds(ast.TypeExpr, st.sampled_from(["f32", "f64", "i32", "bool"]),
-                  st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3)
-                  .map(tuple))
+    lambda children: _pick(
+        st.builds(ast.BinOp, binary_ops, children, children),
+        st.builds(ast.UnaryOp, st.sampled_from(["-", "not"]), children),
+    ),
+    max_leaves=16,
+)
+types = st.builds(
+    ast.TypeExpr,
+    st.sampled_from(["f32", "f64", "i32", "bool"]),
+    st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3).map(tuple),
+)
 lets = st.builds(ast.NodeDecl, st.just("let"), names, st.none() | types, exprs)
 decls = st.one_of(
     st.builds(ast.NodeDecl, st.sampled_from(["node", "let"]), names, st.none() | types, exprs),
@@ -327,12 +353,16 @@ decls = st.one_of(
     st.builds(ast.OutputDecl, st.lists(names.map(ast.Name), min_size=1, max_size=3).map(tuple)),
     st.builds(ast.LossDecl, exprs),
     st.builds(ast.MetricDecl, names, exprs),
-    st.builds(ast.Import, st.text(string.ascii_letters + "./_-", max_size=10),
-              st.none() | names),
-    st.builds(ast.FnDecl, names, st.lists(st.builds(ast.FnParam, names, types), max_size=3)
-              .map(tuple), types, st.lists(lets, max_size=3).map(tuple), exprs),
-    st.builds(ast.RunDecl, st.lists(st.builds(ast.RunEntry, names, exprs), max_size=3)
-              .map(tuple)),
+    st.builds(ast.Import, st.text(string.ascii_letters + "./_-", max_size=10), st.none() | names),
+    st.builds(
+        ast.FnDecl,
+        names,
+        st.lists(st.builds(ast.FnParam, names, types), max_size=3).map(tuple),
+        types,
+        st.lists(lets, max_size=3).map(tuple),
+        exprs,
+    ),
+    st.builds(ast.RunDecl, st.lists(st.builds(ast.RunEntry, names, exprs), max_size=3).map(tuple)),
 )
 modules = st.builds(ast.Module, st.just("<gen>"), st.lists(decls, max_size=5).map(tuple))
 

@@ -18,6 +18,7 @@ or ``# expect: clean``. Specifications:
 
 Float64 for the whole module: gradients are compared with zero.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,6 +78,7 @@ def test_corpus_is_large_and_covers_both_outcomes():
 
 # --- (a) the warnings ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_corpus_warnings(path):
     graph, _ = front_end_file(str(path))
@@ -84,18 +86,23 @@ def test_corpus_warnings(path):
     want = expectations(path)
     assert len(got) == len(want), got
     for exp in want:
-        assert any((line, col) == (exp.line, exp.col) and exp.message in message
-                   for line, col, message in got), (exp, got)
+        assert any(
+            (line, col) == (exp.line, exp.col) and exp.message in message
+            for line, col, message in got
+        ), (exp, got)
     assert all(w.hint for w in graph.warnings)
 
 
 # --- (b) the warnings are true -------------------------------------------------------------------
 
+
 def _batch(graph, rng, size=32) -> dict:
     def dim(d):
         return int(d.value if isinstance(d, SymDim) else d)
-    return {i.name: rng.normal(size=(size,) + tuple(dim(d) for d in i.type.shape))
-            for i in graph.inputs}
+
+    return {
+        i.name: rng.normal(size=(size,) + tuple(dim(d) for d in i.type.shape)) for i in graph.inputs
+    }
 
 
 TRAINED = [p for p in CASES if front_end_file(str(p))[0].loss is not None]
@@ -110,7 +117,7 @@ def test_a_flagged_param_gets_no_gradient_and_every_other_one_does(path):
     size: dict[str, float] = dict.fromkeys(params, 0.0)
     for loss in [None] + [name for name, _ in graph.losses]:
         chosen = prog if loss is None else prog.with_loss(loss)
-        grads = jax.grad(lambda p: chosen.loss(p, batch))(params)
+        grads = jax.grad(lambda p, chosen=chosen: chosen.loss(p, batch))(params)
         for name, g in grads.items():
             leaves = [np.abs(np.asarray(x)) for x in jax.tree_util.tree_leaves(g)]
             assert all(np.all(np.isfinite(x)) for x in leaves), (loss, name)
@@ -122,11 +129,11 @@ def test_a_flagged_param_gets_no_gradient_and_every_other_one_does(path):
 
 # --- (c) through ddmc check ----------------------------------------------------------------------
 
+
 def _ddmc(*args: str) -> subprocess.CompletedProcess:
     script = pathlib.Path(sys.executable).with_name("ddmc")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "ddm.cli.main"]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 def test_ddmc_check_prints_the_warning_located_with_its_hint_and_succeeds():
@@ -144,8 +151,10 @@ computes)
 
 
 def test_ddmc_check_prints_every_warning_of_a_program(tmp_path):
-    text = ("input x: f32\ninput y: f32\nparam a: f32 = 1.0\nparam k: f32 = 0.0\n"
-            "param u: f32 = 0.0\nnode z = a * x * f32(x > k)\nloss = mean((z - y) ** 2)\n")
+    text = (
+        "input x: f32\ninput y: f32\nparam a: f32 = 1.0\nparam k: f32 = 0.0\n"
+        "param u: f32 = 0.0\nnode z = a * x * f32(x > k)\nloss = mean((z - y) ** 2)\n"
+    )
     path = tmp_path / "two_warnings.ddm"
     path.write_text(text, encoding="utf-8")
     r = _ddmc("check", "-q", str(path))
@@ -157,16 +166,20 @@ def test_ddmc_check_prints_every_warning_of_a_program(tmp_path):
 
 
 def test_the_lint_needs_no_jax():
-    code = ("import sys\nfrom ddm.compiler.driver import front_end_file\n"
-            "graph, _ = front_end_file('tests/corpus/gradflow/guard_reject_bound.ddm')\n"
-            "assert graph.warnings\nprint('jax' in sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
+    code = (
+        "import sys\nfrom ddm.compiler.driver import front_end_file\n"
+        "graph, _ = front_end_file('tests/corpus/gradflow/guard_reject_bound.ddm')\n"
+        "assert graph.warnings\nprint('jax' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 
 
 # --- (d) the examples ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_is_lint_clean(path):
@@ -175,6 +188,7 @@ def test_every_example_is_lint_clean(path):
 
 
 # --- (e) the walk --------------------------------------------------------------------------------
+
 
 def _warnings(text: str) -> list[str]:
     graph, _ = front_end(textwrap.dedent(text).lstrip("\n"), "walk.ddm")
@@ -187,22 +201,28 @@ def test_a_program_without_a_loss_gets_no_warning():
 
 def test_one_passing_path_is_enough():
     """k is compared and also multiplied in: the product carries its gradient."""
-    assert _warnings("""
+    assert (
+        _warnings("""
         input x: f32
         param k: f32 = 0.5
         node z = k * x + f32(x > k)
         loss = mean(z ** 2)
-    """) == []
+    """)
+        == []
+    )
 
 
 def test_the_same_value_in_a_blocked_and_a_passing_argument_passes():
     """The bound of a reject guard that is also its fallback is trained through the fallback."""
-    assert _warnings("""
+    assert (
+        _warnings("""
         input x: f32
         param c: f32 = 1.0
         node d = guard_reject(x, x - c, c, c)
         loss = mean(d ** 2)
-    """) == []
+    """)
+        == []
+    )
 
 
 def test_an_integer_loss_trains_nothing():
@@ -210,8 +230,9 @@ def test_an_integer_loss_trains_nothing():
         input x: f32
         param k: f32 = 0.5
         loss = sum(i32(k * x))
-    """) == ["param 'k' reaches the loss only through the cast i32(…) at 3:12, whose "
-             "derivative is zero"]
+    """) == [
+        "param 'k' reaches the loss only through the cast i32(…) at 3:12, whose derivative is zero"
+    ]
 
 
 def test_a_param_only_a_named_loss_reaches_is_named_with_that_loss():
@@ -221,17 +242,23 @@ def test_a_param_only_a_named_loss_reaches_is_named_with_that_loss():
         param k: f32 = 0.5
         loss = mean((w * x) ** 2)
         loss gated = mean(f32(x > k))
-    """) == ["param 'k' reaches loss 'gated' only through the comparison '>' at 5:23, whose "
-             "derivative is zero"]
+    """) == [
+        "param 'k' reaches loss 'gated' only through the comparison '>' at 5:23, whose "
+        "derivative is zero"
+    ]
 
 
 def test_a_blocking_operation_in_an_imported_fn_names_its_file(tmp_path):
     lib = tmp_path / "gates.ddm"
-    lib.write_text("fn gate(s: f32, c: f32) -> f32 {\n    return s * f32(s > c)\n}\n",
-                   encoding="utf-8")
+    lib.write_text(
+        "fn gate(s: f32, c: f32) -> f32 {\n    return s * f32(s > c)\n}\n", encoding="utf-8"
+    )
     main = tmp_path / "main.ddm"
-    main.write_text('import "gates.ddm"\ninput x: f32\nparam c: f32 = 0.0\n'
-                    "node z = gate(x, c)\nloss = mean(z ** 2)\n", encoding="utf-8")
+    main.write_text(
+        'import "gates.ddm"\ninput x: f32\nparam c: f32 = 0.0\n'
+        "node z = gate(x, c)\nloss = mean(z ** 2)\n",
+        encoding="utf-8",
+    )
     graph, _ = front_end_file(str(main))
     (w,) = lint(graph)
     assert (w.span.file, w.span.line) == (str(main), 3)
@@ -240,12 +267,29 @@ def test_a_blocking_operation_in_an_imported_fn_names_its_file(tmp_path):
 
 # --- (f) the ops' declarations -------------------------------------------------------------------
 
-BLOCKING = {"eq": ("x", "y"), "ne": ("x", "y"), "lt": ("x", "y"), "le": ("x", "y"),
-            "gt": ("x", "y"), "ge": ("x", "y"), "logical_and": ("x", "y"),
-            "logical_or": ("x", "y"), "logical_not": ("x",), "i32": ("x",), "bool": ("x",),
-            "sign": ("x",), "stop_gradient": ("x",), "where": ("cond",), "accuracy": ("p", "y"),
-            "auc": ("score", "label"), "nonzero": ("x",), "guard_violated": ("excess", "bound"),
-            "guard_reject": ("excess", "bound"), "argmax": ("x",), "one_hot": ("i",)}
+BLOCKING = {
+    "eq": ("x", "y"),
+    "ne": ("x", "y"),
+    "lt": ("x", "y"),
+    "le": ("x", "y"),
+    "gt": ("x", "y"),
+    "ge": ("x", "y"),
+    "logical_and": ("x", "y"),
+    "logical_or": ("x", "y"),
+    "logical_not": ("x",),
+    "i32": ("x",),
+    "bool": ("x",),
+    "sign": ("x",),
+    "stop_gradient": ("x",),
+    "where": ("cond",),
+    "accuracy": ("p", "y"),
+    "auc": ("score", "label"),
+    "nonzero": ("x",),
+    "guard_violated": ("excess", "bound"),
+    "guard_reject": ("excess", "bound"),
+    "argmax": ("x",),
+    "one_hot": ("i",),
+}
 
 
 def test_exactly_the_blocking_ops_declare_it_at_their_blocking_arguments():
@@ -254,9 +298,15 @@ def test_exactly_the_blocking_ops_declare_it_at_their_blocking_arguments():
 
 
 def test_no_grad_positions_follow_the_calls_layout():
-    op = Op("pick", (Arg("xs", "tensors"), Arg("mask"), Arg("scale", "tensor", None),
-                     Arg("w")), lambda t, s: t[1], lambda *a: a[1], "test", family="test",
-            no_grad=NoGrad(("mask", "scale"), "condition"))
+    op = Op(
+        "pick",
+        (Arg("xs", "tensors"), Arg("mask"), Arg("scale", "tensor", None), Arg("w")),
+        lambda t, s: t[1],
+        lambda *a: a[1],
+        "test",
+        family="test",
+        no_grad=NoGrad(("mask", "scale"), "condition"),
+    )
     assert op.no_grad_inputs((2, -1, 0, -1), 4) == {2}  # xs: 0, 1; mask: 2; w: 3
     assert op.no_grad_inputs((3, -1, -1, -1), 6) == {3, 4}
     assert OPS["guard_reject"].no_grad_inputs(None, 4) == {1, 2}
@@ -265,8 +315,15 @@ def test_no_grad_positions_follow_the_calls_layout():
 
 def test_a_declaration_must_name_tensor_arguments_and_a_known_reason():
     with pytest.raises(ValueError, match="not tensor arguments"):
-        Op("bad", (Arg("x"), Arg("k", "int")), lambda t, s: t[0], lambda x, k: x, "",
-           family="test", no_grad=NoGrad(("k",), "count"))
+        Op(
+            "bad",
+            (Arg("x"), Arg("k", "int")),
+            lambda t, s: t[0],
+            lambda x, k: x,
+            "",
+            family="test",
+            no_grad=NoGrad(("k",), "count"),
+        )
     with pytest.raises(ValueError, match="unknown no-gradient reason"):
         NoGrad(("x",), "flat")
 
@@ -279,10 +336,16 @@ FLOAT_CALLS = [
     ("auc", (np.array([0.2, 0.7, 0.9, 0.4]), np.array([0.0, 1.0, 0.0, 1.0])), {}),
     ("nonzero", (np.array([0.0, 0.5, -2.0]),), {"tol": 1e-6}),
     ("guard_violated", (np.array(0.3), np.array(1.0)), {}),
-    ("guard_reject", (np.array([0.5, 2.0]), np.array(0.3), np.array(1.0),
-                      np.array([0.1, 0.2])), {}),
-    ("guard_reject", (np.array([0.5, 0.2]), np.array(-0.3), np.array(1.0),
-                      np.array([0.1, 0.2])), {}),
+    (
+        "guard_reject",
+        (np.array([0.5, 2.0]), np.array(0.3), np.array(1.0), np.array([0.1, 0.2])),
+        {},
+    ),
+    (
+        "guard_reject",
+        (np.array([0.5, 0.2]), np.array(-0.3), np.array(1.0), np.array([0.1, 0.2])),
+        {},
+    ),
 ]
 
 
@@ -293,17 +356,20 @@ def test_declarations_match_the_implementations_derivatives(name, args, static):
     op = OPS[name]
     tensors = [a.name for a in op.params if a.kind == "tensor"]
     for k, arg in enumerate(tensors):
+
         def f(v, k=k):
             xs = list(args)
             xs[k] = v
             return jnp.sum(op.impl(*xs, **static))
+
         grad = np.asarray(jax.grad(f)(jnp.asarray(args[k], float)))
         if arg in op.no_grad.args:
             assert np.all(grad == 0), (arg, grad)
     if name == "guard_reject":
         taken = 3 if float(args[1]) > 0 else 0  # the fallback where the limit breaks
-        grad = jax.grad(lambda v: jnp.sum(op.impl(*[v if i == taken else a
-                                                     for i, a in enumerate(args)])))
+        grad = jax.grad(
+            lambda v: jnp.sum(op.impl(*[v if i == taken else a for i, a in enumerate(args)]))
+        )
         assert np.all(np.asarray(grad(jnp.asarray(args[taken], float))) == 1.0)
 
 
@@ -315,11 +381,13 @@ def test_every_op_with_an_integer_or_bool_result_from_floats_declares_it():
         if not op.params or any(a.kind == "tensors" for a in op.params):
             continue
         tensors = [a for a in op.params if a.kind == "tensor"]
-        if not tensors or any(a.kind not in ("tensor", "int", "float", "bool", "str", "axes")
-                              for a in op.params):
+        if not tensors or any(
+            a.kind not in ("tensor", "int", "float", "bool", "str", "axes") for a in op.params
+        ):
             continue
-        static = {a.name: (a.default if not a.required else 1) for a in op.params
-                  if a.kind != "tensor"}
+        static = {
+            a.name: (a.default if not a.required else 1) for a in op.params if a.kind != "tensor"
+        }
         try:
             out = op.rule(tuple(float_in for _ in tensors), static)
         except Exception:  # noqa: BLE001 — this shape does not suit the op: not our question

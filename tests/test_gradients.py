@@ -5,6 +5,7 @@ and their gradients can be compared to ``rtol=1e-10``. Each hand-written functio
 same params pytree the program's ``init`` returns: layers as ``{"w0", "b0", "w1", "b1"}``,
 positive params as their logarithm.
 """
+
 from __future__ import annotations
 
 import jax
@@ -41,8 +42,9 @@ def assert_trees_close(got, want, rtol=RTOL, atol=0.0):
         # a leaf's tolerance scales with the leaf's size, so that tiny entries of a large
         # gradient (e.g. exact zeros computed two ways) do not fail on rounding alone
         scale = max(np.max(np.abs(w)), 1e-300)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol + rtol * scale,
-                                   err_msg=jax.tree_util.keystr(path_got[0]))
+        np.testing.assert_allclose(
+            g, w, rtol=rtol, atol=atol + rtol * scale, err_msg=jax.tree_util.keystr(path_got[0])
+        )
 
 
 # Random data comes from explicit jax.random keys through one fixed-size draw, compiled once and
@@ -69,7 +71,7 @@ def perturb(params, key, scale=0.3):
     noise = normal(key, (sum(leaf.size for leaf in leaves),))
     out, k = [], 0
     for leaf in leaves:
-        step = noise[k:k + leaf.size].reshape(leaf.shape)
+        step = noise[k : k + leaf.size].reshape(leaf.shape)
         out.append(jnp.asarray(np.asarray(leaf) + scale * step))
         k += leaf.size
     return jax.tree.unflatten(treedef, out)
@@ -112,6 +114,7 @@ def credit_hand_loss(params, batch):
     def bce(p, y, eps=1e-7):
         p = jnp.clip(p, eps, 1 - eps)
         return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
+
     return bce(p, batch["y"]) + bce(p_log, batch["y"])
 
 
@@ -139,8 +142,9 @@ def test_credit_params_are_the_documented_pytree(credit):
 def test_credit_loss_and_gradient_match_hand_written(credit):
     params = perturb(init(credit, 1), jax.random.key(2))
     batch = credit_batch(jax.random.key(3))
-    np.testing.assert_allclose(credit.loss(params, batch), credit_hand_loss(params, batch),
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        credit.loss(params, batch), credit_hand_loss(params, batch), rtol=RTOL
+    )
     got = jax.grad(credit.loss)(params, batch)
     want = jax.grad(credit_hand_loss)(params, batch)
     assert_trees_close(got, want)
@@ -192,6 +196,7 @@ def hedge_pnl(params, batch):
         sigma = (1 - SHRINK) * s + SHRINK * jnp.trace(s) / N * jnp.eye(N) + 1e-6 * jnp.eye(N)
         w = jnp.linalg.solve(2 * lam * sigma, b)
         return w, w @ r_next
+
     return jax.vmap(one)(batch["x"], batch["R"], batch["r_next"])
 
 
@@ -203,9 +208,11 @@ def hedge_hand_loss(params, batch):
 
 def hedge_batch(key, n=8):
     draws = normal(key, (n, F_H + W * N + N))
-    return {"x": jnp.asarray(draws[:, :F_H]),
-            "R": jnp.asarray(0.02 * draws[:, F_H:F_H + W * N].reshape(n, W, N) + 0.001),
-            "r_next": jnp.asarray(0.02 * draws[:, F_H + W * N:] + 0.001)}
+    return {
+        "x": jnp.asarray(draws[:, :F_H]),
+        "R": jnp.asarray(0.02 * draws[:, F_H : F_H + W * N].reshape(n, W, N) + 0.001),
+        "r_next": jnp.asarray(0.02 * draws[:, F_H + W * N :] + 0.001),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +223,7 @@ def hedge():
 def test_hedge_loss_and_gradient_match_hand_written(hedge):
     params = perturb(init(hedge, 10), jax.random.key(11))
     batch = hedge_batch(jax.random.key(12))
-    np.testing.assert_allclose(hedge.loss(params, batch), hedge_hand_loss(params, batch),
-                               rtol=RTOL)
+    np.testing.assert_allclose(hedge.loss(params, batch), hedge_hand_loss(params, batch), rtol=RTOL)
     got = jax.grad(hedge.loss)(params, batch)
     want = jax.grad(hedge_hand_loss)(params, batch)
     assert_trees_close(got, want)
@@ -308,8 +314,9 @@ def batch_stats():
 
 @pytest.fixture(scope="module")
 def fixed_stats():
-    return ddm.loads(PIPELINE.replace("ZSCORE", f"zscore(x, mean={FIXED_MEAN}, std={FIXED_STD})"),
-                     x64=True)
+    return ddm.loads(
+        PIPELINE.replace("ZSCORE", f"zscore(x, mean={FIXED_MEAN}, std={FIXED_STD})"), x64=True
+    )
 
 
 def test_pipeline_with_batch_statistics_matches_hand_written(batch_stats):
@@ -325,8 +332,8 @@ def test_pipeline_with_batch_statistics_matches_hand_written(batch_stats):
     def hand_loss(params, batch):
         score, _ = pipeline_batch_stats(params, batch["x"])
         return jnp.mean(jnp.square(score - batch["y"]))
-    np.testing.assert_allclose(batch_stats.loss(params, batch), hand_loss(params, batch),
-                               rtol=RTOL)
+
+    np.testing.assert_allclose(batch_stats.loss(params, batch), hand_loss(params, batch), rtol=RTOL)
     got = jax.grad(batch_stats.loss)(params, batch)
     assert_trees_close(got, jax.grad(hand_loss)(params, batch))
     # the batch statistics are differentiated too: the gradient in x couples the samples
@@ -350,6 +357,7 @@ def test_pipeline_with_fixed_statistics_matches_hand_written(fixed_stats):
     def hand_loss(params, batch):
         score, _ = pipeline_fixed_stats(params, batch["x"])
         return jnp.mean(jnp.square(score - batch["y"]))
+
     got = jax.grad(fixed_stats.loss)(params, batch)
     assert_trees_close(got, jax.grad(hand_loss)(params, batch))
     assert float(jnp.abs(got["c"])) == 0.0  # c only sets where's condition: no gradient
@@ -362,7 +370,8 @@ def test_apply_composes_with_jit_and_vmap(fixed_stats):
     batched = fixed_stats.apply_batch(params, x=x)
     vmapped = jax.vmap(lambda xi: fixed_stats.apply(params, x=xi))(x)
     jitted = jax.jit(jax.vmap(lambda p, xi: fixed_stats.apply(p, x=xi), in_axes=(None, 0)))(
-        params, x)
+        params, x
+    )
     score, u = pipeline_fixed_stats(params, x)
     for out in (batched, vmapped, jitted):
         assert set(out) == {"score", "u"}
@@ -379,12 +388,15 @@ def test_apply_composes_with_jit_and_vmap(fixed_stats):
     @jax.jit
     def by_hand(p):
         return jnp.sum(pipeline_fixed_stats(p, x)[0] ** 2)
+
     assert_trees_close(jax.jit(jax.grad(via_apply))(params), jax.grad(by_hand)(params))
     # per-sample gradients: vmap of grad of apply
-    per_sample = jax.vmap(jax.grad(lambda p, xi: fixed_stats.apply(p, x=xi)["score"]),
-                          in_axes=(None, 0))(params, x)
-    want = jax.jit(jax.vmap(jax.grad(lambda p, xi: pipeline_fixed_stats(p, xi[None])[0][0]),
-                            in_axes=(None, 0)))(params, x)
+    per_sample = jax.vmap(
+        jax.grad(lambda p, xi: fixed_stats.apply(p, x=xi)["score"]), in_axes=(None, 0)
+    )(params, x)
+    want = jax.jit(
+        jax.vmap(jax.grad(lambda p, xi: pipeline_fixed_stats(p, xi[None])[0][0]), in_axes=(None, 0))
+    )(params, x)
     assert_trees_close(per_sample, want)
 
 
@@ -423,8 +435,9 @@ def test_positive_params_are_stored_as_logs_and_chain_ruled():
         return jnp.mean((pred - batch["y"]) ** 2)
 
     lam, s = jnp.exp(params["lam"]), jnp.exp(params["s"])
-    np.testing.assert_allclose(prog.loss(params, batch), loss_of_values(lam, s, params["w"]),
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        prog.loss(params, batch), loss_of_values(lam, s, params["w"]), rtol=RTOL
+    )
     g = jax.grad(prog.loss)(params, batch)
     d_lam, d_s, d_w = jax.grad(loss_of_values, argnums=(0, 1, 2))(lam, s, params["w"])
     # d loss / d log λ = (d loss / d λ) · λ
@@ -432,5 +445,6 @@ def test_positive_params_are_stored_as_logs_and_chain_ruled():
     np.testing.assert_allclose(g["s"], d_s * s, rtol=RTOL)
     np.testing.assert_allclose(g["w"], d_w, rtol=RTOL)
     out = prog.apply(params, x=batch["x"][0])
-    np.testing.assert_allclose(out["pred"], lam * batch["x"][0] @ params["w"]
-                               + jnp.sum(s * batch["x"][0] ** 2), rtol=RTOL)
+    np.testing.assert_allclose(
+        out["pred"], lam * batch["x"][0] @ params["w"] + jnp.sum(s * batch["x"][0] ** 2), rtol=RTOL
+    )

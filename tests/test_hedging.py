@@ -1,5 +1,6 @@
 """Hedging in the language: simulated path sources, the hedge_pnl / trading_pnl / turnover
 ops, and the zero-cost deep-hedging example against the Black–Scholes delta hedge."""
+
 import json
 
 import jax
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 
 import ddm
-from conftest import EXAMPLES
 from ddm.library.market import trading
 from ddm.runtime.data import SOURCES
+
+from conftest import EXAMPLES
 from test_examples import ddmc
 
 
@@ -41,9 +43,13 @@ def test_hedge_ops_compute_what_the_trading_library_does():
     prog = ddm.loads(PROGRAM, x64=True)
     S, h = np.array([100.0, 102.0, 99.0, 103.0]), np.array([0.5, 0.6, 0.2])
     out = prog.apply({}, S=S, h=h)
-    want = trading.hedged_short_option_pnl(jnp.asarray(S), jnp.asarray(h),
-                                           lambda s: trading.call_payoff(s, 100.0), 2.0,
-                                           proportional=0.01)
+    want = trading.hedged_short_option_pnl(
+        jnp.asarray(S),
+        jnp.asarray(h),
+        lambda s: trading.call_payoff(s, 100.0),
+        2.0,
+        proportional=0.01,
+    )
     assert float(out["pnl"]) == pytest.approx(float(want))
     assert float(out["gains"]) == pytest.approx(0.5 * 2 - 0.6 * 3 + 0.2 * 4)
     assert float(out["traded"]) == pytest.approx(1.0)
@@ -53,8 +59,9 @@ def test_hedge_ops_compute_what_the_trading_library_does():
 
 def test_a_path_and_positions_of_mismatched_length_are_located():
     with pytest.raises(ddm.DdmError) as info:
-        ddm.loads("input S: f32[31]\ninput h: f32[29]\nnode p = hedge_pnl(S, h)\n",
-                  file="hedge.ddm")
+        ddm.loads(
+            "input S: f32[31]\ninput h: f32[29]\nnode p = hedge_pnl(S, h)\n", file="hedge.ddm"
+        )
     text = str(info.value)
     assert "hedge.ddm:3:23" in text and "h needs 30 positions" in text
 
@@ -62,9 +69,20 @@ def test_a_path_and_positions_of_mismatched_length_are_located():
 def test_hedge_call_example_smoke_run_approaches_the_delta_hedge(tmp_path):
     """The CI smoke configuration of the zero-cost case (loose: std ≤ 1.3 × delta's); the full
     run's figures are in the README's examples section."""
-    r = ddmc("train", str(EXAMPLES / "hedge_call.ddm"), "--out", str(tmp_path),
-             "--set", "steps=300", "--set", "batch=2048", "--set", "data.n_train=8192",
-             "--set", "data.n_test=8192")
+    r = ddmc(
+        "train",
+        str(EXAMPLES / "hedge_call.ddm"),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "steps=300",
+        "--set",
+        "batch=2048",
+        "--set",
+        "data.n_train=8192",
+        "--set",
+        "data.n_test=8192",
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())["test"]
     assert m["std_pnl"] <= 1.3 * m["std_delta"]
@@ -75,8 +93,10 @@ def test_hedge_call_example_smoke_run_approaches_the_delta_hedge(tmp_path):
 def test_lengths_known_only_from_the_data_are_checked_when_the_dims_are_bound():
     """Over symbolic dims the rule cannot relate N to M; once the data bind them, a mismatch
     is a located diagnostic, not an error from inside JAX."""
-    prog = ddm.loads("dim N\ndim M\ninput S: f32[N]\ninput h: f32[M]\n"
-                     "node p = hedge_pnl(S, h)\noutput p\n", file="sym.ddm")
+    prog = ddm.loads(
+        "dim N\ndim M\ninput S: f32[N]\ninput h: f32[M]\nnode p = hedge_pnl(S, h)\noutput p\n",
+        file="sym.ddm",
+    )
     with pytest.raises(ddm.DdmError) as info:
         prog.apply({}, S=np.ones(5), h=np.ones(2))
     assert "sym.ddm:5:10" in str(info.value) and "h needs 4 positions" in str(info.value)
@@ -87,9 +107,22 @@ def test_deep_hedge_example_smoke_run_both_policies_approach_the_delta_hedge(tmp
     """The CI smoke configuration of examples/deep_hedge.ddm at zero cost (loose: std ≤ 1.3 ×
     delta's): the recurrent net and the no-transaction band, trained by one run; the full grid
     is docs/results/deep_hedge.md."""
-    r = ddmc("train", str(EXAMPLES / "deep_hedge.ddm"), "--out", str(tmp_path),
-             "--set", "data.cost=0", "--set", "steps=300", "--set", "batch=2048",
-             "--set", "data.n_train=8192", "--set", "data.n_test=4096")
+    r = ddmc(
+        "train",
+        str(EXAMPLES / "deep_hedge.ddm"),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "data.cost=0",
+        "--set",
+        "steps=300",
+        "--set",
+        "batch=2048",
+        "--set",
+        "data.n_train=8192",
+        "--set",
+        "data.n_test=4096",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads((tmp_path / "metrics.json").read_text())
     m = out["test"]

@@ -5,16 +5,17 @@ gradient with the last step's direction. Specifications: a rate started far too 
 reaches a loss the fixed rate does not; it is logged per step and reported; it survives a
 checkpoint and resume bit for bit; it refuses a schedule beside it.
 """
+
 import json
 
 import numpy as np
 import pytest
 
 import ddm
-from ddm.runtime.errors import ConfigDiagnostic
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source
+from ddm.runtime.errors import ConfigDiagnostic
 
 PROGRAM = """input x: f32[4]
 param w: f32[4] = 0.0
@@ -27,8 +28,13 @@ def _run(monkeypatch, tmp_path, steps=200, **optimizer):
     sources = {"const": Source("const", (), lambda: Dataset({"x": x}, {"x": x}), "")}
     monkeypatch.setattr(train, "SOURCES", sources)
     cfg = RunConfig.defaults()
-    cfg.values.update(data={"name": "const"}, batch=64, steps=steps, log_every=50,
-                      optimizer={"name": "adam", **optimizer})
+    cfg.values.update(
+        data={"name": "const"},
+        batch=64,
+        steps=steps,
+        log_every=50,
+        optimizer={"name": "adam", **optimizer},
+    )
     cfg.validate(sources)
     return train.run(ddm.loads(PROGRAM, file="hg.ddm"), cfg, str(tmp_path))
 
@@ -53,9 +59,14 @@ def test_a_learned_rate_resumes_bit_for_bit(monkeypatch, tmp_path):
     # a first run checkpoints at step 30 and ends at 60; the resumed one goes on from 30 to 120
     for steps, resume in ((60, False), (120, True)):
         cfg = RunConfig.defaults()
-        cfg.values.update(data={"name": "const"}, batch=64, steps=steps, log_every=50,
-                          checkpoint_every=30,
-                          optimizer={"name": "adam", "lr": 1e-3, "hypergradient": 0.05})
+        cfg.values.update(
+            data={"name": "const"},
+            batch=64,
+            steps=steps,
+            log_every=50,
+            checkpoint_every=30,
+            optimizer={"name": "adam", "lr": 1e-3, "hypergradient": 0.05},
+        )
         cfg.validate(sources)
         parts = train.run(ddm.loads(PROGRAM, file="hg.ddm"), cfg, str(d), resume=resume)
     assert parts.metrics["learned_lr"] == whole.metrics["learned_lr"]
@@ -64,9 +75,11 @@ def test_a_learned_rate_resumes_bit_for_bit(monkeypatch, tmp_path):
 
 def test_a_learned_rate_refuses_a_schedule_beside_it():
     cfg = RunConfig.defaults()
-    cfg.values.update(data={"name": "gbm_paths"},
-                      optimizer={"name": "adam", "lr": 1e-3, "hypergradient": 0.05,
-                                 "schedule": "cosine"})
+    cfg.values.update(
+        data={"name": "gbm_paths"},
+        optimizer={"name": "adam", "lr": 1e-3, "hypergradient": 0.05, "schedule": "cosine"},
+    )
     from ddm.runtime.data import SOURCES
+
     with pytest.raises(ConfigDiagnostic, match="replaces the schedule"):
         cfg.validate(SOURCES)

@@ -7,10 +7,10 @@ neither ``compiler`` nor ``runtime``; ``compiler`` never imports ``runtime``; no
 CLI imports ``cli`` or ``bench``; no module takes part in an import circle; and no module reads
 another package's private names. Every import counts, at module level or inside a function.
 """
+
 from __future__ import annotations
 
 import ast
-import os
 import pathlib
 
 import pytest
@@ -79,8 +79,13 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_the_walk_sees_the_whole_package():
-    assert {"ddm.dsl.parser", "ddm.compiler.product", "ddm.runtime.program",
-            "ddm.library.solvers.implicit", "ddm.cli.main"} <= set(MODULES)
+    assert {
+        "ddm.dsl.parser",
+        "ddm.compiler.product",
+        "ddm.runtime.program",
+        "ddm.library.solvers.implicit",
+        "ddm.cli.main",
+    } <= set(MODULES)
     edges = _graph()
     assert "ddm.compiler.product" in edges["ddm.runtime.program"]
     assert "ddm.compiler.lower" in edges["ddm.compiler.product"]  # function-level ones too
@@ -89,10 +94,14 @@ def test_the_walk_sees_the_whole_package():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_each_module_imports_only_its_own_layer_and_those_below(module):
     package = _package(module)
-    bad = [(t, line) for t, _, line in _imports(module, MODULES[module])
-           if _package(t) not in ALLOWED[package]]
+    bad = [
+        (t, line)
+        for t, _, line in _imports(module, MODULES[module])
+        if _package(t) not in ALLOWED[package]
+    ]
     assert not bad, f"{module} ({package}) imports " + ", ".join(
-        f"{t} at line {line}" for t, line in bad)
+        f"{t} at line {line}" for t, line in bad
+    )
 
 
 def test_no_import_circle_anywhere_in_the_package():
@@ -135,17 +144,27 @@ def test_no_module_reads_another_packages_private_names():
     for module, path in MODULES.items():
         for target, names, line in _imports(module, path):
             if _package(target) != _package(module):
-                found += [f"{module}:{line} imports {target}.{n}" for n in names
-                          if n.startswith("_") and not n.startswith("__")]
+                found += [
+                    f"{module}:{line} imports {target}.{n}"
+                    for n in names
+                    if n.startswith("_") and not n.startswith("__")
+                ]
         tree = ast.parse(path.read_text(encoding="utf-8"))
         own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        own |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-                and isinstance(n.ctx, ast.Store)}
+        own |= {
+            n.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+        }
         for n in ast.walk(tree):
-            if isinstance(n, ast.Attribute) and n.attr.startswith("_") \
-                    and not n.attr.startswith("__") and n.attr not in NAMEDTUPLE_API \
-                    and n.attr not in own \
-                    and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")):
+            if (
+                isinstance(n, ast.Attribute)
+                and n.attr.startswith("_")
+                and not n.attr.startswith("__")
+                and n.attr not in NAMEDTUPLE_API
+                and n.attr not in own
+                and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))
+            ):
                 found.append(f"{module}:{n.lineno} reads {ast.unparse(n)}")
     assert found == []
 

@@ -3,6 +3,7 @@
 Moments are checked within 4 Monte Carlo standard errors (a false alarm ~1 in 16 000 per check,
 and the keys are fixed, so a pass is deterministic); gradients in float64.
 """
+
 import math
 
 import jax
@@ -91,7 +92,7 @@ def test_pathwise_vega_of_a_call_matches_black_scholes():
         return jnp.mean(jnp.maximum(p[:, -1, 0] - K, 0.0))
 
     sigma = 0.2
-    d1 = (math.log(S0 / K) + 0.5 * sigma ** 2 * T) / (sigma * math.sqrt(T))
+    d1 = (math.log(S0 / K) + 0.5 * sigma**2 * T) / (sigma * math.sqrt(T))
     vega = S0 * norm.pdf(d1) * math.sqrt(T)
     assert abs(float(jax.grad(price)(sigma)) / vega - 1) < 0.03
 
@@ -115,16 +116,19 @@ def test_heston_and_merton_are_differentiable_in_their_parameters():
 
 # --- trading mechanics, replay ---------------------------------------------------------------
 
-from ddm.library.market import block_bootstrap, hybrid, prices_from_log_returns  # noqa: E402
-from ddm.library.market import trading  # noqa: E402
+from ddm.library.market import (  # noqa: E402
+    block_bootstrap,
+    hybrid,
+    prices_from_log_returns,
+    trading,  # noqa: E402
+)
 
 
 def test_trading_pnl_counts_gains_costs_and_financing():
     p = jnp.array([100.0, 102.0, 99.0, 101.0])
     h = jnp.array([0.5, 0.6, 0.2])
     gains = 0.5 * 2 + 0.6 * -3 + 0.2 * 2
-    cost = 0.01 * (0.5 * 100 + 0.1 * 102 + 0.4 * 99) + 0.1 * (0.25 * 100 + 0.01 * 102
-                                                            + 0.16 * 99)
+    cost = 0.01 * (0.5 * 100 + 0.1 * 102 + 0.4 * 99) + 0.1 * (0.25 * 100 + 0.01 * 102 + 0.16 * 99)
     financing = 0.05 * 0.1 * (0.5 * 100 + 0.6 * 102 + 0.2 * 99)
     got = trading.trading_pnl(p, h, proportional=0.01, quadratic=0.1, rate=0.05, dt=0.1)
     assert float(got) == pytest.approx(gains - cost - financing, rel=1e-12)
@@ -143,12 +147,15 @@ def test_delta_hedge_error_matches_derman_kamal():
     dt = T / N
     p = gbm(KEY, S0, 0.0, sigma, dt, N, 100_000)[..., 0]
     tau = T - dt * jnp.arange(N)
-    d1 = (jnp.log(p[:, :-1] / K) + 0.5 * sigma ** 2 * tau) / (sigma * jnp.sqrt(tau))
+    d1 = (jnp.log(p[:, :-1] / K) + 0.5 * sigma**2 * tau) / (sigma * jnp.sqrt(tau))
     delta = jax.scipy.stats.norm.cdf(d1)
     d1_0 = 0.5 * sigma * math.sqrt(T)
     premium = S0 * (norm.cdf(d1_0) - norm.cdf(d1_0 - sigma * math.sqrt(T)))
-    pnl = jax.vmap(lambda s, h: trading.hedged_short_option_pnl(
-        s, h, lambda x: trading.call_payoff(x, K), premium))(p, delta)
+    pnl = jax.vmap(
+        lambda s, h: trading.hedged_short_option_pnl(
+            s, h, lambda x: trading.call_payoff(x, K), premium
+        )
+    )(p, delta)
     vega = S0 * norm.pdf(d1_0) * math.sqrt(T)
     expected = math.sqrt(math.pi / 4) * sigma * vega / math.sqrt(N)
     assert abs(float(jnp.std(pnl)) / expected - 1) < 0.05

@@ -1,16 +1,17 @@
 """Named losses: ``loss NAME = …`` declares an alternative objective a run may train instead of
 the default (``loss = "NAME"`` in the run section, ``--set loss=NAME``, ``with_loss`` in
 Python) — one program for, say, the entropic-risk and the variance hedge."""
+
 import numpy as np
 import pytest
 
 import ddm
 from ddm.dsl.diagnostics import DataDiagnostic, NameDiagnostic
-from ddm.runtime.errors import ConfigDiagnostic
 from ddm.dsl.format import format_source
 from ddm.runtime import train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source
+from ddm.runtime.errors import ConfigDiagnostic
 
 PROGRAM = """input x: f32
 param a: f32 = 0.0
@@ -52,8 +53,13 @@ def _config(monkeypatch, loss):
     sources = {"line": Source("line", (), lambda: Dataset({"x": x}, {"x": x}), "")}
     monkeypatch.setattr(train, "SOURCES", sources)
     cfg = RunConfig.defaults()
-    cfg.values.update(data={"name": "line"}, batch=64, steps=400, log_every=400,
-                      optimizer={"name": "adam", "lr": 0.05})
+    cfg.values.update(
+        data={"name": "line"},
+        batch=64,
+        steps=400,
+        log_every=400,
+        optimizer={"name": "adam", "lr": 0.05},
+    )
     cfg.apply_set(f"loss={loss}", 0)
     return cfg, sources
 
@@ -65,12 +71,12 @@ def test_a_run_trains_the_loss_its_config_names(monkeypatch, tmp_path):
     for loss in ("absolute", ""):
         cfg, sources = _config(monkeypatch, loss)
         x = np.concatenate([np.linspace(-2.0, 6.0, 63), [200.0]]).astype(np.float32)
-        sources["line"] = Source("line", (), lambda: Dataset({"x": x}, {"x": x}), "")
+        sources["line"] = Source("line", (), lambda x=x: Dataset({"x": x}, {"x": x}), "")
         cfg.validate(sources, ("absolute",))
         out = tmp_path / (loss or "default")
         results[loss] = train.run(ddm.loads(PROGRAM), cfg, str(out)).metrics["params"]["a"]
-    assert abs(results["absolute"] - 2.0) < 0.2      # the median
-    assert results[""] > 4.0                          # the mean, 2 + 200/64 ≈ 5.1, on its way
+    assert abs(results["absolute"] - 2.0) < 0.2  # the median
+    assert results[""] > 4.0  # the mean, 2 + 200/64 ≈ 5.1, on its way
 
 
 def test_a_config_naming_no_loss_of_the_program_is_located(monkeypatch):

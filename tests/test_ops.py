@@ -7,6 +7,7 @@ those types. An op whose family has no strategy fails ``test_every_family_has_a_
 
 Runs with float64 off: the rule's ``f32`` is float32, ``i32`` int32, ``bool`` bool.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ def _x64_off():
 
 # --- cases ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     """One call: the tensor arguments in ``params`` order (a ``tensors`` argument is a tuple of
@@ -53,12 +55,16 @@ class Case:
             if isinstance(a, tuple):
                 return "[" + ", ".join(fmt(x) for x in a) + "]"
             return f"{a.dtype}{list(a.shape)}"
+
         return f"Case({', '.join(fmt(a) for a in self.args)}; {self.static})"
 
 
 def defaults(op) -> dict:
-    return {a.name: a.default for a in op.params
-            if a.kind not in ("tensor", "tensors") and not a.required}
+    return {
+        a.name: a.default
+        for a in op.params
+        if a.kind not in ("tensor", "tensors") and not a.required
+    }
 
 
 def T(dtype: str, shape) -> TensorType:
@@ -105,6 +111,7 @@ def numeric_pair():
 
 
 # --- one strategy per family ---------------------------------------------------------------------
+
 
 @st.composite
 def unary_case(draw, op):
@@ -304,8 +311,15 @@ def reshape_case(draw, op):
         # the same elements regrouped into a random number of axes, maybe one written -1
         factors = draw(st.permutations(_factors(math.prod(x)) + [1] * draw(st.integers(0, 2))))
         rank = draw(st.integers(0, len(factors))) if factors else 0
-        cuts = sorted(draw(st.lists(st.integers(0, len(factors)), min_size=max(rank - 1, 0),
-                                    max_size=max(rank - 1, 0))))
+        cuts = sorted(
+            draw(
+                st.lists(
+                    st.integers(0, len(factors)),
+                    min_size=max(rank - 1, 0),
+                    max_size=max(rank - 1, 0),
+                )
+            )
+        )
         if rank == 0:
             target = [] if not factors else [math.prod(factors)]
         else:
@@ -337,8 +351,9 @@ def zscore_case(draw, op):
         static["stats"] = "batch"
         return Case((T("f32", x), None, None), static)
     static["stats"] = "fixed"
-    return Case((T("f32", x), T("f32", draw(broadcast_to(x))), T("f32", draw(broadcast_to(x)))),
-                static)
+    return Case(
+        (T("f32", x), T("f32", draw(broadcast_to(x))), T("f32", draw(broadcast_to(x)))), static
+    )
 
 
 @st.composite
@@ -373,8 +388,13 @@ def gumbel_case(draw, op):
     them; ``hard`` either way."""
     logits = draw(shapes(1))
     static = {**defaults(op), "hard": draw(st.booleans())}
-    return Case((T(draw(st.sampled_from(NUM)), logits),
-                 T(draw(st.sampled_from(NUM)), draw(broadcast_to(logits)))), static)
+    return Case(
+        (
+            T(draw(st.sampled_from(NUM)), logits),
+            T(draw(st.sampled_from(NUM)), draw(broadcast_to(logits))),
+        ),
+        static,
+    )
 
 
 @st.composite
@@ -389,8 +409,9 @@ def retrieval_case(draw, op):
 def argmax_case(draw, op):
     """Scores of rank >= 1 along any axis, negative or not."""
     x = draw(shapes(1))
-    return Case((T(draw(st.sampled_from(NUM)), x),), {**defaults(op),
-                                                       "axis": draw(axis_of(len(x)))})
+    return Case(
+        (T(draw(st.sampled_from(NUM)), x),), {**defaults(op), "axis": draw(axis_of(len(x)))}
+    )
 
 
 @st.composite
@@ -400,19 +421,43 @@ def one_hot_case(draw, op):
 
 
 STRATEGIES = {
-    "unary": unary_case, "binary": binary_case, "compare": compare_case,
-    "logical": logical_case, "where": where_case, "clip": clip_case, "reduce": reduce_case,
-    "along": along_case, "dot": dot_case, "matmul": matmul_case, "quad": quad_case,
-    "outer": outer_case, "transpose": transpose_case, "eye": eye_case, "square": square_case,
-    "diag": diag_case, "vector": vector_case, "path": path_case, "solve": solve_case, "concat": concat_case,
-    "stack": stack_case, "reshape": reshape_case, "fill": fill_case, "cov": cov_case,
-    "zscore": zscore_case, "pair": pair_case, "vector_pair": vector_pair_case,
-    "guard": guard_case, "gumbel": gumbel_case, "retrieval": retrieval_case,
-    "argmax": argmax_case, "one_hot": one_hot_case,
+    "unary": unary_case,
+    "binary": binary_case,
+    "compare": compare_case,
+    "logical": logical_case,
+    "where": where_case,
+    "clip": clip_case,
+    "reduce": reduce_case,
+    "along": along_case,
+    "dot": dot_case,
+    "matmul": matmul_case,
+    "quad": quad_case,
+    "outer": outer_case,
+    "transpose": transpose_case,
+    "eye": eye_case,
+    "square": square_case,
+    "diag": diag_case,
+    "vector": vector_case,
+    "path": path_case,
+    "solve": solve_case,
+    "concat": concat_case,
+    "stack": stack_case,
+    "reshape": reshape_case,
+    "fill": fill_case,
+    "cov": cov_case,
+    "zscore": zscore_case,
+    "pair": pair_case,
+    "vector_pair": vector_pair_case,
+    "guard": guard_case,
+    "gumbel": gumbel_case,
+    "retrieval": retrieval_case,
+    "argmax": argmax_case,
+    "one_hot": one_hot_case,
 }
 
 
 # --- arrays --------------------------------------------------------------------------------------
+
 
 def array(t: TensorType, rng: np.random.Generator, batch: tuple = ()):
     shape = batch + tuple(int(d) for d in t.shape)
@@ -456,7 +501,7 @@ def evaluate(op, case: Case, seed: int, concrete: bool):
         call, batch = jax.vmap(call, axis_name="batch"), (3,)
     xs = arrays(case.args, rng, batch)
     out = jax.jit(call)(*xs) if concrete else jax.eval_shape(call, *xs)
-    return tuple(out.shape)[len(batch):], np.dtype(out.dtype)
+    return tuple(out.shape)[len(batch) :], np.dtype(out.dtype)
 
 
 def check_case(name, case, seed, concrete):
@@ -476,6 +521,7 @@ def check_case(name, case, seed, concrete):
 
 
 # --- properties ----------------------------------------------------------------------------------
+
 
 def test_every_family_has_a_strategy():
     missing = {f"{op.name} ({op.family})" for op in OPS.values() if op.family not in STRATEGIES}
@@ -504,8 +550,14 @@ def test_rule_matches_impl_concretely(name, data, seed):
 def test_binary_ops_broadcast_lower_rank_and_unit_axes():
     """Explicit broadcasting cases, beyond the drawn ones."""
     rng = np.random.default_rng(0)
-    cases = [((3, 1, 5), (4, 1)), ((2, 3), (3,)), ((), (2, 3)), ((1,), (4, 2)),
-             ((5, 1, 1), (1, 2, 3)), ((2, 1, 3), (2, 4, 1))]
+    cases = [
+        ((3, 1, 5), (4, 1)),
+        ((2, 3), (3,)),
+        ((), (2, 3)),
+        ((1,), (4, 2)),
+        ((5, 1, 1), (1, 2, 3)),
+        ((2, 1, 3), (2, 4, 1)),
+    ]
     for name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "lt", "eq"):
         op = OPS[name]
         for a, b in cases:
@@ -516,6 +568,7 @@ def test_binary_ops_broadcast_lower_rank_and_unit_axes():
 
 
 # --- invalid shapes are refused by the rule ------------------------------------------------------
+
 
 @settings(max_examples=25, deadline=None)
 @given(a=shapes(1, 3), b=shapes(1, 3))
@@ -545,8 +598,9 @@ def test_where_and_clip_refuse_shapes_that_do_not_broadcast():
         OPS["clip"].rule((T("f32", (3,)), T("f32", (2, 3)), T("f32", ())), {})
 
 
-@pytest.mark.parametrize("a,b", [((3,), (4,)), ((2, 3), (4, 5)), ((2, 3), (2,)),
-                                 ((5, 2, 3), (5, 4, 2)), ((4,), (3, 2))])
+@pytest.mark.parametrize(
+    "a,b", [((3,), (4,)), ((2, 3), (4, 5)), ((2, 3), (2,)), ((5, 2, 3), (5, 4, 2)), ((4,), (3, 2))]
+)
 def test_matmul_refuses_inner_mismatch(a, b):
     with pytest.raises(ShapeError):
         OPS["matmul"].rule((T("f32", a), T("f32", b)), {})
@@ -558,8 +612,9 @@ def test_matmul_refuses_batch_mismatch(a, b):
         OPS["matmul"].rule((T("f32", a), T("f32", b)), {})
 
 
-@pytest.mark.parametrize("a,b", [((2, 3), (2,)), ((3, 3), (2,)), ((3,), (3,)), ((3, 3, 3), (3,)),
-                                 ((3, 3), (3, 2, 1))])
+@pytest.mark.parametrize(
+    "a,b", [((2, 3), (2,)), ((3, 3), (2,)), ((3,), (3,)), ((3, 3, 3), (3,)), ((3, 3), (3, 2, 1))]
+)
 def test_solve_refuses_non_square_or_mismatched(a, b):
     with pytest.raises(ShapeError):
         OPS["solve"].rule((T("f32", a), T("f32", b)), {})
@@ -592,8 +647,9 @@ def test_other_shape_errors():
     with pytest.raises(ShapeError):
         r["bce"].rule((T("f32", (3,)), T("f32", (4,))), {"eps": 1e-7})
     with pytest.raises(ShapeError):
-        r["zscore"].rule((T("f32", (3,)), T("f32", (4,)), T("f32", (3,))),
-                         {"stats": "fixed", "eps": 1e-8})
+        r["zscore"].rule(
+            (T("f32", (3,)), T("f32", (4,)), T("f32", (3,))), {"stats": "fixed", "eps": 1e-8}
+        )
 
 
 @pytest.mark.parametrize("axes", [(0, 3), (1, 2), (0,), (0, 0), (2,)])
@@ -618,6 +674,7 @@ def test_dtype_errors():
 
 
 # --- regressions of bugs these properties found --------------------------------------------------
+
 
 def test_float_results_of_integer_arguments_are_computed_in_float():
     """The rules give sigmoid/square/relu/pow of integers a float result; the implementations

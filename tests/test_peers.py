@@ -9,6 +9,7 @@ The peer is parametrised in DPP form: ``λ·vᵀΣv = ‖Mv‖²`` with ``M = ch
 JAX, so its gradients reach Σ and λ through ``jnp.linalg.cholesky``. SCS runs at ``eps=1e-9``
 (its default 1e-4 leaves solution errors ~1e-3, far from the 1e-5 asked here).
 """
+
 # The peers come with the test extra (make test installs it): a missing one is an error, not a
 # skip — these are the only peer checks of classes 1 and 2.
 import cvxpy as cp
@@ -28,9 +29,9 @@ LAM = 0.7
 SCS_ARGS = {"eps": 1e-9}
 
 CONSTRAINTS = {
-    "budget": "sum(v) == 1",                       # class 1
-    "long_only": "sum(v) == 1, v >= 0",            # class 2
-    "box": "sum(v) == 1, v >= 0, v <= 0.4",        # class 2, both bounds
+    "budget": "sum(v) == 1",  # class 1
+    "long_only": "sum(v) == 1, v >= 0",  # class 2
+    "box": "sum(v) == 1, v >= 0, v <= 0.4",  # class 2, both bounds
 }
 
 PROGRAM = """
@@ -92,11 +93,14 @@ def non_degenerate(w, problem, margin=1e-4):
     return np.all((d > margin) | (d < 1e-8), axis=1)
 
 
-@pytest.mark.parametrize("problem,n,seed", [
-    ("budget", 6, 0),
-    ("long_only", 8, 3),   # 16 of the 32 lower bounds bind at the solution
-    ("box", 8, 4),         # 14 lower and 5 upper bounds bind
-])
+@pytest.mark.parametrize(
+    "problem,n,seed",
+    [
+        ("budget", 6, 0),
+        ("long_only", 8, 3),  # 16 of the 32 lower bounds bind at the solution
+        ("box", 8, 4),  # 14 lower and 5 upper bounds bind
+    ],
+)
 def test_node_matches_cvxpylayers(problem, n, seed):
     S, b, c = instances(n, 4, seed)
     prog = ddm.loads(PROGRAM.format(lam=LAM, cons=CONSTRAINTS[problem]), x64=True)
@@ -106,9 +110,10 @@ def test_node_matches_cvxpylayers(problem, n, seed):
     def ddm_run(log_lam, b, S, c):
         """The node's solutions, statuses and d loss / d (log λ, b, Σ), through ``prog``."""
         out, aux = prog.product.apply_batch({"lam": log_lam}, {"b": b, "S": S})
-        grads = jax.grad(lambda *a: prog.product.loss({"lam": a[0]}, {"b": a[1], "S": a[2],
-                                                                    "c": c})[0],
-                         argnums=(0, 1, 2))(log_lam, b, S)
+        grads = jax.grad(
+            lambda *a: prog.product.loss({"lam": a[0]}, {"b": a[1], "S": a[2], "c": c})[0],
+            argnums=(0, 1, 2),
+        )(log_lam, b, S)
         return out["w"], [i.status for i in aux.solvers.values()], grads
 
     w, statuses, g_ddm = ddm_run(log_lam, b, S, c)

@@ -15,24 +15,24 @@ Specifications:
 
 Float64 for the whole module: gradients are compared to finite differences.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import fd_grad, flat
-
 import ddm
-from conftest import column_of, compile_error, type_of
-from ddm.dsl.diagnostics import DdmError
 from ddm.dsl.format import format_module, format_source
 from ddm.dsl.parser import parse
 from ddm.library.lazy import jax
+
+from conftest import column_of, compile_error, fd_grad, flat, type_of
 
 pytestmark = pytest.mark.usefixtures("float64")
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def node_values(prog, name: str, batch, key=None, params=None):
     """The named node's values over ``batch`` (a dict of inputs with a leading axis), drawn
@@ -48,12 +48,11 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-
-
 LOGITS = np.array([0.3, -0.4, 1.1])
 
 
 # --- shape rules ---------------------------------------------------------------------------------
+
 
 def test_shape_rules_of_good_calls():
     prog = ddm.loads("""dim K = 3
@@ -88,8 +87,10 @@ def test_gumbel_softmax_refuses_scalar_logits():
 
 
 def test_gumbel_softmax_temperature_must_broadcast_to_the_logits():
-    text = ("input z: f32[3]\nparam tau: f32[2] = 1.0 positive\n"
-            "node r = gumbel_softmax(z, tau)\noutput r\n")
+    text = (
+        "input z: f32[3]\nparam tau: f32[2] = 1.0 positive\n"
+        "node r = gumbel_softmax(z, tau)\noutput r\n"
+    )
     err = compile_error(text)
     assert err.kind == "shape"
     assert "temperature f32[2] does not broadcast to its logits f32[3]" in err.message
@@ -120,8 +121,10 @@ def test_retrieve_refuses_mismatched_widths_at_the_embeddings(op):
     text = RETRIEVE.format(qd=5, pk="K", op=op)
     err = compile_error(text)
     assert err.kind == "shape"
-    assert "the embeddings f32[K, 4] have rows of length 4, the query f32[5] has length 5" \
+    assert (
+        "the embeddings f32[K, 4] have rows of length 4, the query f32[5] has length 5"
         in err.message
+    )
     assert (err.span.line, err.span.column) == (5, column_of(text, 5, "E,"))
 
 
@@ -143,11 +146,13 @@ def test_retrieve_refuses_a_query_that_is_not_a_vector():
 
 
 def test_formatter_round_trips_calls_of_the_new_ops():
-    text = ("input z: f32[3]\ninput q: f32[4]\nparam E: f32[3, 4] = zeros()\n"
-            "param phi: f32[3] = zeros()\n"
-            "node r = gumbel_softmax(z, temperature = 0.5, hard = true)\n"
-            "node h = retrieve(q, E, phi)\nnode a = retrieve_weights(q, E, phi)\n"
-            "output r, h, a\n")
+    text = (
+        "input z: f32[3]\ninput q: f32[4]\nparam E: f32[3, 4] = zeros()\n"
+        "param phi: f32[3] = zeros()\n"
+        "node r = gumbel_softmax(z, temperature = 0.5, hard = true)\n"
+        "node h = retrieve(q, E, phi)\nnode a = retrieve_weights(q, E, phi)\n"
+        "output r, h, a\n"
+    )
     out = format_module(parse(text))
     assert parse(out) == parse(text)
     assert format_source(out) == out
@@ -204,8 +209,7 @@ def test_with_a_key_rows_are_on_the_simplex_and_the_same_key_gives_the_same_bits
 def test_hard_draws_are_one_hot_with_the_softmax_probabilities():
     """Gumbel-max: argmax(logits + g) is distributed as softmax(logits), whatever τ."""
     prog, params = gumbel_prog(tau=0.5)
-    draws = node_values(prog, "hard", {"z": np.tile(LOGITS, (20000, 1))},
-                        jax.random.key(3), params)
+    draws = node_values(prog, "hard", {"z": np.tile(LOGITS, (20000, 1))}, jax.random.key(3), params)
     assert set(np.unique(draws)) <= {0.0, 1.0}
     np.testing.assert_array_equal(draws.sum(axis=-1), 1.0)
     np.testing.assert_allclose(draws.mean(axis=0), softmax(LOGITS), atol=0.02)
@@ -227,8 +231,9 @@ def test_gradient_with_the_noise_fixed_by_its_key_matches_finite_differences():
     key = jax.random.key(5)
     grad = flat(jax.grad(prog.loss)(params, batch, key))
     assert np.all(np.isfinite(grad)) and np.all(grad != 0)
-    np.testing.assert_allclose(grad, fd_grad(lambda p: prog.loss(p, batch, key), params),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        grad, fd_grad(lambda p: prog.loss(p, batch, key), params), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_hard_gradient_is_the_soft_gradient_straight_through():
@@ -237,18 +242,24 @@ def test_hard_gradient_is_the_soft_gradient_straight_through():
     params = soft.init(jax.random.key(0))
     batch = {"x": np.linspace(-1, 1, 12).reshape(4, 3)}
     key = jax.random.key(5)
-    np.testing.assert_allclose(flat(jax.grad(hard.loss)(params, batch, key)),
-                               flat(jax.grad(soft.loss)(params, batch, key)), rtol=1e-12)
+    np.testing.assert_allclose(
+        flat(jax.grad(hard.loss)(params, batch, key)),
+        flat(jax.grad(soft.loss)(params, batch, key)),
+        rtol=1e-12,
+    )
 
 
 def test_inside_a_scan_every_step_draws_fresh_noise():
-    prog = ddm.loads("""dim N = 4
+    prog = ddm.loads(
+        """dim N = 4
 input z: f32[3]
 node s = scan t in N, prev: f32[3] = 0.0 {
     return gumbel_softmax(z, 1.0)
 }
 output s
-""", x64=True)
+""",
+        x64=True,
+    )
     batch = {"z": LOGITS[None, :]}
     fixed = node_values(prog, "s", batch)[0]
     np.testing.assert_allclose(fixed, np.tile(softmax(LOGITS), (4, 1)), rtol=1e-12)
@@ -304,5 +315,6 @@ def test_retrieve_gradient_matches_finite_differences():
     batch = {"q": np.linspace(-1.5, 1.5, 6).reshape(2, 3)}
     grad = flat(jax.grad(prog.loss)(params, batch))
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
-    np.testing.assert_allclose(grad, fd_grad(lambda p: prog.loss(p, batch), params),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        grad, fd_grad(lambda p: prog.loss(p, batch), params), rtol=1e-6, atol=1e-9
+    )

@@ -4,6 +4,7 @@ Specifications: every IR value and every edge is in the DOT, kinds have their co
 carry tensor names and types, backward edges run exactly along the gradient path, bodies of
 argmin, scan and fn calls are clusters, measured gradient norms colour the backward edges, and
 the picture renders when graphviz is installed (a clear message when it is not)."""
+
 import json
 import re
 import shutil
@@ -11,17 +12,19 @@ import subprocess
 
 import pytest
 
-from conftest import EXAMPLES
 from ddm.compiler.driver import front_end, front_end_file
 from ddm.compiler.ir import gradient_path
 from ddm.runtime.diagram import diagram, measured
 from ddm.runtime.dot import STYLE, DotMissing, render_file
 from ddm.runtime.dot import to_dot as dot_text
 
+from conftest import EXAMPLES
+from test_examples import ddmc
+
 
 def to_dot(graph, show="forward", grads=None, rankdir="LR"):
     return dot_text(diagram(graph, show, grads, rankdir))
-from test_examples import ddmc
+
 
 NODE = re.compile(r'^\s*"(v\d+|p:\w+)" \[(.*)\];$', re.M)
 EDGE = re.compile(r'^\s*"(v\d+|p:\w+)" -> "(v\d+|p:\w+)" \[(.*)\];$', re.M)
@@ -33,8 +36,7 @@ def parse(text):
     return nodes, edges
 
 
-@pytest.mark.parametrize("name", ["hedge.ddm", "deep_hedge.ddm", "credit.ddm",
-                                  "sparse_hedge.ddm"])
+@pytest.mark.parametrize("name", ["hedge.ddm", "deep_hedge.ddm", "credit.ddm", "sparse_hedge.ddm"])
 def test_every_value_and_every_edge_is_drawn(name):
     g, _ = front_end_file(str(EXAMPLES / name))
     nodes, edges = parse(to_dot(g))
@@ -58,8 +60,12 @@ def test_kinds_have_their_shapes_and_colours_and_edges_their_tensors():
     g, _ = front_end_file(str(EXAMPLES / "hedge.ddm"))
     nodes, edges = parse(to_dot(g))
     by_name = {v.name: v.id for v in g.values if v.name}
-    for name, kind in (("x", "input"), ("lam", "param"), ("w", "declarative"),
-                       ("Sigma", "imperative")):
+    for name, kind in (
+        ("x", "input"),
+        ("lam", "param"),
+        ("w", "declarative"),
+        ("Sigma", "imperative"),
+    ):
         attrs = nodes[f"v{by_name[name]}"]
         shape, fill, _ = STYLE[kind]
         assert f"shape={shape}" in attrs and f'fillcolor="{fill}"' in attrs, (name, attrs)
@@ -91,8 +97,11 @@ def test_bodies_and_fn_calls_are_clusters():
     assert 'label="h_band: the policy at each step"' in text
     assert 'label="h_net: the policy at each step"' in text
     assert "objective and constraints" in text  # the band's projection, inside its scan
-    g, _ = front_end("input x: f32[3]\nfn sq(a: f32[K]) -> f32 { return sum(a * a) }\n"
-                     "node y = sq(x)\noutput y\n", "fn.ddm")
+    g, _ = front_end(
+        "input x: f32[3]\nfn sq(a: f32[K]) -> f32 { return sum(a * a) }\n"
+        "node y = sq(x)\noutput y\n",
+        "fn.ddm",
+    )
     assert 'label="fn sq@3:10"' in to_dot(g)
 
 
@@ -111,9 +120,9 @@ def test_measured_norms_colour_the_backward_edges(tmp_path):
     # an exploding and a vanishing value get the extreme colours
     some = next(k for k in grads if k.startswith("v"))
     hot = to_dot(g, "backward", {**grads, some: 1e6})
-    assert '#cc0000' in hot
+    assert "#cc0000" in hot
     cold = to_dot(g, "backward", {**grads, some: 1e-9})
-    assert '#3d85c6' in cold
+    assert "#3d85c6" in cold
 
 
 def test_grads_without_a_run_is_a_clear_error(tmp_path):
@@ -121,8 +130,11 @@ def test_grads_without_a_run_is_a_clear_error(tmp_path):
     assert r.returncode == 1 and "params.npz" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed "
-                    "(make dot installs it); test_dot_missing_is_a_clear_message covers this")
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="graphviz's dot is not installed "
+    "(make dot installs it); test_dot_missing_is_a_clear_message covers this",
+)
 def test_svg_and_png_render_with_dot(tmp_path):
     for ext in ("svg", "png"):
         r = ddmc("render", str(EXAMPLES / "deep_hedge.ddm"), "-o", str(tmp_path / f"g.{ext}"))
@@ -148,19 +160,23 @@ def test_a_200_node_program_stays_a_valid_graph(tmp_path):
     nodes, _ = parse(text)
     assert len(nodes) >= 200
     if shutil.which("dot"):
-        proc = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True,
-                              timeout=300)
+        proc = subprocess.run(
+            ["dot", "-Tsvg"], input=text.encode(), capture_output=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr.decode()
 
 
 def test_guards_and_rules_are_clusters_titled_with_their_text():
-    graph, _ = front_end("""dim N = 2
+    graph, _ = front_end(
+        """dim N = 2
 input x: f32[N]
 node w = 2.0 * x
 guard cap "at most one unit" on w { limit abs(w) <= 1.0 action project }
 rule calm "keep it small" { when mean(x) > 0.5 penalty sum(w ** 2) }
 loss = mean(sum(w))
-""", "g.ddm")
+""",
+        "g.ddm",
+    )
     dot = to_dot(graph, "both")
     assert 'subgraph "cluster_guard:cap"' in dot and 'subgraph "cluster_rule:calm"' in dot
     assert "guard cap on w: abs(w) <= 1.0 (project)" in dot and "rule calm: keep it small" in dot

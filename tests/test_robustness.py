@@ -4,6 +4,7 @@ Random mutations of the example programs go through parse → resolve → check 
 :class:`DdmError`; pathological files go through ``ddmc check`` and the Python API and must end
 in exit 0 (valid) or a located diagnostic with exit 1, without a traceback or a RecursionError.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -89,6 +90,7 @@ def test_unmutated_examples_check(path):
 
 # --- pathological inputs -----------------------------------------------------------------------
 
+
 def _nested_parens(n: int) -> str:
     return "input x: f32\nnode a = " + "(" * n + "x" + ")" * n + "\noutput a\n"
 
@@ -128,8 +130,14 @@ def _ddmc() -> list[str]:
 
 
 def _check_cli(target: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_ddmc() + ["check", "-q", target], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, errors="replace")
+    return subprocess.run(
+        _ddmc() + ["check", "-q", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        errors="replace",
+    )
 
 
 def _assert_clean(proc: subprocess.CompletedProcess, target: str, want: int | None) -> None:
@@ -152,6 +160,7 @@ def test_pathological_files_cli(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
 def test_pathological_files_api(tmp_path, name):
     from ddm.compiler.driver import front_end_file
+
     data, want = PATHOLOGICAL[name]
     target = tmp_path / f"{name}.ddm"
     target.write_bytes(data)
@@ -170,22 +179,31 @@ def test_chain_of_3000_nodes_checks_in_full():
     assert [n for n, _ in graph.outputs] == ["n2999"]
 
 
-@pytest.mark.parametrize("make", [_nested_parens, _long_sum, _nested_calls],
-                         ids=["parens", "sum", "calls"])
+@pytest.mark.parametrize(
+    "make", [_nested_parens, _long_sum, _nested_calls], ids=["parens", "sum", "calls"]
+)
 def test_deep_expressions_api_under_default_recursion_limit(make):
     """The Python API does not raise the recursion limit as ddmc does."""
-    code = ("import sys\nsys.setrecursionlimit(1000)\n"
-            "from ddm.compiler.driver import front_end\nfrom ddm.dsl.diagnostics import DdmError\n"
-            f"text = {make.__name__}(5000)\n"
-            "try:\n    front_end(text, 'deep.ddm')\nexcept DdmError as err:\n    print(err.kind)\n")
+    code = (
+        "import sys\nsys.setrecursionlimit(1000)\n"
+        "from ddm.compiler.driver import front_end\nfrom ddm.dsl.diagnostics import DdmError\n"
+        f"text = {make.__name__}(5000)\n"
+        "try:\n    front_end(text, 'deep.ddm')\nexcept DdmError as err:\n    print(err.kind)\n"
+    )
     defs = "\n".join(_source_of(f) for f in (_nested_parens, _long_sum, _nested_calls))
-    proc = subprocess.run([sys.executable, "-c", defs + "\n" + code], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", defs + "\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def _source_of(fn) -> str:
     import inspect
+
     return inspect.getsource(fn)
 
 

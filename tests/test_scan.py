@@ -4,19 +4,18 @@ Specifications: the value is the stacked carries of a Python loop; gradients thr
 (layers, transaction costs, an argmin in the body) match finite differences in float64; an
 argmin inside a scan reports its solver infos per sample and step; the formatter round-trips.
 """
+
 import numpy as np
 import pytest
-
-from conftest import fd_grad, flat
 
 import ddm
 from ddm.dsl.format import format_source
 from ddm.dsl.parser import parse
 from ddm.library.lazy import jax
 
+from conftest import fd_grad, flat
+
 pytestmark = pytest.mark.usefixtures("float64")
-
-
 
 
 def test_scan_value_is_the_stack_of_carries_of_a_loop():
@@ -43,8 +42,9 @@ def test_scalar_init_broadcasts_to_the_carry_and_the_index_is_an_i32_step_count(
 node c = scan t in 3, s: f32[2] = 1.0 { s + f32(t) }
 output c
 """)
-    np.testing.assert_allclose(prog.apply({}, x=np.zeros(3))["c"],
-                               [[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]])
+    np.testing.assert_allclose(
+        prog.apply({}, x=np.zeros(3))["c"], [[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]
+    )
 
 
 POLICY = """dim N = 5
@@ -94,7 +94,9 @@ loss = mean(sum(h))
 def test_an_argmin_in_the_body_projects_onto_the_band_with_implicit_gradients(using):
     prog = ddm.loads(BAND % using, x64=True)
     params = prog.init(jax.random.key(0))
-    d = np.array([[0.5, 0.52, 0.3, 0.31, 0.9], [0.0, 0.05, -0.2, 0.4, 0.45]])  # no ties at a band edge: IPM degenerate
+    d = np.array(
+        [[0.5, 0.52, 0.3, 0.31, 0.9], [0.0, 0.05, -0.2, 0.4, 0.45]]
+    )  # no ties at a band edge: IPM degenerate
     w = float(np.exp(params["w"]))
     want = []
     for row in d:
@@ -147,8 +149,9 @@ output a, b
 
 
 def test_check_and_the_ir_show_each_scan_and_what_it_carries():
-    from ddm.compiler.ir import format_ir
     from ddm.cli.main import summary_table
+    from ddm.compiler.ir import format_ir
+
     prog = ddm.loads(BAND % "using prox", file="band.ddm")
     text = format_ir(prog.graph)
     assert "scan over t < N, carrying prev: f32" in text and "new carry %" in text
@@ -162,7 +165,8 @@ def test_scans_nest_and_live_in_fns_over_their_generic_dims():
 input x: f32[N]
 fn cums(a: f32[K]) -> f32[K] { return scan t in K, s: f32 = 0.0 { s + a[t] } }
 node c = cums(x)
-node m = scan i in 2, acc: f32[N] = 0.0 { acc + scan t in N, s: f32 = 0.0 { s + x[t] * f32(i + 1) } }
+node m = scan i in 2, acc: f32[N] = 0.0 {
+    acc + scan t in N, s: f32 = 0.0 { s + x[t] * f32(i + 1) } }
 output c, m
 """)
     out = prog.apply({}, x=np.array([1.0, 2.0, 3.0]))
@@ -181,8 +185,9 @@ def test_one_sample_names_the_step_of_a_failed_solve_inside_a_scan():
     assert "failed on step 2 during apply" in info.value.message
 
 
-def test_training_stops_at_a_failed_solve_inside_a_scan_naming_sample_and_step(monkeypatch,
-                                                                                tmp_path):
+def test_training_stops_at_a_failed_solve_inside_a_scan_naming_sample_and_step(
+    monkeypatch, tmp_path
+):
     from ddm.runtime import train
     from ddm.runtime.config import RunConfig
     from ddm.runtime.data import Dataset, Source

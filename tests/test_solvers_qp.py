@@ -5,6 +5,7 @@ test: a dense NumPy KKT solve (class 1), an enumeration of active sets (class 2)
 finite differences of the solution map, and the seed article's closed-form Jacobian of an
 equality-constrained argmin with parameter-dependent constant terms.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,9 +26,18 @@ from ddm.library.solvers.closest import closest  # noqa: E402
 from ddm.library.solvers.eq_qp import eq_qp, eq_qp_with_duals  # noqa: E402
 from ddm.library.solvers.options import SolveOptions  # noqa: E402
 from ddm.library.solvers.qp import qp  # noqa: E402
-from ddm.library.solvers.status import (ADJ_KKT, ADJ_TRUNCATED, ADJ_UNROLL,  # noqa: E402
-                                        CLOSEST, CONVERGED, INFEASIBLE, MAX_ITER, NONFINITE,
-                                        SINGULAR, UNBOUNDED)
+from ddm.library.solvers.status import (
+    ADJ_KKT,
+    ADJ_TRUNCATED,
+    ADJ_UNROLL,  # noqa: E402
+    CLOSEST,
+    CONVERGED,
+    INFEASIBLE,
+    MAX_ITER,
+    NONFINITE,
+    SINGULAR,
+    UNBOUNDED,
+)
 
 UNROLL = SolveOptions(backward="unroll")
 
@@ -89,7 +99,7 @@ def active_set_reference(P, c, A, b, G, h):
             if E.shape[0] > P.shape[0] or np.linalg.matrix_rank(E) < E.shape[0]:
                 continue
             x, nu = kkt_reference(P, c, E, np.concatenate([b, h[S]]))
-            z = nu[A.shape[0]:]
+            z = nu[A.shape[0] :]
             slack = np.delete(h - G @ x, S)
             if np.all(slack >= -1e-12) and np.all(z >= -1e-12):
                 return x, min(np.min(z, initial=np.inf), np.min(slack, initial=np.inf))
@@ -119,7 +129,7 @@ def qp_all(opts: SolveOptions = SolveOptions()):
     return _qp_all(opts)
 
 
-@functools.lru_cache(maxsize=None)   # keyed on the options alone: one jitted function each
+@functools.lru_cache(maxsize=None)  # keyed on the options alone: one jitted function each
 def _eq_all(opts: SolveOptions):
     return jit(eq_fn(opts))
 
@@ -131,18 +141,22 @@ def _qp_all(opts: SolveOptions):
 
 def eq_fn(opts: SolveOptions):
     """``(w, P, c, A, b) -> (x, ν, info, ∇_{P,c,A,b} w·x)``, not jitted."""
+
     def f(w, *a):
         x, nu, info = eq_qp_with_duals(*a, opts)
         return w @ x, (x, nu, info)
+
     vg = jax.value_and_grad(f, argnums=(1, 2, 3, 4), has_aux=True)
     return lambda w, *a: (lambda out: (*out[0][1], out[1]))(vg(w, *a))
 
 
 def qp_fn(opts: SolveOptions):
     """``(w, P, c, A, b, G, h) -> (x, info, ∇_{P,c,A,b,G,h} w·x)``, not jitted."""
+
     def f(w, *a):
         x, info = qp(*a, opts)
         return w @ x, (x, info)
+
     vg = jax.value_and_grad(f, argnums=tuple(range(1, 7)), has_aux=True)
     return lambda w, *a: (lambda out: (*out[0][1], out[1]))(vg(w, *a))
 
@@ -192,6 +206,7 @@ def _eq_x(opts=SolveOptions()):
     def solve(*a):
         n = np.shape(a[1])[0]
         return eq_all(opts)(w0.setdefault(n, np.zeros(n)), *a)[0]
+
     return solve
 
 
@@ -219,7 +234,7 @@ def test_eq_qp_accepts_P_semidefinite_but_definite_on_the_feasible_set():
 
 @settings(max_examples=12, deadline=None)
 @given(shape=st.sampled_from(EQ_SHAPES), seed=st.integers(0, 2**31))
-@example(shape=(4, 4), seed=3206)      # drew a condition-1e3 A before instances were built by SVD
+@example(shape=(4, 4), seed=3206)  # drew a condition-1e3 A before instances were built by SVD
 def test_eq_qp_gradients_match_finite_differences(shape, seed):
     """∂(w·x*)/∂(P, c, A, b) — b is the parameter-dependent constant term of the constraints."""
     args = eq_instance(seed, *shape)
@@ -249,18 +264,19 @@ def test_eq_qp_jacobian_equals_the_seed_closed_form():
     def x_of(opts):
         return jit(jax.jacrev(lambda th: eq_qp(*problem(th), opts)[0]))
 
-    x_hat = np.linalg.solve(np.block([[problem(theta)[0], A.T], [A, np.zeros((p, p))]]),
-                            np.concatenate([-problem(theta)[1], problem(theta)[3]]))[:n]
+    x_hat = np.linalg.solve(
+        np.block([[problem(theta)[0], A.T], [A, np.zeros((p, p))]]),
+        np.concatenate([-problem(theta)[1], problem(theta)[3]]),
+    )[:n]
     f_xx = problem(theta)[0]
     f_xtheta = C1.copy()
     f_xtheta[:, 0] += P1 @ x_hat
-    b_theta = -B1                                          # the seed's b(θ) = −b_eq(θ)
+    b_theta = -B1  # the seed's b(θ) = −b_eq(θ)
     Fi = np.linalg.inv(f_xx)
     seed_jac = Fi @ (A.T @ np.linalg.solve(A @ Fi @ A.T, A @ Fi @ f_xtheta - b_theta) - f_xtheta)
 
     for opts in (SolveOptions(), UNROLL):
-        np.testing.assert_allclose(x_of(opts)(jnp.asarray(theta)), seed_jac, rtol=1e-10,
-                                   atol=1e-12)
+        np.testing.assert_allclose(x_of(opts)(jnp.asarray(theta)), seed_jac, rtol=1e-10, atol=1e-12)
 
 
 @settings(max_examples=6, deadline=None)
@@ -289,19 +305,22 @@ def test_eq_qp_rejects_truncated_backward():
 
 
 @pytest.mark.parametrize("opts", [SolveOptions(), UNROLL], ids=["implicit", "unroll"])
-@pytest.mark.parametrize("case, status", [
-    ("indefinite", SINGULAR),
-    ("flat_direction_pushed", SINGULAR),
-    ("duplicate_rows_consistent", SINGULAR),
-    ("duplicate_rows_inconsistent", INFEASIBLE),
-    ("nan_in_c", NONFINITE),
-    ("inf_in_P", NONFINITE),
-])
+@pytest.mark.parametrize(
+    "case, status",
+    [
+        ("indefinite", SINGULAR),
+        ("flat_direction_pushed", SINGULAR),
+        ("duplicate_rows_consistent", SINGULAR),
+        ("duplicate_rows_inconsistent", INFEASIBLE),
+        ("nan_in_c", NONFINITE),
+        ("inf_in_P", NONFINITE),
+    ],
+)
 def test_eq_qp_ill_posed_problem_has_status_and_nan_gradient(case, status, opts):
     P, c, A, b = eq_instance(11, 3, 1)
-    if case == "indefinite":            # a saddle on the feasible set, not a minimum
+    if case == "indefinite":  # a saddle on the feasible set, not a minimum
         P = np.diag([1.0, -1.0, 1.0])
-    elif case == "flat_direction_pushed":   # P = 0 along e₃, c pushes: unbounded below
+    elif case == "flat_direction_pushed":  # P = 0 along e₃, c pushes: unbounded below
         P, c, A, b = np.diag([1.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), A[:0], b[:0]
     elif case == "duplicate_rows_consistent":
         A, b = np.concatenate([A, A]), np.concatenate([b, b])
@@ -382,8 +401,8 @@ def budget_instance(seed, box=True):
 def test_budget_qp_gradient_matches_finite_differences(box):
     args = budget_instance(2, box=box)
     x_ref, gap = active_set_reference(*args)
-    assert gap > 1e-3                                        # a clean active set …
-    assert np.any(args[4] @ x_ref > args[5] - 1e-12)         # … with a bound active
+    assert gap > 1e-3  # a clean active set …
+    assert np.any(args[4] @ x_ref > args[5] - 1e-12)  # … with a bound active
     w = np.random.default_rng(0).normal(size=N)
     x, info, grads = qp_all()(w, *args)
     assert int(info.status) == CONVERGED
@@ -405,8 +424,10 @@ def test_qp_truncated_gradients_approach_implicit_ones():
     args = budget_instance(2)
     w = np.random.default_rng(1).normal(size=N)
     g_imp = qp_all()(w, *args)[2]
-    errors = [rel_error(qp_all(SolveOptions(backward="truncated", steps=k))(w, *args)[2], g_imp)
-              for k in (1, 3)]
+    errors = [
+        rel_error(qp_all(SolveOptions(backward="truncated", steps=k))(w, *args)[2], g_imp)
+        for k in (1, 3)
+    ]
     assert errors[0] > errors[-1] and errors[-1] < 1e-4, errors
 
 
@@ -426,34 +447,46 @@ def test_qp_unroll_differentiates_the_iterations():
 
 
 def _ill_posed_qp(case):
-    I, o, one = np.eye(N), np.zeros(N), np.ones(N)
+    eye, o, one = np.eye(N), np.zeros(N), np.ones(N)
     P, c = spd(np.random.default_rng(0), N), np.array([1.0, -1.0, 0.5])
     budget = np.ones((1, N)), np.ones(1)
-    pin_x1 = I[:1], np.zeros(1)                  # x₁ = 0: an equality that changes nothing
-    flat = np.diag([1.0, 1.0, 0.0])              # P = 0 along e₃
-    if case == "infeasible":                     # x ≥ 1 and sum(x) = 1
-        return (P, c, *budget, *pad(-I, -one))
-    if case == "unbounded_along_a_bound":        # x₃ ≥ 0 and c pushes x₃ up
-        return (flat, np.array([0, 0, -1.0]), *pin_x1, *pad(-I, o))
-    if case == "unbounded_free":                 # the same with no bound on x₃
-        return (flat, np.array([0, 0, -1.0]), *pin_x1, *pad(-I[:2], o[:2]))
-    if case == "flat_not_pushed":                # free x₃, c ⟂ e₃: many minimisers
-        return (flat, np.array([1.0, 0, 0]), *pin_x1, *pad(-I[:2], o[:2]))
-    if case == "indefinite":                     # not convex (the box keeps it bounded)
-        return (np.diag([1.0, -1.0, 1.0]), c, *budget, np.concatenate([-I, I]), 2 * np.ones(2 * N))
+    pin_x1 = eye[:1], np.zeros(1)  # x₁ = 0: an equality that changes nothing
+    flat = np.diag([1.0, 1.0, 0.0])  # P = 0 along e₃
+    if case == "infeasible":  # x ≥ 1 and sum(x) = 1
+        return (P, c, *budget, *pad(-eye, -one))
+    if case == "unbounded_along_a_bound":  # x₃ ≥ 0 and c pushes x₃ up
+        return (flat, np.array([0, 0, -1.0]), *pin_x1, *pad(-eye, o))
+    if case == "unbounded_free":  # the same with no bound on x₃
+        return (flat, np.array([0, 0, -1.0]), *pin_x1, *pad(-eye[:2], o[:2]))
+    if case == "flat_not_pushed":  # free x₃, c ⟂ e₃: many minimisers
+        return (flat, np.array([1.0, 0, 0]), *pin_x1, *pad(-eye[:2], o[:2]))
+    if case == "indefinite":  # not convex (the box keeps it bounded)
+        return (
+            np.diag([1.0, -1.0, 1.0]),
+            c,
+            *budget,
+            np.concatenate([-eye, eye]),
+            2 * np.ones(2 * N),
+        )
     if case == "nan_in_h":
-        return (P, c, *budget, *pad(-I, np.array([0.0, np.nan, 0.0])))
+        return (P, c, *budget, *pad(-eye, np.array([0.0, np.nan, 0.0])))
     if case == "duplicate_rows_consistent":
-        return (P, c, np.ones((2, N)), np.ones(2), *pad(-I, o))
+        return (P, c, np.ones((2, N)), np.ones(2), *pad(-eye, o))
     if case == "duplicate_rows_inconsistent":
-        return (P, c, np.ones((2, N)), np.array([1.0, 2.0]), *pad(-I, o))
+        return (P, c, np.ones((2, N)), np.array([1.0, 2.0]), *pad(-eye, o))
     raise KeyError(case)
 
 
-ILL_POSED = [("infeasible", INFEASIBLE), ("unbounded_along_a_bound", UNBOUNDED),
-             ("unbounded_free", UNBOUNDED), ("flat_not_pushed", SINGULAR),
-             ("indefinite", SINGULAR), ("nan_in_h", NONFINITE),
-             ("duplicate_rows_consistent", SINGULAR), ("duplicate_rows_inconsistent", INFEASIBLE)]
+ILL_POSED = [
+    ("infeasible", INFEASIBLE),
+    ("unbounded_along_a_bound", UNBOUNDED),
+    ("unbounded_free", UNBOUNDED),
+    ("flat_not_pushed", SINGULAR),
+    ("indefinite", SINGULAR),
+    ("nan_in_h", NONFINITE),
+    ("duplicate_rows_consistent", SINGULAR),
+    ("duplicate_rows_inconsistent", INFEASIBLE),
+]
 
 
 @pytest.mark.parametrize("case, status", ILL_POSED, ids=[c for c, _ in ILL_POSED])
@@ -490,8 +523,9 @@ def test_a_bad_instance_does_not_touch_the_others_in_a_vmapped_batch():
     assert np.asarray(info_bad.status).tolist() == [CONVERGED, INFEASIBLE, CONVERGED, CONVERGED]
     keep = [0, 2, 3]
     assert np.array_equal(np.asarray(x_bad)[keep], np.asarray(x_good)[keep])
-    assert all(np.array_equal(np.asarray(b)[keep], np.asarray(g)[keep])
-               for b, g in zip(g_bad, g_good))
+    assert all(
+        np.array_equal(np.asarray(b)[keep], np.asarray(g)[keep]) for b, g in zip(g_bad, g_good)
+    )
     assert _all_nan([g[1] for g in g_bad])
     for k in keep:
         np.testing.assert_allclose(x_bad[k], _qp_x()(*good[k]), rtol=1e-13, atol=1e-15)
@@ -523,6 +557,7 @@ def test_solver_inside_lax_scan_is_differentiable_under_jit(solver):
             else:
                 x, _ = eq_qp(P, c + kappa * x_prev, A, b)
             return x, w @ x
+
         return jnp.sum(jax.lax.scan(step, jnp.full(N, 1.0 / N), cs)[1])
 
     value_and_grad = jit(jax.value_and_grad(rollout))
@@ -550,9 +585,16 @@ def test_f64_option_solves_in_float64_and_returns_the_input_dtype(solver):
 # ------------------------------------------------------------------ how the gradient is computed
 
 
-@pytest.mark.parametrize("solver, mode, code", [
-    ("eq_qp", "implicit", ADJ_KKT), ("eq_qp", "unroll", ADJ_UNROLL),
-    ("qp", "implicit", ADJ_KKT), ("qp", "unroll", ADJ_UNROLL), ("qp", "truncated", ADJ_TRUNCATED)])
+@pytest.mark.parametrize(
+    "solver, mode, code",
+    [
+        ("eq_qp", "implicit", ADJ_KKT),
+        ("eq_qp", "unroll", ADJ_UNROLL),
+        ("qp", "implicit", ADJ_KKT),
+        ("qp", "unroll", ADJ_UNROLL),
+        ("qp", "truncated", ADJ_TRUNCATED),
+    ],
+)
 def test_info_says_how_the_gradient_is_computed_under_vmap_jit_and_grad(solver, mode, code):
     """Classes 1–2: the structured KKT solve (or the mode asked for), per instance. Class 1
     reports its Cholesky pivot ratio; class 2 factors its adjoint system in the backward pass
@@ -591,8 +633,9 @@ def closest_fn(w, lo, dtype):
     return w @ x, (x, info)
 
 
-@pytest.mark.parametrize("dtype, atol", [(jnp.float32, 1e-3), (jnp.float64, 1e-6)],
-                         ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype, atol", [(jnp.float32, 1e-3), (jnp.float64, 1e-6)], ids=["float32", "float64"]
+)
 def test_closest_point_of_an_infeasible_instance_in_both_precisions(dtype, atol):
     """v ≥ 0.8 and v₀ + v₁ = 1 admit no point. The least violation balances both:
     (2t − 1)² + 2(0.8 − t)² is least at t = 0.6, so the closest point is [0.6, 0.6]
@@ -600,15 +643,18 @@ def test_closest_point_of_an_infeasible_instance_in_both_precisions(dtype, atol)
     feasible instance in the same batch is untouched."""
     w = jnp.array([1.0, 2.0], dtype)
     lo = jnp.array([0.8, 0.1], dtype)
-    vg = jit(jax.vmap(jax.value_and_grad(lambda w, lo: closest_fn(w, lo, dtype), argnums=1,
-                                         has_aux=True)))
+    vg = jit(
+        jax.vmap(
+            jax.value_and_grad(lambda w, lo: closest_fn(w, lo, dtype), argnums=1, has_aux=True)
+        )
+    )
     (_, (x, info)), g = vg(jnp.stack([w, w]), lo)
     assert x.dtype == dtype
     np.testing.assert_allclose(x[0], [0.6, 0.6], atol=atol)
     assert list(np.asarray(info.status)) == [CLOSEST, CONVERGED]
     np.testing.assert_allclose(x[1], [0.5, 0.5], atol=atol)
     _, (x_plain, _) = jit(lambda w, lo: closest_fn(w, lo, dtype))(w, lo[1])
-    assert np.array_equal(np.asarray(x[1]), np.asarray(x_plain))   # bit for bit
+    assert np.array_equal(np.asarray(x[1]), np.asarray(x_plain))  # bit for bit
     assert np.all(np.isfinite(np.asarray(g)))
     # t(lo) = (1 + lo)/3 on the closest branch, so d(w·x)/d lo = (1 + 2)/3 = 1 (the elastic
     # problem's bias is a relative √ε); the feasible instance's bounds are inactive: 0.

@@ -8,6 +8,7 @@ Compilation dominates the run time here, so every check goes through one jitted
 value-and-gradient per (problem, options) pair (:func:`vg_for`), with the data as arguments so
 that instances of the same shape share it; finite differences reuse the same function.
 """
+
 import functools
 
 import jax
@@ -26,15 +27,28 @@ from ddm.library.solvers import prox as P  # noqa: E402
 from ddm.library.solvers.implicit import implicit_root, off_range_rtol, pivot_rtol  # noqa: E402
 from ddm.library.solvers.newton import newton  # noqa: E402
 from ddm.library.solvers.options import SolveOptions  # noqa: E402
-from ddm.library.solvers.status import (ADJ_CG, ADJ_DENSE, ADJ_GMRES, ADJ_LSTSQ,  # noqa: E402
-                                        ADJ_LU, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
-                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
-                                        make_info)
+from ddm.library.solvers.status import (
+    ADJ_CG,
+    ADJ_DENSE,
+    ADJ_GMRES,
+    ADJ_LSTSQ,  # noqa: E402
+    ADJ_LU,
+    ADJ_TRUNCATED,
+    ADJ_UNROLL,
+    CONVERGED,
+    INFEASIBLE,
+    MAX_ITER,
+    NONFINITE,
+    SINGULAR,
+    UNBOUNDED,
+    make_info,
+)
 
 pytestmark = pytest.mark.usefixtures("float64")
 
-HYP = settings(max_examples=5, deadline=None, derandomize=True,
-               suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(
+    max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # XLA's backend optimisations cost more than they save on these tiny problems.
@@ -96,28 +110,36 @@ def all_nan(tree):
 
 TIGHT = SolveOptions(tol=1e-13)
 MATFREE = SolveOptions(tol=1e-13, matrix_free=True)
-SIZES = [(3, 0), (5, 2)]          # (n, p): few shapes, since each costs a compilation
+SIZES = [(3, 0), (5, 2)]  # (n, p): few shapes, since each costs a compilation
 
 
 def smooth_f(x, th):
     """Σ softplus(Mx − c) + ½‖x‖² + w·logsumexp(x): smooth, strictly convex for w ≥ 0."""
-    return (jnp.sum(jax.nn.softplus(th["M"] @ x - th["c"])) + 0.5 * x @ x
-            + th["w"] * jax.nn.logsumexp(x))
+    return (
+        jnp.sum(jax.nn.softplus(th["M"] @ x - th["c"]))
+        + 0.5 * x @ x
+        + th["w"] * jax.nn.logsumexp(x)
+    )
 
 
 def smooth_instance(n, p, seed):
     """θ = {M, c, w} of the objective and the constraints' {A, b}, all differentiated."""
     rng = np.random.default_rng(seed)
-    th = {"M": rng.normal(size=(n + 3, n)), "c": rng.normal(size=n + 3),
-          "w": np.array(0.2 + rng.uniform()), "A": rng.normal(size=(p, n)),
-          "b": rng.normal(size=p)}
+    th = {
+        "M": rng.normal(size=(n + 3, n)),
+        "c": rng.normal(size=n + 3),
+        "w": np.array(0.2 + rng.uniform()),
+        "A": rng.normal(size=(p, n)),
+        "b": rng.normal(size=p),
+    }
     return jax.tree_util.tree_map(jnp.asarray, th)
 
 
 def smooth(th, data, opts):
     n = th["M"].shape[1]
-    return newton(smooth_f, {k: th[k] for k in ("M", "c", "w")}, th["A"], th["b"],
-                  jnp.zeros(n), opts)
+    return newton(
+        smooth_f, {k: th[k] for k in ("M", "c", "w")}, th["A"], th["b"], jnp.zeros(n), opts
+    )
 
 
 @HYP
@@ -141,9 +163,13 @@ def test_newton_solution_matches_scipy():
     cons = {"type": "eq", "fun": lambda v: np.asarray(th["A"]) @ v - np.asarray(th["b"])}
     f, grad = jax.jit(smooth_f), jax.jit(jax.grad(smooth_f))
     ref = scipy.optimize.minimize(
-        lambda v: float(f(jnp.asarray(v), th)), np.zeros(5), method="SLSQP",
+        lambda v: float(f(jnp.asarray(v), th)),
+        np.zeros(5),
+        method="SLSQP",
         jac=lambda v: np.asarray(grad(jnp.asarray(v), th)),
-        constraints=[cons], options={"ftol": 1e-15, "maxiter": 500})
+        constraints=[cons],
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
     assert int(info.status) == CONVERGED
     np.testing.assert_allclose(x, ref.x, atol=1e-6)
 
@@ -156,8 +182,9 @@ def test_newton_unroll_and_truncated_gradients_approach_implicit():
     _, info, g_unr = solve_with_grad(smooth, th, None, SolveOptions(backward="unroll", steps=12))
     assert int(info.status) == CONVERGED
     assert rel_err(flat_grad(g_unr), flat_grad(g_imp)) < 1e-8
-    _, info, g_trn = solve_with_grad(smooth, th, None,
-                                     SolveOptions(backward="truncated", steps=1, tol=1e-13))
+    _, info, g_trn = solve_with_grad(
+        smooth, th, None, SolveOptions(backward="truncated", steps=1, tol=1e-13)
+    )
     assert int(info.status) == CONVERGED
     assert rel_err(flat_grad(g_trn), flat_grad(g_imp)) < 1e-8
 
@@ -181,15 +208,21 @@ def lasso(v, M, opts):
     """LASSO ½‖Mx − y‖² + λ‖x‖₁ with v = (y, λ) differentiated."""
     y, lam = v
     n = M.shape[1]
-    return P.prox_grad(lsq, {"M": M, "y": y}, P.prox_l1, {"lam": lam, "center": jnp.zeros(n)},
-                       jnp.zeros(n, y.dtype), opts)
+    return P.prox_grad(
+        lsq,
+        {"M": M, "y": y},
+        P.prox_l1,
+        {"lam": lam, "center": jnp.zeros(n)},
+        jnp.zeros(n, y.dtype),
+        opts,
+    )
 
 
 def coordinate_descent_lasso(M, y, lam, sweeps=3000):
     """Independent reference: exact coordinate minimisation of ½‖Mx − y‖² + λ‖x‖₁."""
     M, y = np.asarray(M), np.asarray(y)
     x = np.zeros(M.shape[1])
-    col = (M ** 2).sum(0)
+    col = (M**2).sum(0)
     for _ in range(sweeps):
         for j in range(M.shape[1]):
             rho = M[:, j] @ (y - M @ x + M[:, j] * x[j])
@@ -219,8 +252,9 @@ def test_lasso_solution_and_gradient_in_y_and_lambda(seed):
 def box_lsq(v, M, opts):
     """min ½‖Mx − y‖² s.t. lo ≤ x ≤ hi, with v = (y, lo, hi) differentiated."""
     y, lo, hi = v
-    return P.prox_grad(lsq, {"M": M, "y": y}, P.proj_box, {"lo": lo, "hi": hi},
-                       jnp.zeros(M.shape[1]), opts)
+    return P.prox_grad(
+        lsq, {"M": M, "y": y}, P.proj_box, {"lo": lo, "hi": hi}, jnp.zeros(M.shape[1]), opts
+    )
 
 
 def test_box_constrained_least_squares():
@@ -229,14 +263,15 @@ def test_box_constrained_least_squares():
     M, y = jnp.asarray(rng.normal(size=(m, n))), jnp.asarray(3 * rng.normal(size=m))
     v = (y, -0.3 * jnp.ones(n), 0.4 * jnp.ones(n))
     x, info, g = solve_with_grad(box_lsq, v, M, PTIGHT)
-    ref = scipy.optimize.lsq_linear(np.asarray(M), np.asarray(y), bounds=(-0.3, 0.4),
-                                    method="bvls", tol=1e-14)
+    ref = scipy.optimize.lsq_linear(
+        np.asarray(M), np.asarray(y), bounds=(-0.3, 0.4), method="bvls", tol=1e-14
+    )
     assert int(info.status) == CONVERGED
     np.testing.assert_allclose(x, ref.x, atol=1e-6)
     active = np.isclose(np.asarray(x), -0.3) | np.isclose(np.asarray(x), 0.4)
-    assert 0 < active.sum() < n                      # both kinds of coordinates are exercised
+    assert 0 < active.sum() < n  # both kinds of coordinates are exercised
     assert rel_err(flat_grad(g), fd_gradient(box_lsq, v, M, PTIGHT, 1e-6)) < 1e-4
-    assert np.any(np.asarray(flat_grad(g)[m:]) != 0.0)   # the active bounds receive gradient
+    assert np.any(np.asarray(flat_grad(g)[m:]) != 0.0)  # the active bounds receive gradient
 
 
 def simplex_qp(v, Q, opts):
@@ -251,7 +286,7 @@ def simplex_qp_reference(Q, c, r):
     """Exact minimiser of ½xᵀQx − cᵀx on {x ≥ 0, Σx = r} by enumerating supports (KKT)."""
     Q, c = np.asarray(Q), np.asarray(c)
     n = len(c)
-    for mask in range(1, 2 ** n):
+    for mask in range(1, 2**n):
         S = [i for i in range(n) if mask >> i & 1]
         K = np.block([[Q[np.ix_(S, S)], np.ones((len(S), 1))], [np.ones((1, len(S))), 0]])
         sol = np.linalg.solve(K, np.concatenate([c[S], [r]]))
@@ -281,12 +316,19 @@ def turnover_simplex_qp(v, Q, opts):
     c, lam, h = v
     n = c.shape[0]
     f = lambda x, th: 0.5 * x @ Q @ x - th @ x  # noqa: E731
-    return P.prox_grad(f, c, P.prox_l1_simplex, {"radius": 1.0, "lam": lam, "center": h},
-                       jnp.full((n,), 1.0 / n), opts)
+    return P.prox_grad(
+        f,
+        c,
+        P.prox_l1_simplex,
+        {"radius": 1.0, "lam": lam, "center": h},
+        jnp.full((n,), 1.0 / n),
+        opts,
+    )
 
 
 def test_simplex_with_a_centred_l1_term_matches_cvxpy_and_finite_differences():
     import cvxpy as cp  # the test extra's peer
+
     rng = np.random.default_rng(8)
     n = 7
     B = rng.normal(size=(n + 4, n))
@@ -296,9 +338,12 @@ def test_simplex_with_a_centred_l1_term_matches_cvxpy_and_finite_differences():
     x, info, g = solve_with_grad(turnover_simplex_qp, v, Q, PTIGHT)
     assert int(info.status) == CONVERGED
     z = cp.Variable(n)
-    cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, np.asarray(Q)) - np.asarray(v[0]) @ z
-                           + 0.15 * cp.norm1(z - h)), [z >= 0, cp.sum(z) == 1]).solve(
-        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    cp.Problem(
+        cp.Minimize(
+            0.5 * cp.quad_form(z, np.asarray(Q)) - np.asarray(v[0]) @ z + 0.15 * cp.norm1(z - h)
+        ),
+        [z >= 0, cp.sum(z) == 1],
+    ).solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
     np.testing.assert_allclose(x, z.value, atol=1e-6)
     x = np.asarray(x)
     at_holdings = np.isclose(x, h, atol=1e-9)
@@ -332,8 +377,13 @@ def test_lasso_with_a_singular_support_hessian_falls_back_to_least_squares():
     fd_y = fd_gradient(lambda y, M, o: tied_lasso((y, M), None, o), v[0], v[1], PTIGHT, 1e-6)
     assert rel_err(gy, fd_y) < 1e-6
     assert np.all(np.isnan(np.asarray(gM[:, :2]))) and np.all(np.isfinite(np.asarray(gM[:, 2:])))
-    fd_M2 = fd_gradient(lambda c, M, o: tied_lasso((v[0], M.at[:, 2].set(c)), None, o),
-                        v[1][:, 2], v[1], PTIGHT, 1e-6)
+    fd_M2 = fd_gradient(
+        lambda c, M, o: tied_lasso((v[0], M.at[:, 2].set(c)), None, o),
+        v[1][:, 2],
+        v[1],
+        PTIGHT,
+        1e-6,
+    )
     assert rel_err(gM[:, 2], fd_M2) < 1e-5
 
 
@@ -341,19 +391,29 @@ def test_lasso_with_a_singular_support_hessian_falls_back_to_least_squares():
 def _small_prox_cases():
     z = jnp.array([3.0, -0.5, 1.0, -2.0])
     box = {"lo": jnp.array([-1.0, -jnp.inf, 0, 0]), "hi": jnp.array([1.0, 0, jnp.inf, 1])}
-    return (P.prox_l1(z, 0.5, {"lam": 2.0, "center": 0.0}),
-            P.prox_l1(z, 1.0, {"lam": 1.0, "center": jnp.ones(4)}),
-            P.proj_box(z, 1.0, box),
-            P.prox_l1_box(z, 1.0, {"lam": 1.5, **box}),
-            P.proj_simplex(z, 1.0, {"radius": 2.0}),
-            P.proj_simplex(jnp.array([0.5, 0.4, -1.0, 0.1]), 1.0, {"radius": 1.0}),
-            P.prox_l1_simplex(z, 1.0, {"lam": 9.0, "radius": 2.0}),
-            P.prox_none(z, 1.0, {}))
+    return (
+        P.prox_l1(z, 0.5, {"lam": 2.0, "center": 0.0}),
+        P.prox_l1(z, 1.0, {"lam": 1.0, "center": jnp.ones(4)}),
+        P.proj_box(z, 1.0, box),
+        P.prox_l1_box(z, 1.0, {"lam": 1.5, **box}),
+        P.proj_simplex(z, 1.0, {"radius": 2.0}),
+        P.proj_simplex(jnp.array([0.5, 0.4, -1.0, 0.1]), 1.0, {"radius": 1.0}),
+        P.prox_l1_simplex(z, 1.0, {"lam": 9.0, "radius": 2.0}),
+        P.prox_none(z, 1.0, {}),
+    )
 
 
 def test_prox_operators_on_small_cases():
-    expected = ([2, 0, 0, -1], [2, 0.5, 1, -1], [1, -0.5, 1, 0], [1, 0, 0, 0], [2, 0, 0, 0],
-                [0.5, 0.4, 0, 0.1], [2, 0, 0, 0], [3, -0.5, 1, -2])
+    expected = (
+        [2, 0, 0, -1],
+        [2, 0.5, 1, -1],
+        [1, -0.5, 1, 0],
+        [1, 0, 0, 0],
+        [2, 0, 0, 0],
+        [0.5, 0.4, 0, 0.1],
+        [2, 0, 0, 0],
+        [3, -0.5, 1, -2],
+    )
     for got, want in zip(_small_prox_cases(), expected):
         np.testing.assert_allclose(got, want, atol=1e-15)
 
@@ -386,8 +446,9 @@ def test_newton_unbounded_objective_is_reported():
 
 def linear_l1(v, lam, opts):
     """f(x) = −v·Σx plus λ‖x‖₁: unbounded below when λ < v."""
-    return P.prox_grad(lambda x, th: -th * jnp.sum(x), v, P.prox_l1, {"lam": lam},
-                       jnp.ones(3), opts)
+    return P.prox_grad(
+        lambda x, th: -th * jnp.sum(x), v, P.prox_l1, {"lam": lam}, jnp.ones(3), opts
+    )
 
 
 def test_prox_linear_objective_with_weak_l1_is_unbounded():
@@ -419,8 +480,9 @@ def test_max_iter_reached_is_reported_with_nan_gradient():
 
 def flat_valley(v, A, opts):
     """f = (x₀ − x₁ − v)² subject to A x = b(=1): with no rows, a line of minimisers."""
-    return newton(lambda x, th: (x[0] - x[1] - th) ** 2, v, A, jnp.ones(A.shape[0]),
-                  jnp.zeros(2), opts)
+    return newton(
+        lambda x, th: (x[0] - x[1] - th) ** 2, v, A, jnp.ones(A.shape[0]), jnp.zeros(2), opts
+    )
 
 
 def test_newton_valley_returns_its_minimum_norm_point_with_that_points_gradient():
@@ -443,7 +505,8 @@ def test_newton_valley_returns_its_minimum_norm_point_with_that_points_gradient(
 def test_newton_infeasible_problem():
     # x₀ + x₁ = 1 and 2x₀ + 2x₁ = 1 have no common point.
     _, info = fast_jit(flat_valley, static_argnums=2)(
-        jnp.array(1.0), jnp.array([[1.0, 1.0], [2.0, 2.0]]), SolveOptions())
+        jnp.array(1.0), jnp.array([[1.0, 1.0], [2.0, 2.0]]), SolveOptions()
+    )
     assert int(info.status) == INFEASIBLE
 
 
@@ -452,8 +515,9 @@ def flat_quartic(a, data, opts):
     return newton(lambda x, th: (x[0] - th) ** 2 + x[1] ** 4, a, None, None, jnp.zeros(2), opts)
 
 
-@pytest.mark.parametrize("opts", [SolveOptions(), SolveOptions(matrix_free=True)],
-                         ids=["dense", "matrix-free"])
+@pytest.mark.parametrize(
+    "opts", [SolveOptions(), SolveOptions(matrix_free=True)], ids=["dense", "matrix-free"]
+)
 def test_singular_hessian_at_a_minimum_gets_the_least_squares_gradient(opts):
     """A minimum where the Hessian is singular but the solution is differentiable (v₁ = 0 for
     every a): the gradient is finite and equals finite differences. Dense: the forward rule
@@ -497,9 +561,11 @@ def test_no_derivative_at_a_singular_minimum_is_nan_not_zero():
 
 def test_saddle_point_is_singular_with_nan_gradient():
     """Newton from 0 on x₀² − x₁² + a·x₀ stops at the stationary point, a saddle: not a minimum."""
+
     def saddle(a, data, opts):
-        return newton(lambda x, th: x[0] ** 2 - x[1] ** 2 + th * x[0], a, None, None,
-                      jnp.zeros(2), opts)
+        return newton(
+            lambda x, th: x[0] ** 2 - x[1] ** 2 + th * x[0], a, None, None, jnp.zeros(2), opts
+        )
 
     _, info, g = solve_with_grad(saddle, jnp.array(0.5), None, SolveOptions())
     assert int(info.status) == SINGULAR and all_nan(g)
@@ -508,19 +574,24 @@ def test_saddle_point_is_singular_with_nan_gradient():
 # ================================================================ how the gradient is computed
 
 
-@pytest.mark.parametrize("problem, opts, differentiated, primal", [
-    ("newton", SolveOptions(), ADJ_LU, ADJ_DENSE),
-    ("newton p=2", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
-    ("newton", SolveOptions(matrix_free=True), ADJ_CG, ADJ_CG),
-    ("newton", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
-    ("newton", SolveOptions(backward="truncated", steps=1), ADJ_TRUNCATED, ADJ_TRUNCATED),
-    ("prox", SolveOptions(), ADJ_LU, ADJ_DENSE),
-    ("prox", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
-    ("prox", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
-    ("prox", SolveOptions(backward="truncated", steps=3), ADJ_TRUNCATED, ADJ_TRUNCATED),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "problem, opts, differentiated, primal",
+    [
+        ("newton", SolveOptions(), ADJ_LU, ADJ_DENSE),
+        ("newton p=2", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
+        ("newton", SolveOptions(matrix_free=True), ADJ_CG, ADJ_CG),
+        ("newton", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
+        ("newton", SolveOptions(backward="truncated", steps=1), ADJ_TRUNCATED, ADJ_TRUNCATED),
+        ("prox", SolveOptions(), ADJ_LU, ADJ_DENSE),
+        ("prox", SolveOptions(matrix_free=True), ADJ_GMRES, ADJ_GMRES),
+        ("prox", SolveOptions(backward="unroll", steps=3), ADJ_UNROLL, ADJ_UNROLL),
+        ("prox", SolveOptions(backward="truncated", steps=3), ADJ_TRUNCATED, ADJ_TRUNCATED),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_info_says_how_the_gradient_is_computed_under_vmap_jit_and_grad(
-        problem, opts, differentiated, primal):
+    problem, opts, differentiated, primal
+):
     """Every mode fills the adjoint fields per instance. Dense implicit: the differentiated
     call decides (LU here, with its pivot ratio), a primal call reports the plan ('dense') with
     no conditioning; matrix-free and the other modes report their method either way."""
@@ -534,7 +605,8 @@ def test_info_says_how_the_gradient_is_computed_under_vmap_jit_and_grad(
         solve, data = lasso, M
     v = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *batch)
     (_, (_, info)), g = fast_jit(jax.vmap(value_and_grad_of(solve, opts), in_axes=(0, None)))(
-        v, data)
+        v, data
+    )
     assert info.adjoint.shape == (2,) and info.adjoint.dtype == jnp.int32
     if opts.backward != "unroll":  # the 3rd iterate of an unrolled solve is not converged
         assert np.all(np.asarray(info.status) == CONVERGED)
@@ -617,15 +689,15 @@ def test_float32_instance_solves_in_float32_and_on_request_in_float64():
 
 def test_implicit_root_helper_on_a_scalar_equation():
     # z³ + z − θ = 0 has one real root; dz/dθ = 1/(3z² + 1). Dense and matrix-free adjoints.
-    F = lambda z, th: z ** 3 + z - th  # noqa: E731
+    F = lambda z, th: z**3 + z - th  # noqa: E731
 
     def solve(z0, th):
-        z = jax.lax.fori_loop(0, 60, lambda _, z: z - F(z, th) / (3 * z ** 2 + 1), z0)
+        z = jax.lax.fori_loop(0, 60, lambda _, z: z - F(z, th) / (3 * z**2 + 1), z0)
         return z, make_info(CONVERGED, 60, jnp.abs(F(z, th)), ADJ_DENSE)
 
     for opts in (SolveOptions(), SolveOptions(matrix_free=True)):
         root = implicit_root(F, solve, opts)
-        z, dz = fast_jit(jax.value_and_grad(lambda t: root(jnp.array(0.0), t)[0]))(2.0)
+        z, dz = fast_jit(jax.value_and_grad(lambda t, root=root: root(jnp.array(0.0), t)[0]))(2.0)
         assert abs(float(dz) - 1.0 / (3 * float(z) ** 2 + 1)) < 1e-9
 
 

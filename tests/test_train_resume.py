@@ -4,6 +4,7 @@ The resume test is the issue's own: kill a run mid-way (SIGINT, as Ctrl-C sends)
 and compare with an uninterrupted run — params and metrics bit for bit, the log line for line
 (wall-clock times aside).
 """
+
 import json
 import os
 import signal
@@ -15,21 +16,38 @@ import numpy as np
 import pytest
 
 import ddm
-from conftest import EXAMPLES, ROOT
-from test_examples import ddmc as run_ddmc
 from ddm.dsl.diagnostics import DataDiagnostic
 from ddm.runtime import adjoints, train
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset, Source
 
-RUN = ["--set", "steps=400", "--set", "checkpoint_every=25", "--set", "log_every=25",
-       "--set", "data.n_train=2000", "--set", "data.n_test=1000"]
+from conftest import EXAMPLES, ROOT
+from test_examples import ddmc as run_ddmc
+
+RUN = [
+    "--set",
+    "steps=400",
+    "--set",
+    "checkpoint_every=25",
+    "--set",
+    "log_every=25",
+    "--set",
+    "data.n_train=2000",
+    "--set",
+    "data.n_test=1000",
+]
 
 
 def ddmc(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "ddm.cli.main", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "120"}, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ddm.cli.main", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+        **kwargs,
+    )
 
 
 def log_without_wall_time(path):
@@ -64,15 +82,28 @@ def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path):
     for name in ("params.npz", "params.npz.sha256", "metrics.json"):
         assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
     assert log_without_wall_time(cut / "log.jsonl") == log_without_wall_time(whole / "log.jsonl")
+    # timing.json counts what happened: no negative recompilations (functions never called
+    # compiled zero times), and the resumed run's speed over the steps it ran, not all 400
+    for run in (whole, cut):
+        timing = json.loads((run / "timing.json").read_text())
+        assert timing["recompilations"] == 0, timing
+    resumed = json.loads((cut / "timing.json").read_text())
+    assert resumed["steps_per_s"] == pytest.approx((400 - stopped) / resumed["run_s"], rel=0.02)
 
 
 def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
     out = tmp_path / "run"
-    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "steps=60", "--out",
-             str(out))
+    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "steps=60", "--out", str(out))
     assert r.wait(timeout=300) == 0, r.stderr.read()
-    r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "optimizer.lr=0.5",
-             "--resume", str(out))
+    r = ddmc(
+        "train",
+        str(EXAMPLES / "credit.ddm"),
+        *RUN,
+        "--set",
+        "optimizer.lr=0.5",
+        "--resume",
+        str(out),
+    )
     assert r.wait(timeout=300) == 1
     assert "different program or run config" in r.stderr.read()
     r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--resume", str(tmp_path / "none"))
@@ -81,6 +112,7 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
 
 
 # --- in process, on synthetic data -----------------------------------------------------------
+
 
 def run_on(monkeypatch, tmp_path, text, x, **settings):
     data = Dataset({"x": x}, {"x": x[:4]})
@@ -102,8 +134,16 @@ loss = mean(h)
 def test_a_non_finite_loss_stops_at_its_step_and_names_the_first_bad_node(monkeypatch, tmp_path):
     # d loss/d w = mean(x)/w > 0, so plain SGD drives w through 0 and log(w) becomes NaN
     with pytest.raises(DataDiagnostic) as info:
-        run_on(monkeypatch, tmp_path, SHRINKING_LOG, np.ones(16, np.float32), steps=200,
-               log_every=50, checkpoint_every=2, optimizer={"name": "sgd", "lr": 0.3})
+        run_on(
+            monkeypatch,
+            tmp_path,
+            SHRINKING_LOG,
+            np.ones(16, np.float32),
+            steps=200,
+            log_every=50,
+            checkpoint_every=2,
+            optimizer={"name": "sgd", "lr": 0.3},
+        )
     text = str(info.value)
     assert "nan.ddm:3:10" in text and "first non-finite value is node 'h'" in text
     step = int(text.split("non-finite at step ")[1].split(":")[0])
@@ -114,9 +154,15 @@ def test_a_non_finite_loss_stops_at_its_step_and_names_the_first_bad_node(monkey
 
 
 def test_clipped_steps_are_counted_and_logged(monkeypatch, tmp_path):
-    result = run_on(monkeypatch, tmp_path, "input x: f32\nparam w: f32 = 3.0\n"
-                    "loss = mean((w * x - 1.0) ** 2)\n", np.ones(16, np.float32), steps=40,
-                    log_every=10, clip_norm=1e-3)
+    result = run_on(
+        monkeypatch,
+        tmp_path,
+        "input x: f32\nparam w: f32 = 3.0\nloss = mean((w * x - 1.0) ** 2)\n",
+        np.ones(16, np.float32),
+        steps=40,
+        log_every=10,
+        clip_norm=1e-3,
+    )
     assert result.metrics["clipped_steps"] == 40
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(line["clipped"] is True and "wall_s" in line for line in lines)
@@ -136,10 +182,15 @@ def test_learning_rate_schedules_warm_up_and_decay_to_their_final_value():
 
 
 def test_a_scheduled_run_logs_its_learning_rate(monkeypatch, tmp_path):
-    run_on(monkeypatch, tmp_path, "input x: f32\nparam w: f32 = 3.0\n"
-           "loss = mean((w * x - 1.0) ** 2)\n", np.ones(16, np.float32), steps=40, log_every=10,
-           optimizer={"name": "adam", "lr": 0.01, "schedule": "cosine", "warmup": 10,
-                      "final_lr": 0.0})
+    run_on(
+        monkeypatch,
+        tmp_path,
+        "input x: f32\nparam w: f32 = 3.0\nloss = mean((w * x - 1.0) ** 2)\n",
+        np.ones(16, np.float32),
+        steps=40,
+        log_every=10,
+        optimizer={"name": "adam", "lr": 0.01, "schedule": "cosine", "warmup": 10, "final_lr": 0.0},
+    )
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [round(line["lr"], 6) for line in lines] == [0.01, 0.0075, 0.0025, 0.0]
 
@@ -148,12 +199,25 @@ def test_log_steps_carry_gradient_diagnostics_and_metrics_summarise_them(tmp_pat
     runs = {}
     for mode in ("basic", "full", "off"):
         out = tmp_path / mode
-        r = run_ddmc("train", str(EXAMPLES / "credit.ddm"), "--out", str(out), "--set",
-                     "steps=100", "--set", "log_every=25", "--set", f"diagnostics={mode}")
+        r = run_ddmc(
+            "train",
+            str(EXAMPLES / "credit.ddm"),
+            "--out",
+            str(out),
+            "--set",
+            "steps=100",
+            "--set",
+            "log_every=25",
+            "--set",
+            f"diagnostics={mode}",
+        )
         assert r.returncode == 0, r.stderr
         lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
-        runs[mode] = (r, [line["grad"] for line in lines if "grad" in line],
-                      json.loads((out / "metrics.json").read_text()))
+        runs[mode] = (
+            r,
+            [line["grad"] for line in lines if "grad" in line],
+            json.loads((out / "metrics.json").read_text()),
+        )
     r, grads, metrics = runs["basic"]
     assert len(grads) == 4
     for stats in grads[-1].values():
@@ -167,8 +231,10 @@ def test_log_steps_carry_gradient_diagnostics_and_metrics_summarise_them(tmp_pat
     assert all("noise_trend" in s for s in metrics["gradients"].values())
     assert "SNR" in r.stdout
     # per node: ‖∂L/∂value‖ of every named value on the gradient path, on every log step
-    nodes = [json.loads(s)["node_grad_norms"] for s in
-             (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    nodes = [
+        json.loads(s)["node_grad_norms"]
+        for s in (tmp_path / "full" / "log.jsonl").read_text().splitlines()
+    ]
     assert len(nodes) == 4 and "p" in nodes[-1]
     assert metrics["node_grad_norms"] == nodes[-1] and "‖∂L/∂node‖" in r.stdout
     # the statistics observe; they never change the training
@@ -180,8 +246,10 @@ def test_node_gradient_norms_of_a_step_are_the_adjoints_of_its_batch(tmp_path, m
     """With one step over the whole data, the logged norms equal ``grad_norms`` of the final
     params on that data (they are measured after the step's update)."""
     x = np.linspace(-1, 1, 32).astype(np.float32)
-    prog = ddm.loads("input x: f32\nparam a: f32 = 0.5\nnode y = a * x\nnode z = y ** 2\n"
-                     "loss = mean(z)\n", file="n.ddm")
+    prog = ddm.loads(
+        "input x: f32\nparam a: f32 = 0.5\nnode y = a * x\nnode z = y ** 2\nloss = mean(z)\n",
+        file="n.ddm",
+    )
     data = Dataset({"x": x}, {"x": x})
     monkeypatch.setattr(train, "SOURCES", {"toy": Source("toy", (), lambda: data, "")})
     cfg = RunConfig.defaults()
@@ -208,15 +276,16 @@ def test_micro_batch_statistics_are_exact_on_a_known_gradient():
     """Loss mean((w − x)²) over micro-batches with known means: the signal and the noise by
     hand."""
     import jax
+
     from ddm.runtime import diagnostics
+
     prog = ddm.loads("input x: f32\nparam w: f32 = 0.0\nloss = mean((w - x) ** 2)\n")
     x = np.repeat(np.arange(8, dtype=np.float32), 8)  # micro-batch k holds x = k
     fn, k = diagnostics.make(prog.product, 64)
-    s = diagnostics.to_floats(jax.jit(fn)({"w": np.float32(0.0)}, {"x": x},
-                                          np.arange(64)))["w"]
+    s = diagnostics.to_floats(jax.jit(fn)({"w": np.float32(0.0)}, {"x": x}, np.arange(64)))["w"]
     g = -2.0 * np.arange(8)  # ∂/∂w of mean((w − k)²) at w = 0
     assert k == 8
     assert abs(s["signal"] - abs(g.mean())) < 1e-5
     assert abs(s["noise"] - np.mean((g - g.mean()) ** 2)) < 1e-3
     assert abs(s["snr"] - g.mean() ** 2 / np.mean((g - g.mean()) ** 2)) < 1e-5
-    assert abs(s["signal_fraction"] - g.mean() ** 2 / np.mean(g ** 2)) < 1e-5
+    assert abs(s["signal_fraction"] - g.mean() ** 2 / np.mean(g**2)) < 1e-5

@@ -1,6 +1,7 @@
 """The training step is a pure factory (runtime/train_step.py): ``init(params, key) -> state``
 and ``step(state, batch) -> (state, report)``, composable with ``jit`` and ``vmap`` — what
 ``ddmc --run``'s host loop jits, and what seeds vmapped together or several devices reuse."""
+
 from __future__ import annotations
 
 import jax
@@ -31,8 +32,10 @@ def prog():
 
 def batch_of(seed: int, n: int = 16):
     rng = np.random.default_rng(seed)
-    return {"x": rng.normal(size=(n, 3)).astype(np.float32),
-            "y": (rng.random(n) < 0.5).astype(np.float32)}
+    return {
+        "x": rng.normal(size=(n, 3)).astype(np.float32),
+        "y": (rng.random(n) < 0.5).astype(np.float32),
+    }
 
 
 def test_a_step_is_one_optimiser_update_of_the_loss(prog):
@@ -65,8 +68,10 @@ def test_the_step_is_pure_state_in_state_out(prog):
 
 def bits(tree) -> list:
     """The leaves of ``tree`` as NumPy arrays (a key as its data)."""
-    return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-                       else x) for x in jax.tree.leaves(tree)]
+    return [
+        np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+        for x in jax.tree.leaves(tree)
+    ]
 
 
 def test_seeds_vmapped_together_train_as_they_would_one_by_one(prog):
@@ -74,26 +79,29 @@ def test_seeds_vmapped_together_train_as_they_would_one_by_one(prog):
     rely on it)."""
     train = train_step.make(prog.product, optax.adam(1e-2))
     seeds = jnp.arange(8)
-    init = jax.vmap(lambda s: train.init(prog.init(jax.random.key(s)),
-                                         jax.random.fold_in(jax.random.key(s), 2)))
+    init = jax.vmap(
+        lambda s: train.init(prog.init(jax.random.key(s)), jax.random.fold_in(jax.random.key(s), 2))
+    )
     states = init(seeds)
     batch = batch_of(3)
     stepped, reports = jax.jit(jax.vmap(train.step, in_axes=(0, None)))(states, batch)
     for s in range(8):
         one = train.init(prog.init(jax.random.key(s)), jax.random.fold_in(jax.random.key(s), 2))
         alone, report = jax.jit(train.step)(one, batch)
-        np.testing.assert_allclose(stepped.params["w"][s], alone.params["w"], rtol=1e-5,
-                                   atol=1e-7)
+        np.testing.assert_allclose(stepped.params["w"][s], alone.params["w"], rtol=1e-5, atol=1e-7)
         assert float(reports.loss[s]) == pytest.approx(float(report.loss), rel=1e-5)
 
 
 def test_a_failed_solve_keeps_the_state_and_says_so():
-    prog = ddm.loads("""
+    prog = ddm.loads(
+        """
 input b: f32[2]
 param lam: f32 = 1.0 positive
 node w = argmin v: f32[2] { lam * sum(v ** 2) - dot(b, v) } subject to { sum(v) == 1, v >= 0.8 }
 loss = mean(sum(w * w, axis=1))
-""", "infeasible.ddm")
+""",
+        "infeasible.ddm",
+    )
     train = train_step.make(prog.product, optax.sgd(0.1))
     state = train.init(prog.init(jax.random.key(0)), jax.random.key(2))
     new, report = jax.jit(train.step)(state, {"b": np.ones((4, 2), np.float32)})

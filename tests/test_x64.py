@@ -4,6 +4,7 @@ running it eagerly, under ``jit``, ``grad`` and ``vmap``, and training it. ``x64
 (``--x64``) is the one switch, and it is global, as documented. Each case runs in a fresh
 interpreter: the global flag cannot be observed cleanly inside a test session that flips it.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,25 +14,32 @@ import textwrap
 
 from conftest import ROOT
 
-PROGRAM = '''
+PROGRAM = """
 dim N = 3
 input b: f32[N]
 param lam: f32 = 1.0 positive
-node w = argmin v: f32[N] {{ lam * sum(v ** 2) - dot(b, v) }} subject to {{ sum(v) == 1, v >= 0 }} using {solver}(dtype="f64")
+node w = argmin v: f32[N] {{ lam * sum(v ** 2) - dot(b, v) }}
+    subject to {{ sum(v) == 1, v >= 0 }} using {solver}(dtype="f64")
 output w
 loss = mean(sum(w * w, axis=1))
-'''
+"""
 
 
 def run_python(code: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, timeout=300, cwd=ROOT, env={"NPROC": "4", "PATH": "/usr/bin"})
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={"NPROC": "4", "PATH": "/usr/bin"},
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_a_node_solving_in_float64_leaves_the_users_arrays_float32():
-    out = run_python(f'''
+    out = run_python(f"""
         import json, jax, jax.numpy as jnp, numpy as np, ddm
         seen = {{}}
         for solver in ("ipm", "kkt"):
@@ -54,7 +62,7 @@ def test_a_node_solving_in_float64_leaves_the_users_arrays_float32():
             seen[solver + " finite"] = bool(np.isfinite(float(g["lam"])))
         seen["x64 flag"] = bool(jax.config.jax_enable_x64)
         print(json.dumps(seen))
-    ''')
+    """)
     for solver in ("ipm", "kkt"):
         assert out[f"{solver} load"] == out[f"{solver} run"] == "float32", out
         assert out[f"{solver} w"] == "float32"  # the pipeline stays float32
@@ -64,33 +72,33 @@ def test_a_node_solving_in_float64_leaves_the_users_arrays_float32():
 
 def test_the_node_really_solves_in_float64():
     """The scope is real: the solver's residual is at float64's level, not float32's."""
-    out = run_python(f'''
+    out = run_python(f"""
         import json, jax, jax.numpy as jnp, ddm
         prog = ddm.loads({PROGRAM!r}.format(solver="ipm"), "f64.ddm")
         params = prog.init(jax.random.key(0))
         info = prog.solver_info(params, b=jnp.array([[0.1, 0.5, 0.2]]))["w"]
         print(json.dumps({{"residual": float(info.residual[0]),
                           "dtype": str(jnp.array(1.0).dtype)}}))
-    ''')
+    """)
     assert out["residual"] < 1e-9 and out["dtype"] == "float32"
 
 
 def test_x64_true_is_the_one_global_switch():
-    out = run_python('''
+    out = run_python("""
         import json, jax.numpy as jnp, ddm
         before = str(jnp.array(1.0).dtype)
         prog = ddm.loads("input x: f32\\nnode y = 2 * x\\noutput y", x64=True)
         y = prog.apply({}, x=1.0)["y"]
         print(json.dumps({"before": before, "after": str(jnp.array(1.0).dtype),
                           "y": str(y.dtype)}))
-    ''')
+    """)
     assert out == {"before": "float32", "after": "float64", "y": "float64"}
 
 
 def test_a_jit_between_vmap_and_grad_is_the_documented_limit():
     """``vmap(grad(jit(f)))`` re-traces a finished float64 jaxpr outside the scope (docs:
     Types); ``jit(vmap(grad(f)))`` — jit outermost — is the supported order."""
-    out = run_python(f'''
+    out = run_python(f"""
         import json, jax, jax.numpy as jnp, ddm
         prog = ddm.loads({PROGRAM!r}.format(solver="ipm"), "f64.ddm")
         params = prog.init(jax.random.key(0))
@@ -102,6 +110,6 @@ def test_a_jit_between_vmap_and_grad_is_the_documented_limit():
         except TypeError:
             inner = "TypeError"
         print(json.dumps({{"outer": [float(x) for x in ok["lam"]], "inner": inner}}))
-    ''')
+    """)
     assert all(x == x for x in out["outer"])  # finite
     assert out["inner"] == "TypeError"

@@ -6,11 +6,12 @@ it hung forever on a 2-core machine; ddm sets NPROC ≥ 4 before JAX starts. The
 pattern in a fresh interpreter whose environment has no NPROC, importing ddm first as users
 do, under a timeout: a hang fails the test instead of CI.
 """
+
 import os
 import subprocess
 import sys
 
-PATTERN = r'''
+PATTERN = r"""
 import ddm
 # importing ddm applied the guard
 import os
@@ -47,21 +48,25 @@ for _ in range(3):
     v, g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(A, b)
     jax.block_until_ready(g)
 print("ok", float(v))
-'''
+"""
 
 
 def test_batched_custom_vjp_solve_does_not_deadlock():
     env = {k: v for k, v in os.environ.items() if k != "NPROC"}
-    r = subprocess.run([sys.executable, "-c", PATTERN], env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", PATTERN], env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
 
 
 def test_user_choice_of_nproc_is_kept():
     env = {**os.environ, "NPROC": "3"}
-    code = "import ddm; from ddm.library.lazy import jnp; jnp.zeros(1); import os; " \
-           "print(os.environ['NPROC'])"
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import ddm; from ddm.library.lazy import jnp; jnp.zeros(1); import os; "
+        "print(os.environ['NPROC'])"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.stdout.strip() == "3", r.stderr

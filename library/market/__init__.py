@@ -14,11 +14,19 @@ same key gives the same bits. Prices are differentiable (pathwise) in every cont
 
 Work in progress (issue 4): not yet declared in the language or used by the training loop.
 """
+
 from ddm.library.market.bootstrap import block_bootstrap, hybrid, prices_from_log_returns
 from ddm.library.market.gbm import gbm
 from ddm.library.market.heston import heston
 from ddm.library.market.merton import merton
 from ddm.library.market.regime import regime
 
-__all__ = ["gbm", "heston", "merton", "regime", "block_bootstrap", "hybrid",
-           "prices_from_log_returns"]
+__all__ = [
+    "gbm",
+    "heston",
+    "merton",
+    "regime",
+    "block_bootstrap",
+    "hybrid",
+    "prices_from_log_returns",
+]

@@ -1,5 +1,6 @@
 """Historical replay: paths built from blocks of real returns, and the research plan's hybrid
 fidelity mixing of replayed and synthetic steps by regime."""
+
 from __future__ import annotations
 
 import jax
@@ -36,8 +37,7 @@ def block_bootstrap(key, log_returns, n_steps: int, n_paths: int, block: int):
 def prices_from_log_returns(s0, log_returns):
     """``[n_paths, n_steps + 1, A]`` prices starting at ``s0`` from ``[n_paths, n_steps, A]``."""
     logs = jnp.log(jnp.asarray(s0, log_returns.dtype)) + jnp.cumsum(log_returns, axis=1)
-    start = jnp.broadcast_to(jnp.log(jnp.asarray(s0, log_returns.dtype)),
-                             logs[:, :1].shape)
+    start = jnp.broadcast_to(jnp.log(jnp.asarray(s0, log_returns.dtype)), logs[:, :1].shape)
     return jnp.exp(jnp.concatenate([start, logs], axis=1))
 
 

@@ -1,4 +1,5 @@
 """Correlated geometric Brownian motion."""
+
 from __future__ import annotations
 
 import jax
@@ -18,13 +19,17 @@ def gbm(key, s0, mu, sigma, dt: float, n_steps: int, n_paths: int, corr=None):
     >>> p.shape
     (1000, 31, 1)
     """
-    s0, mu, sigma = (jnp.atleast_1d(jnp.asarray(a, dtype=jnp.result_type(float)))
-                     for a in (s0, mu, sigma))
+    s0, mu, sigma = (
+        jnp.atleast_1d(jnp.asarray(a, dtype=jnp.result_type(float))) for a in (s0, mu, sigma)
+    )
     n = max(s0.shape[0], mu.shape[0], sigma.shape[0])
     s0, mu, sigma = (jnp.broadcast_to(a, (n,)) for a in (s0, mu, sigma))
-    chol = jnp.eye(n, dtype=s0.dtype) if corr is None else jnp.linalg.cholesky(
-        jnp.asarray(corr, s0.dtype))
-    drift = (mu - 0.5 * sigma ** 2) * dt
+    chol = (
+        jnp.eye(n, dtype=s0.dtype)
+        if corr is None
+        else jnp.linalg.cholesky(jnp.asarray(corr, s0.dtype))
+    )
+    drift = (mu - 0.5 * sigma**2) * dt
     vol = sigma * jnp.sqrt(dt)
 
     def step(log_s, k):

@@ -1,4 +1,5 @@
 """Heston stochastic volatility."""
+
 from __future__ import annotations
 
 import jax
@@ -7,8 +8,7 @@ import jax.numpy as jnp
 from ddm.library.market.paths import simulate, with_start
 
 
-def heston(key, s0, v0, kappa, theta, xi, rho, dt: float, n_steps: int, n_paths: int,
-           mu=0.0):
+def heston(key, s0, v0, kappa, theta, xi, rho, dt: float, n_steps: int, n_paths: int, mu=0.0):
     """``(prices, variances)``, each ``[n_paths, n_steps + 1]``, under
     dS/S = μ dt + √v dW₁,  dv = κ(θ − v) dt + ξ√v dW₂,  Corr(dW₁, dW₂) = ρ.
 
@@ -23,9 +23,10 @@ def heston(key, s0, v0, kappa, theta, xi, rho, dt: float, n_steps: int, n_paths:
     ((100, 31), (100, 31))
     """
     f = jnp.result_type(float)
-    s0, v0, kappa, theta, xi, rho, mu = (jnp.asarray(a, f)
-                                         for a in (s0, v0, kappa, theta, xi, rho, mu))
-    root = jnp.sqrt(1.0 - rho ** 2)
+    s0, v0, kappa, theta, xi, rho, mu = (
+        jnp.asarray(a, f) for a in (s0, v0, kappa, theta, xi, rho, mu)
+    )
+    root = jnp.sqrt(1.0 - rho**2)
 
     def step(state, k):
         log_s, v = state

@@ -1,4 +1,5 @@
 """Merton jump diffusion."""
+
 from __future__ import annotations
 
 import jax
@@ -7,8 +8,7 @@ import jax.numpy as jnp
 from ddm.library.market.paths import simulate, with_start
 
 
-def merton(key, s0, mu, sigma, lam, jump_mean, jump_std, dt: float, n_steps: int,
-           n_paths: int):
+def merton(key, s0, mu, sigma, lam, jump_mean, jump_std, dt: float, n_steps: int, n_paths: int):
     """Prices ``[n_paths, n_steps + 1]`` under dS/S = (μ − λk) dt + σ dW + (J − 1) dN, N a
     Poisson process of intensity λ, log J ~ N(m, s²), k = E[J − 1] = exp(m + s²/2) − 1, so that
     E[S_t] = S₀e^{μt}.
@@ -23,10 +23,11 @@ def merton(key, s0, mu, sigma, lam, jump_mean, jump_std, dt: float, n_steps: int
     (10, 31)
     """
     f = jnp.result_type(float)
-    s0, mu, sigma, lam, m, s = (jnp.asarray(a, f)
-                                for a in (s0, mu, sigma, lam, jump_mean, jump_std))
-    k = jnp.exp(m + 0.5 * s ** 2) - 1.0
-    drift = (mu - lam * k - 0.5 * sigma ** 2) * dt
+    s0, mu, sigma, lam, m, s = (
+        jnp.asarray(a, f) for a in (s0, mu, sigma, lam, jump_mean, jump_std)
+    )
+    k = jnp.exp(m + 0.5 * s**2) - 1.0
+    drift = (mu - lam * k - 0.5 * sigma**2) * dt
     vol = sigma * jnp.sqrt(dt)
     rate = jax.lax.stop_gradient(lam * dt)
 

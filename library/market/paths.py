@@ -1,4 +1,5 @@
 """The loop every model shares: one key per path, one per step, ``scan`` over time."""
+
 from __future__ import annotations
 
 from typing import Callable

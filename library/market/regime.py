@@ -1,4 +1,5 @@
 """Markov regime-switching volatility."""
+
 from __future__ import annotations
 
 import jax
@@ -7,8 +8,7 @@ import jax.numpy as jnp
 from ddm.library.market.paths import simulate, with_start
 
 
-def regime(key, s0, mu, sigma, transition, start: int, dt: float, n_steps: int,
-           n_paths: int):
+def regime(key, s0, mu, sigma, transition, start: int, dt: float, n_steps: int, n_paths: int):
     """``(prices, regimes)``: ``[n_paths, n_steps + 1]`` prices and int32 regimes, where a
     Markov chain with one-step ``transition[i, j] = P(next = j | now = i)`` picks the regime and
     each step is a GBM step with that regime's ``mu[r]``, ``sigma[r]`` (exact, as in
@@ -31,8 +31,11 @@ def regime(key, s0, mu, sigma, transition, start: int, dt: float, n_steps: int,
         log_s, r = state
         kr, kz = jax.random.split(k)
         r = jax.random.categorical(kr, logits[r]).astype(jnp.int32)
-        log_s = (log_s + (mu[r] - 0.5 * sigma[r] ** 2) * dt
-                 + sigma[r] * jnp.sqrt(dt) * jax.random.normal(kz, (), f))
+        log_s = (
+            log_s
+            + (mu[r] - 0.5 * sigma[r] ** 2) * dt
+            + sigma[r] * jnp.sqrt(dt) * jax.random.normal(kz, (), f)
+        )
         return (log_s, r), (log_s, r)
 
     r0 = jnp.asarray(start, jnp.int32)

@@ -7,6 +7,7 @@ rebalancing dates t = 0 … T, ``positions [T]`` (or ``[T, A]``) held over (t, t
 starts from 0, so the first trade is charged; there is no final unwind (the hedge is left in
 place at maturity, as the option is settled in cash against it).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ def costs(prices, positions, proportional=0.0, quadratic=0.0):
     """Σ_t (c_p·|Δh_t| + c_q·Δh_t²)·S_t: proportional costs (a fraction of the traded value)
     and a quadratic price-impact term, summed over dates and assets."""
     dh, s = trades(positions), prices[:-1]
-    return jnp.sum((proportional * jnp.abs(dh) + quadratic * dh ** 2) * s)
+    return jnp.sum((proportional * jnp.abs(dh) + quadratic * dh**2) * s)
 
 
 def trading_pnl(prices, positions, proportional=0.0, quadratic=0.0, rate=0.0, dt=0.0):

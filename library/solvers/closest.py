@@ -37,6 +37,7 @@ with each instance's data cut from the gradient where the other solve gives its 
 solve's backward is NaN even for a discarded value, by the solvers' rule): a node with
 on_infeasible="closest" costs the original solve twice and the elastic one once.
 """
+
 from __future__ import annotations
 
 import jax
@@ -87,7 +88,7 @@ def closest(P, c, A, b, G, h, x, info: Info, opts: SolveOptions):
     # is repeated on data cut from the gradient where it failed (bit for bit the same x).
     sg = jax.lax.stop_gradient
     data = (P, c, A, b, G, h)
-    x, _ = qp(*(jnp.where(tried, sg(a), a) for a in data), opts)
+    x, _ = qp(*(jnp.where(tried, sg(a), a) for a in data), opts=opts)
     P, c, A, b, G, h = (jnp.where(tried, a, sg(a)) for a in data)
     rho = elastic_rho(P, c, A, G, work)
     eye_m = jnp.eye(m, dtype=P.dtype)
@@ -96,8 +97,9 @@ def closest(P, c, A, b, G, h, x, info: Info, opts: SolveOptions):
     Pe = jnp.zeros((n + m, n + m), P.dtype)
     Pe = Pe.at[:n, :n].set(P + rho * A.T @ A).at[n:, n:].set(rho * eye_m)
     ce = jnp.concatenate([c - rho * A.T @ b, jnp.zeros((m,), P.dtype)])
-    Ge = jnp.concatenate([jnp.concatenate([G, -eye_m], 1),
-                          jnp.concatenate([jnp.zeros((m, n), P.dtype), -eye_m], 1)])
+    Ge = jnp.concatenate(
+        [jnp.concatenate([G, -eye_m], 1), jnp.concatenate([jnp.zeros((m, n), P.dtype), -eye_m], 1)]
+    )
     he = jnp.concatenate([h, jnp.zeros((m,), P.dtype)])
     none = jnp.zeros((0, n + m), P.dtype)
     xe, ie = qp(Pe, ce, none, jnp.zeros((0,), P.dtype), Ge, he, opts)
@@ -108,9 +110,12 @@ def closest(P, c, A, b, G, h, x, info: Info, opts: SolveOptions):
     infeasible = (info.status == INFEASIBLE) | violated
     status = jnp.where(solved, jnp.where(infeasible, CLOSEST, info.status), ie.status)
     pick = lambda new, old: jnp.where(tried, new, old)  # noqa: E731
-    out = make_info(pick(status, info.status), pick(info.iterations + ie.iterations,
-                                                   info.iterations),
-                    pick(ie.residual, info.residual), pick(ie.adjoint, info.adjoint),
-                    pick(ie.conditioning, info.conditioning),
-                    pick(ie.adjoint_residual, info.adjoint_residual))
+    out = make_info(
+        pick(status, info.status),
+        pick(info.iterations + ie.iterations, info.iterations),
+        pick(ie.residual, info.residual),
+        pick(ie.adjoint, info.adjoint),
+        pick(ie.conditioning, info.conditioning),
+        pick(ie.adjoint_residual, info.adjoint_residual),
+    )
     return jnp.where(tried, xe, x), out

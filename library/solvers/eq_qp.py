@@ -43,6 +43,7 @@ relative KKT residual (:func:`kkt_residual`). A gradient is NaN unless the statu
 ``Info.adjoint`` is ``kkt`` (``unroll`` in that mode) and ``Info.conditioning`` the smaller
 pivot ratio min Lᵢᵢ² / max Lᵢᵢ² of the two Cholesky factors — the number the ε^(2/3) test reads.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -54,12 +55,32 @@ from jax.scipy.linalg import solve_triangular
 
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (ADJ_KKT, ADJ_UNROLL, CONVERGED, INFEASIBLE, NONFINITE,
-                                        SINGULAR, make_info)
+from ddm.library.solvers.status import (
+    ADJ_KKT,
+    ADJ_UNROLL,
+    CONVERGED,
+    INFEASIBLE,
+    NONFINITE,
+    SINGULAR,
+    make_info,
+)
 
-__all__ = ["eq_qp", "eq_qp_with_duals", "diagonal", "pivot_ratio", "KKTFactor", "kkt_factor",
-           "kkt_factor_solve", "kkt_solve", "kkt_residual", "rows_consistent", "classify",
-           "symmetrize", "work_dtype", "all_finite"]
+__all__ = [
+    "eq_qp",
+    "eq_qp_with_duals",
+    "diagonal",
+    "pivot_ratio",
+    "KKTFactor",
+    "kkt_factor",
+    "kkt_factor_solve",
+    "kkt_solve",
+    "kkt_residual",
+    "rows_consistent",
+    "classify",
+    "symmetrize",
+    "work_dtype",
+    "all_finite",
+]
 
 
 # ------------------------------------------------------------------ the structured KKT solve
@@ -155,8 +176,9 @@ def _cholesky(S):
         ljj = jnp.sqrt(S[j, j] - sum((L[j][k] ** 2 for k in range(j)), jnp.zeros((), S.dtype)))
         L[j][j] = ljj
         for i in range(j + 1, p):
-            L[i][j] = (S[i, j] - sum((L[i][k] * L[j][k] for k in range(j)),
-                                     jnp.zeros((), S.dtype))) / ljj
+            L[i][j] = (
+                S[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), jnp.zeros((), S.dtype))
+            ) / ljj
     return jnp.stack([jnp.stack(row) for row in L]) if p else jnp.zeros((0, 0), S.dtype)
 
 
@@ -166,10 +188,10 @@ def _cho_solve_small(M, q):
     if p > _SMALL:
         return solve_triangular(M, solve_triangular(M, q, lower=True), lower=True, trans=1)
     y = []
-    for i in range(p):                                   # M y = q
+    for i in range(p):  # M y = q
         y.append((q[i] - sum((M[i, k] * y[k] for k in range(i)), 0.0)) / M[i, i])
     x = [None] * p
-    for i in reversed(range(p)):                         # Mᵀ x = y
+    for i in reversed(range(p)):  # Mᵀ x = y
         x[i] = (y[i] - sum((M[k, i] * x[k] for k in range(i + 1, p)), 0.0)) / M[i, i]
     return jnp.stack(x)
 
@@ -224,8 +246,7 @@ def kkt_factor(H, A, rho=None, reg=None) -> KKTFactor:
     """Factor K̃ (see :func:`kkt_factor_solve`) without solving."""
     rho = _shift(H, A) if rho is None else rho
     L = jax.lax.linalg.cholesky(_shifted(H, A, rho, reg), symmetrize_input=False)
-    W = solve_triangular(L, A.T, lower=True) if A.shape[0] else jnp.zeros((H.shape[0], 0),
-                                                                             H.dtype)
+    W = solve_triangular(L, A.T, lower=True) if A.shape[0] else jnp.zeros((H.shape[0], 0), H.dtype)
     M = _schur_factor(W)
     return KKTFactor(L, W, M, rho, _chol_ok(L), _chol_ok(M))
 
@@ -295,7 +316,8 @@ def _check_shapes(P, c, A, b):
     if P.shape != (n, n) or A.ndim != 2 or A.shape[1] != n or b.shape != (A.shape[0],):
         raise ValueError(
             "eq_qp expects one instance: P [n, n], c [n], A [p, n], b [p]; got "
-            f"P {P.shape}, c {c.shape}, A {A.shape}, b {b.shape} (vmap over a batch)")
+            f"P {P.shape}, c {c.shape}, A {A.shape}, b {b.shape} (vmap over a batch)"
+        )
 
 
 # ------------------------------------------------------------------ forward
@@ -312,10 +334,10 @@ def rows_consistent(A, b) -> jax.Array:
         return jnp.array(True)
     eps = float(jnp.finfo(A.dtype).eps)
     AAT = _gram_small(A.T)
-    delta = eps ** 0.5 * jnp.max(diagonal(AAT)) + jnp.finfo(A.dtype).tiny
+    delta = eps**0.5 * jnp.max(diagonal(AAT)) + jnp.finfo(A.dtype).tiny
     M = _cholesky(AAT + delta * jnp.eye(A.shape[0], dtype=A.dtype))
     r = delta * _cho_solve_small(M, b)
-    return jnp.max(jnp.abs(r)) <= eps ** 0.25 * (1.0 + jnp.max(jnp.abs(b)))
+    return jnp.max(jnp.abs(r)) <= eps**0.25 * (1.0 + jnp.max(jnp.abs(b)))
 
 
 def classify(f: KKTFactor, A, b, x, res, tol, data_finite) -> jax.Array:
@@ -394,13 +416,15 @@ def eq_qp_with_duals(P, c, A, b, opts: SolveOptions = SolveOptions()):
     if opts.backward not in ("implicit", "unroll"):
         raise ValueError(
             f"eq_qp: backward mode {opts.backward!r} is not meaningful for a direct (one-"
-            "factorisation) solve; use 'implicit' or 'unroll'")
+            "factorisation) solve; use 'implicit' or 'unroll'"
+        )
     out, work = work_dtype(opts, P, c, A, b)
     P, c, A, b = (a.astype(work) for a in (P, c, A, b))
     P = symmetrize(P)
     tol = _accept_tol(opts, work)
     if opts.backward == "implicit":
-        x, nu, status, res, cond = _implicit(P, c, A, b, tol)
+        # jax.custom_vjp's unannotated __new__ leaves the result type unsolved under partial
+        x, nu, status, res, cond = _implicit(P, c, A, b, tol)  # pyright: ignore[reportGeneralTypeIssues]
         mode = ADJ_KKT
     else:
         x, nu, status, res, f = _solve(P, c, A, b, tol)

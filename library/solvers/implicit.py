@@ -61,6 +61,7 @@ adjoint residual NaN, and the range test above is not made.
 An instance whose forward status is not ``CONVERGED`` always gets a NaN gradient: a gradient
 is exact, or NaN, never silently wrong.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -73,12 +74,31 @@ from jax.scipy.linalg import cho_solve, lu_factor, lu_solve
 from jax.scipy.sparse.linalg import cg, gmres
 
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (ADJ_CG, ADJ_DENSE, ADJ_FAILED, ADJ_GMRES, ADJ_LSTSQ,
-                                        ADJ_LU, CONVERGED, with_adjoint)
+from ddm.library.solvers.status import (
+    ADJ_CG,
+    ADJ_DENSE,
+    ADJ_FAILED,
+    ADJ_GMRES,
+    ADJ_LSTSQ,
+    ADJ_LU,
+    CONVERGED,
+    with_adjoint,
+)
 
-__all__ = ["implicit_root", "DenseAdjoint", "dense_adjoint", "krylov_adjoint", "use_dense",
-           "planned_adjoint", "poison_gradient", "nan_unless", "closure_convert",
-           "cast_inexact", "pivot_rtol", "off_range_rtol"]
+__all__ = [
+    "implicit_root",
+    "DenseAdjoint",
+    "dense_adjoint",
+    "krylov_adjoint",
+    "use_dense",
+    "planned_adjoint",
+    "poison_gradient",
+    "nan_unless",
+    "closure_convert",
+    "cast_inexact",
+    "pivot_rtol",
+    "off_range_rtol",
+]
 
 
 def use_dense(n: int, opts: SolveOptions) -> bool:
@@ -111,7 +131,8 @@ def off_range_rtol(dtype) -> float:
 def nan_unless(ok, tree):
     """``tree`` where ``ok`` (a scalar bool), else the same structure filled with NaN."""
     return jax.tree_util.tree_map(
-        lambda a: jnp.where(ok, a, jnp.nan) if jnp.issubdtype(a.dtype, jnp.inexact) else a, tree)
+        lambda a: jnp.where(ok, a, jnp.nan) if jnp.issubdtype(a.dtype, jnp.inexact) else a, tree
+    )
 
 
 @jax.custom_vjp
@@ -143,8 +164,11 @@ def _probe(n: int, dtype):
 
 def _inf(tree) -> jax.Array:
     """max |entry| over the inexact leaves of a pytree (0 for none)."""
-    leaves = [jnp.max(jnp.abs(a), initial=0.0) for a in jax.tree_util.tree_leaves(tree)
-              if _inexact(jnp.asarray(a))]
+    leaves = [
+        jnp.max(jnp.abs(a), initial=0.0)
+        for a in jax.tree_util.tree_leaves(tree)
+        if _inexact(jnp.asarray(a))
+    ]
     return jnp.max(jnp.stack(leaves)) if leaves else jnp.zeros(())
 
 
@@ -210,18 +234,20 @@ def dense_adjoint(Fz: Callable, z) -> tuple[DenseAdjoint, jax.Array]:
         JJt = J @ J.T
         lam = 10.0 * n * eps * jnp.max(_diagonal(JJt)) + jnp.finfo(dtype).tiny
         C = jnp.linalg.cholesky(JJt + lam * jnp.eye(n, dtype=dtype))
-        w = lam * cho_solve((C, True), _probe(n, dtype))     # q's part in null(Jᵀ)
+        w = lam * cho_solve((C, True), _probe(n, dtype))  # q's part in null(Jᵀ)
         return C, w
 
     # Outside vmap only the instances that need it pay for the second factorisation.
-    C, w = lax.cond(lstsq, regularised,
-                    lambda _: (jnp.zeros_like(J), jnp.zeros((n,), dtype)), None)
+    C, w = lax.cond(lstsq, regularised, lambda _: (jnp.zeros_like(J), jnp.zeros((n,), dtype)), None)
     sound = _diagonal(C).min() > 0.0
     sound = sound & jnp.all(jnp.isfinite(C)) & jnp.all(jnp.isfinite(w))
     code = jnp.where(~finite | (lstsq & ~sound), ADJ_FAILED, jnp.where(lstsq, ADJ_LSTSQ, ADJ_LU))
-    adj = DenseAdjoint(jnp.where(lstsq, C, lu), jnp.where(lstsq, jnp.arange(n, dtype=piv.dtype),
-                                                          piv),
-                       jnp.where(lstsq & sound, w, 0.0), code.astype(jnp.int32))
+    adj = DenseAdjoint(
+        jnp.where(lstsq, C, lu),
+        jnp.where(lstsq, jnp.arange(n, dtype=piv.dtype), piv),
+        jnp.where(lstsq & sound, w, 0.0),
+        code.astype(jnp.int32),
+    )
     return adj, ratio
 
 
@@ -230,8 +256,11 @@ def _off_range(make_pull, w, q, lstsq):
     max|(∂F/∂θ)ᵀq| (0 when ``q`` is None: the caller has it); zeros unless ``lstsq`` (outside
     ``vmap`` the branch then does not run). ``make_pull()`` returns v ↦ (∂F/∂θ)ᵀv (called
     inside the branch: F is linearised only there)."""
-    shapes = [s for s in jax.tree_util.tree_leaves(jax.eval_shape(lambda v: make_pull()(v), w))
-              if _inexact(s)]
+    shapes = [
+        s
+        for s in jax.tree_util.tree_leaves(jax.eval_shape(lambda v: make_pull()(v), w))
+        if _inexact(s)
+    ]
 
     def measure(_):
         pull = make_pull()
@@ -275,8 +304,15 @@ def krylov_adjoint(Fz: Callable, z, zbar, opts: SolveOptions, symmetric: bool = 
         u, _ = cg(JT, zbar, tol=tol, atol=0.0, maxiter=10 * n)
     else:
         restart = min(n, 30)
-        u, _ = gmres(JT, zbar, tol=tol, atol=0.0, restart=restart,
-                     maxiter=max(10, (10 * n) // restart), solve_method="batched")
+        u, _ = gmres(
+            JT,
+            zbar,
+            tol=tol,
+            atol=0.0,
+            restart=restart,
+            maxiter=max(10, (10 * n) // restart),
+            solve_method="batched",
+        )
     resid = jnp.max(jnp.abs(JT(u) - zbar))
     ok = jnp.all(jnp.isfinite(u)) & (resid <= jnp.sqrt(tol) * (1.0 + jnp.max(jnp.abs(zbar))))
 
@@ -311,8 +347,14 @@ def _pullback(F: Callable, z, theta):
     return lambda v: vjp_theta(unravel_out(v))[0]
 
 
-def implicit_root(F: Callable, solve: Callable, opts: SolveOptions, *, symmetric: bool = False,
-                  has_aux: bool = False) -> Callable:
+def implicit_root(
+    F: Callable,
+    solve: Callable,
+    opts: SolveOptions,
+    *,
+    symmetric: bool = False,
+    has_aux: bool = False,
+) -> Callable:
     """Wrap ``solve`` so that reverse mode differentiates its root implicitly through F.
 
     - ``solve(init, θ) -> (z, info)`` — or ``(z, info, aux)`` with ``has_aux`` — runs the
@@ -357,8 +399,9 @@ def implicit_root(F: Callable, solve: Callable, opts: SolveOptions, *, symmetric
         adj, ratio = dense_adjoint(Fz, flat_z)
         # Report how far ∂F/∂θ leaves range(J) (least squares only; module docstring).
         lstsq = adj.code == ADJ_LSTSQ
-        c, scale = _off_range(lambda: _pullback(Fa, z, theta), adj.null,
-                              _probe(n, flat_z.dtype), lstsq)
+        c, scale = _off_range(
+            lambda: _pullback(Fa, z, theta), adj.null, _probe(n, flat_z.dtype), lstsq
+        )
         rel = _inf(c) / jnp.where(scale > 0, scale, 1.0)
         info = with_adjoint(info, adj.code, ratio, jnp.where(lstsq, rel, jnp.nan))
         return relabel(out, info), (z, theta, info.status, aux, (adj, scale))
@@ -404,5 +447,10 @@ def closure_convert(f: Callable, *example_args: Any):
 def cast_inexact(tree, dtype):
     """Cast the floating leaves of ``tree`` to ``dtype`` (``using dtype=f64``); others unchanged."""
     return jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a).astype(dtype)
-        if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
+        lambda a: (
+            jnp.asarray(a).astype(dtype)
+            if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+            else a
+        ),
+        tree,
+    )

@@ -30,6 +30,7 @@ started at the solution (its gradient is NaN where the solve failed).
 Residual (Info.residual) at x, with ν = −(Aᵀ)⁺∇f the least-squares multiplier:
     max( ‖∇f + Aᵀν‖∞ / (1 + ‖Aᵀν‖∞),  ‖Ax − b‖∞ / (1 + ‖b‖∞) ).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -39,20 +40,35 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import cho_solve
 
-from ddm.library.solvers.implicit import (cast_inexact, closure_convert, implicit_root,
-                                          poison_gradient, use_dense)
+from ddm.library.solvers.implicit import (
+    cast_inexact,
+    closure_convert,
+    implicit_root,
+    poison_gradient,
+    use_dense,
+)
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (ADJ_DENSE, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
-                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
-                                        make_info, with_adjoint)
+from ddm.library.solvers.status import (
+    ADJ_DENSE,
+    ADJ_TRUNCATED,
+    ADJ_UNROLL,
+    CONVERGED,
+    INFEASIBLE,
+    MAX_ITER,
+    NONFINITE,
+    SINGULAR,
+    UNBOUNDED,
+    make_info,
+    with_adjoint,
+)
 
 __all__ = ["newton", "kkt_residual"]
 
 DEFAULT_MAX_ITER = 50
-_RUNNING = -1        # status while the loop runs
-_ARMIJO = 1e-4       # sufficient-decrease constant α in f(x + t dx) ≤ f(x) + α t ∇fᵀdx
-_HALVINGS = 60       # backtracking limit: t ≥ 2⁻⁶⁰
-_DOUBLINGS = 110     # expansion limit on non-convex steps: t ≤ 2¹¹⁰ (> 1e33)
+_RUNNING = -1  # status while the loop runs
+_ARMIJO = 1e-4  # sufficient-decrease constant α in f(x + t dx) ≤ f(x) + α t ∇fᵀdx
+_HALVINGS = 60  # backtracking limit: t ≥ 2⁻⁶⁰
+_DOUBLINGS = 110  # expansion limit on non-convex steps: t ≤ 2¹¹⁰ (> 1e33)
 
 
 def _big(dtype) -> float:
@@ -97,7 +113,7 @@ def _inf(v):
 def _residual(g, x, aff: _Affine):
     """Relative KKT residual at x (module docstring), given g = ∇f(x)."""
     Pg = aff.null(g)
-    dual = _inf(Pg) / (1.0 + _inf(g - Pg))          # g − Pg = −Aᵀν
+    dual = _inf(Pg) / (1.0 + _inf(g - Pg))  # g − Pg = −Aᵀν
     primal = _inf(aff.A @ x - aff.b) / (1.0 + _inf(aff.b))
     return jnp.maximum(dual, primal)
 
@@ -149,8 +165,9 @@ def _dense_direction(f, x, th, aff: _Affine, g):
     dx_newton = cho_solve((jnp.where(ok, L, eye), True), rhs)
     root_eps = jnp.sqrt(jnp.finfo(x.dtype).eps)
     off = jnp.sum(jnp.abs(M), axis=1) - jnp.abs(jnp.diag(M))
-    delta = (jnp.maximum(0.0, -jnp.min(jnp.diag(M) - off)) * (1.0 + root_eps)
-             + root_eps * (1.0 + jnp.max(jnp.abs(M))))
+    delta = jnp.maximum(0.0, -jnp.min(jnp.diag(M) - off)) * (1.0 + root_eps) + root_eps * (
+        1.0 + jnp.max(jnp.abs(M))
+    )
     L_reg = jnp.linalg.cholesky(M + delta * eye)
     dx_reg = cho_solve((jnp.where(ok, eye, L_reg), True), rhs)
     return P @ jnp.where(ok, dx_newton, dx_reg), ~ok
@@ -187,7 +204,7 @@ def _projected_cg(hvp, null, rhs, maxiter: int, differentiable: bool):
         neg_now = stop_now & ((k == 0) | (curv < -floor))
         alpha = rs / jnp.where(stop_now | done, 1.0, curv)
         d_new = d + alpha * p
-        r_new = null(r - alpha * Hp)            # re-projected: no drift out of null(A)
+        r_new = null(r - alpha * Hp)  # re-projected: no drift out of null(A)
         rs_new = r_new @ r_new
         p_new = null(r_new + (rs_new / jnp.where(rs == 0.0, 1.0, rs)) * p)
         d_new = jnp.where(stop_now, jnp.where(k == 0, rhs, d), d_new)
@@ -246,11 +263,17 @@ def _line_search(f, x, fx, dx, slope, expand):
 
     descent = slope < 0.0
     one = jnp.ones((), x.dtype)
-    t, _ = lax.while_loop(lambda s: descent & ~passes(s[0]) & (s[1] < _HALVINGS),
-                          lambda s: (0.5 * s[0], s[1] + 1), (one, jnp.array(0)))
+    t, _ = lax.while_loop(
+        lambda s: descent & ~passes(s[0]) & (s[1] < _HALVINGS),
+        lambda s: (0.5 * s[0], s[1] + 1),
+        (one, jnp.array(0)),
+    )
     ok = descent & passes(t)
-    t, _ = lax.while_loop(lambda s: ok & expand & (s[1] < _DOUBLINGS) & improves(s[0]),
-                          lambda s: (2.0 * s[0], s[1] + 1), (t, jnp.array(0)))
+    t, _ = lax.while_loop(
+        lambda s: ok & expand & (s[1] < _DOUBLINGS) & improves(s[0]),
+        lambda s: (2.0 * s[0], s[1] + 1),
+        (t, jnp.array(0)),
+    )
     return jnp.where(ok, t, 0.0)
 
 
@@ -268,8 +291,11 @@ class _State(NamedTuple):
 
 
 def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(a))
+        for a in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -277,8 +303,11 @@ def _classify(x, fx, g, res, tol, big):
     """Status of an iterate: NONFINITE, UNBOUNDED, CONVERGED or still running."""
     finite = jnp.isfinite(fx) & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(g))
     unbounded = (fx < -big) | (_inf(x) > big)
-    return jnp.where(~finite, NONFINITE,
-                     jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)))
+    return jnp.where(
+        ~finite,
+        NONFINITE,
+        jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)),
+    )
 
 
 def _solve(f, opts: SolveOptions, x0, params):
@@ -300,17 +329,18 @@ def _solve(f, opts: SolveOptions, x0, params):
     status = _classify(x, fx, g, res, tol, big)
     status = jnp.where(primal > jnp.sqrt(tol), INFEASIBLE, status)
     status = jnp.where(_all_finite((x0, params)), status, NONFINITE)
-    state = _State(x, fx, g, jnp.array(0, jnp.int32), status.astype(jnp.int32), res,
-                   jnp.array(False))
+    state = _State(
+        x, fx, g, jnp.array(0, jnp.int32), status.astype(jnp.int32), res, jnp.array(False)
+    )
 
     def body(s: _State) -> _State:
         dx, reg = _direction(f, s.x, th, aff, s.g, dense)
         t = _line_search(lambda y: f(y, th), s.x, s.fx, dx, s.g @ dx, reg)
-        x = aff.project(s.x + t * dx)   # re-projection removes the rounding drift off Ax = b
+        x = aff.project(s.x + t * dx)  # re-projection removes the rounding drift off Ax = b
         fx, g = value_and_grad(x)
         res = _residual(g, x, aff)
         st = _classify(x, fx, g, res, tol, big)
-        st = jnp.where((st == _RUNNING) & (t == 0.0), MAX_ITER, st)   # stalled: no progress
+        st = jnp.where((st == _RUNNING) & (t == 0.0), MAX_ITER, st)  # stalled: no progress
         return _State(x, fx, g, s.k + 1, st.astype(jnp.int32), res, reg)
 
     s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, state)
@@ -427,8 +457,9 @@ def newton(f: Callable, theta, A, b, x0, opts: SolveOptions = SolveOptions()):
 def _run(f, opts: SolveOptions, x0, params):
     if opts.backward == "implicit":
         p = params[1].shape[0]
-        root = implicit_root(kkt_residual(f), lambda x0_, pr: _solve(f, opts, x0_, pr), opts,
-                             symmetric=(p == 0))
+        root = implicit_root(
+            kkt_residual(f), lambda x0_, pr: _solve(f, opts, x0_, pr), opts, symmetric=(p == 0)
+        )
         (x, _), info = root(x0, params)
         return x, info
     if opts.backward == "unroll":
@@ -438,5 +469,7 @@ def _run(f, opts: SolveOptions, x0, params):
         (x_star, _), info = _solve(f, opts, sg(x0), sg(params))
         x, _ = _iterate(f, opts, x_star, params, opts.steps)
         return poison_gradient(x, info.status == CONVERGED), with_adjoint(info, ADJ_TRUNCATED)
-    raise ValueError(f"newton: unknown backward mode {opts.backward!r}; expected 'implicit', "
-                     "'unroll' or 'truncated'")
+    raise ValueError(
+        f"newton: unknown backward mode {opts.backward!r}; expected 'implicit', "
+        "'unroll' or 'truncated'"
+    )

@@ -1,4 +1,5 @@
 """What a node's ``using`` and ``backward`` clauses say to its solver."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,4 +35,5 @@ class SolveOptions:
         if self.tol is not None:
             return self.tol
         import numpy as np
+
         return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5

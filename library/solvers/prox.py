@@ -35,6 +35,7 @@ forward value is that iterate); ``truncated`` solves without gradient, then diff
 
 Info.residual: ‖x − T_η(x)‖∞ / (1 + ‖x‖∞) at the returned x, with the final η.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -43,20 +44,41 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddm.library.solvers.implicit import (cast_inexact, closure_convert, implicit_root,
-                                          poison_gradient)
+from ddm.library.solvers.implicit import (
+    cast_inexact,
+    closure_convert,
+    implicit_root,
+    poison_gradient,
+)
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (ADJ_DENSE, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
-                                        MAX_ITER, NONFINITE, UNBOUNDED, make_info, with_adjoint)
+from ddm.library.solvers.status import (
+    ADJ_DENSE,
+    ADJ_TRUNCATED,
+    ADJ_UNROLL,
+    CONVERGED,
+    MAX_ITER,
+    NONFINITE,
+    UNBOUNDED,
+    make_info,
+    with_adjoint,
+)
 
-__all__ = ["prox_grad", "prox_l1", "proj_box", "prox_l1_box", "proj_simplex",
-           "prox_l1_simplex", "prox_none", "fixed_point_residual"]
+__all__ = [
+    "prox_grad",
+    "prox_l1",
+    "proj_box",
+    "prox_l1_box",
+    "proj_simplex",
+    "prox_l1_simplex",
+    "prox_none",
+    "fixed_point_residual",
+]
 
 DEFAULT_MAX_ITER = 1000
 _RUNNING = -1
-_HALVINGS = 60          # backtracking limit on η per iteration
-_GROW_BELOW = 0.1       # η doubles when (curvature along the step)·η ≤ this
-_POWER_ITERS = 30       # for the unrolled modes' fixed step
+_HALVINGS = 60  # backtracking limit on η per iteration
+_GROW_BELOW = 0.1  # η doubles when (curvature along the step)·η ≤ this
+_POWER_ITERS = 30  # for the unrolled modes' fixed step
 
 
 def _big(dtype) -> float:
@@ -112,7 +134,7 @@ def proj_simplex(z, t, omega):
     u = jnp.sort(z)[::-1]
     css = jnp.cumsum(u) - r
     idx = jnp.arange(1, z.shape[0] + 1, dtype=z.dtype)
-    rho = jnp.sum(u - css / idx > 0)            # the condition holds for a prefix of indices
+    rho = jnp.sum(u - css / idx > 0)  # the condition holds for a prefix of indices
     rho = jnp.maximum(rho, 1)
     tau = css[rho - 1] / rho.astype(z.dtype)
     return jnp.maximum(z - tau, 0.0)
@@ -144,8 +166,8 @@ def prox_l1_simplex(z, t, omega):
     sg = lax.stop_gradient
     zs, cs, ks, rs = sg(z), sg(c), sg(k), sg(r)
     spread = jnp.max(jnp.abs(cs)) + ks
-    lo = jnp.min(zs) - spread - jnp.abs(rs)      # Σx(lo) ≥ r
-    hi = jnp.max(zs) + spread + 1.0              # Σx(hi) = 0
+    lo = jnp.min(zs) - spread - jnp.abs(rs)  # Σx(lo) ≥ r
+    hi = jnp.max(zs) + spread + 1.0  # Σx(hi) = 0
 
     def halve(_, b):
         mid = 0.5 * (b[0] + b[1])
@@ -171,10 +193,10 @@ def fixed_point_residual(f: Callable, prox: Callable, x, th, omega, eta):
 
 
 class _State(NamedTuple):
-    x: jax.Array        # last prox point x⁺
-    y: jax.Array        # extrapolated point
-    t: jax.Array        # momentum parameter
-    eta: jax.Array      # step to try next
+    x: jax.Array  # last prox point x⁺
+    y: jax.Array  # extrapolated point
+    t: jax.Array  # momentum parameter
+    eta: jax.Array  # step to try next
     k: jax.Array
     status: jax.Array
     res: jax.Array
@@ -255,9 +277,15 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
 
     ok = _data_ok(x0, th, omega)
     eta0 = _initial_step(jax.grad(fth), x0).astype(dtype)
-    init = _State(x0, x0, jnp.ones((), dtype), eta0, jnp.array(0, jnp.int32),
-                  jnp.where(ok, _RUNNING, NONFINITE).astype(jnp.int32),
-                  jnp.array(jnp.inf, dtype))
+    init = _State(
+        x0,
+        x0,
+        jnp.ones((), dtype),
+        eta0,
+        jnp.array(0, jnp.int32),
+        jnp.where(ok, _RUNNING, NONFINITE).astype(jnp.int32),
+        jnp.array(jnp.inf, dtype),
+    )
 
     def body(s: _State) -> _State:
         fy, gy = value_and_grad(s.y)
@@ -268,15 +296,25 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
         eta_next = jnp.where(grow, jnp.minimum(2.0 * eta, big), eta)
         res = _inf(d) / (1.0 + _inf(xp))
         restart = (s.y - xp) @ (xp - s.x) > 0.0
-        t_next = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * s.t ** 2)))
+        t_next = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * s.t**2)))
         y_next = jnp.where(restart, xp, xp + ((s.t - 1.0) / t_next) * (xp - s.x))
         finite = jnp.isfinite(fxp) & jnp.all(jnp.isfinite(xp)) & jnp.isfinite(fy)
         unbounded = (fxp < -big) | (_inf(xp) > big)
-        st = jnp.where(~finite, NONFINITE,
-                       jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)))
+        st = jnp.where(
+            ~finite,
+            NONFINITE,
+            jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)),
+        )
         # Report the step that produced xp (the one the fixed point and its residual refer to).
-        return _State(xp, y_next, t_next, jnp.where(st == CONVERGED, eta, eta_next), s.k + 1,
-                      st.astype(jnp.int32), res)
+        return _State(
+            xp,
+            y_next,
+            t_next,
+            jnp.where(st == CONVERGED, eta, eta_next),
+            s.k + 1,
+            st.astype(jnp.int32),
+            res,
+        )
 
     s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, init)
     status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
@@ -293,7 +331,7 @@ def _power_step(f, x0, th):
     (1 when λ̂ ≤ 0). Plain proximal gradient converges for η < 2/L, which this keeps."""
     n = x0.shape[0]
     _, hvp = jax.linearize(jax.grad(lambda x: f(x, th)), x0)
-    v0 = jnp.cos(1.3 * jnp.arange(n, dtype=x0.dtype) + 0.7)   # deterministic, generic start
+    v0 = jnp.cos(1.3 * jnp.arange(n, dtype=x0.dtype) + 0.7)  # deterministic, generic start
 
     def it(_, v):
         w = hvp(v)
@@ -301,8 +339,9 @@ def _power_step(f, x0, th):
 
     v = lax.fori_loop(0, _POWER_ITERS, it, v0 / jnp.linalg.norm(v0))
     lam = v @ hvp(v)
-    return jnp.where(jnp.isfinite(lam) & (lam > 0), 1.0 / (1.05 * jnp.where(lam > 0, lam, 1.0)),
-                     1.0)
+    return jnp.where(
+        jnp.isfinite(lam) & (lam > 0), 1.0 / (1.05 * jnp.where(lam > 0, lam, 1.0)), 1.0
+    )
 
 
 def _iterate(f, prox, opts: SolveOptions, x_start, params, eta, steps: int):
@@ -318,9 +357,15 @@ def _iterate(f, prox, opts: SolveOptions, x_start, params, eta, steps: int):
     res = _inf(fixed_point_residual(f, prox, sg(x), sg(th), sg(omega), eta)) / (1.0 + _inf(sg(x)))
     fx = f(sg(x), sg(th))
     big = _big(x.dtype)
-    status = jnp.where(~(jnp.isfinite(fx) & jnp.all(jnp.isfinite(x))), NONFINITE,
-                       jnp.where((fx < -big) | (_inf(x) > big), UNBOUNDED,
-                                 jnp.where(res <= opts.tolerance(x.dtype), CONVERGED, MAX_ITER)))
+    status = jnp.where(
+        ~(jnp.isfinite(fx) & jnp.all(jnp.isfinite(x))),
+        NONFINITE,
+        jnp.where(
+            (fx < -big) | (_inf(x) > big),
+            UNBOUNDED,
+            jnp.where(res <= opts.tolerance(x.dtype), CONVERGED, MAX_ITER),
+        ),
+    )
     status = jnp.where(_data_ok(x_start, th, omega), status, NONFINITE)
     return x, make_info(sg(status), steps, res, ADJ_UNROLL)
 
@@ -364,12 +409,14 @@ def prox_grad(f: Callable, theta, prox: Callable, omega, x0, opts: SolveOptions 
 def _run(f, prox, opts: SolveOptions, x0, params):
     sg = lax.stop_gradient
     if opts.backward == "implicit":
+
         def F(x, prm, eta):
             th, omega = prm
             return fixed_point_residual(f, prox, x, th, omega, eta)
 
-        root = implicit_root(F, lambda x0_, prm: _solve(f, prox, opts, x0_, prm), opts,
-                             has_aux=True)
+        root = implicit_root(
+            F, lambda x0_, prm: _solve(f, prox, opts, x0_, prm), opts, has_aux=True
+        )
         x, info, _ = root(x0, params)
         return x, info
     if opts.backward == "unroll":
@@ -379,5 +426,7 @@ def _run(f, prox, opts: SolveOptions, x0, params):
         x_star, info, eta = _solve(f, prox, opts, sg(x0), sg(params))
         x, _ = _iterate(f, prox, opts, x_star, params, sg(eta), opts.steps)
         return poison_gradient(x, info.status == CONVERGED), with_adjoint(info, ADJ_TRUNCATED)
-    raise ValueError(f"prox_grad: unknown backward mode {opts.backward!r}; expected "
-                     "'implicit', 'unroll' or 'truncated'")
+    raise ValueError(
+        f"prox_grad: unknown backward mode {opts.backward!r}; expected "
+        "'implicit', 'unroll' or 'truncated'"
+    )

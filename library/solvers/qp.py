@@ -67,6 +67,7 @@ steps is 0; an iterate that has converged is frozen; step lengths and σ are not
 ``truncated``: solve without gradient, then differentiate ``opts.steps`` iterations (at least
 one) started from the solution; NaN unless the solve converged.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -77,21 +78,42 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddm.library.solvers.eq_qp import (KKTFactor, _shift, all_finite, diagonal, eq_qp,
-                                       kkt_factor, kkt_factor_solve, kkt_solve, rows_consistent,
-                                       symmetrize, work_dtype)
+from ddm.library.solvers.eq_qp import (
+    KKTFactor,
+    _shift,
+    all_finite,
+    diagonal,
+    eq_qp,
+    kkt_factor,
+    kkt_factor_solve,
+    kkt_solve,
+    rows_consistent,
+    symmetrize,
+    work_dtype,
+)
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
-from ddm.library.solvers.status import (ADJ_KKT, ADJ_TRUNCATED, ADJ_UNROLL, CONVERGED,
-                                        INFEASIBLE, MAX_ITER, NONFINITE, SINGULAR, UNBOUNDED,
-                                        Info, make_info, with_adjoint)
+from ddm.library.solvers.status import (
+    ADJ_KKT,
+    ADJ_TRUNCATED,
+    ADJ_UNROLL,
+    CONVERGED,
+    INFEASIBLE,
+    MAX_ITER,
+    NONFINITE,
+    SINGULAR,
+    UNBOUNDED,
+    Info,
+    make_info,
+    with_adjoint,
+)
 
 __all__ = ["qp", "QP", "Iterate", "DEFAULT_MAX_ITER"]
 
 DEFAULT_MAX_ITER = 50
-_RUNNING = -1            # status while the loop runs
-_STEP_FRACTION = 0.995   # of the longest step keeping s, z > 0
-_CERT_RADIUS = 1e6       # certificates: how far beyond the iterates' scale a solution must lie
+_RUNNING = -1  # status while the loop runs
+_STEP_FRACTION = 0.995  # of the longest step keeping s, z > 0
+_CERT_RADIUS = 1e6  # certificates: how far beyond the iterates' scale a solution must lie
 
 
 class QP(NamedTuple):
@@ -144,7 +166,8 @@ def measure(q: QP, it: Iterate) -> jax.Array:
     eq = n_(Ax - q.b) / (1.0 + jnp.maximum(n_(Ax), n_(q.b)))
     ineq = n_(Gx + s - q.h) / (1.0 + jnp.maximum(jnp.maximum(n_(Gx), n_(s)), n_(q.h)))
     dual = n_(Px + q.c + ATy + GTz) / (
-        1.0 + jnp.maximum(jnp.maximum(n_(Px), n_(q.c)), jnp.maximum(n_(ATy), n_(GTz))))
+        1.0 + jnp.maximum(jnp.maximum(n_(Px), n_(q.c)), jnp.maximum(n_(ATy), n_(GTz)))
+    )
     gap = jnp.abs(s @ z) / (1.0 + jnp.abs(x @ Px) + jnp.abs(q.c @ x))
     return jnp.maximum(jnp.maximum(eq, ineq), jnp.maximum(dual, gap))
 
@@ -251,8 +274,7 @@ def _convex(P) -> jax.Array:
     point of a non-convex problem and call it a minimum."""
     top = jnp.max(jnp.abs(diagonal(P)), initial=0.0)
     delta = jnp.where(top > 0, 10.0 * P.shape[0] * float(jnp.finfo(P.dtype).eps) * top, 1.0)
-    L = lax.linalg.cholesky(P + delta * jnp.eye(P.shape[0], dtype=P.dtype),
-                            symmetrize_input=False)
+    L = lax.linalg.cholesky(P + delta * jnp.eye(P.shape[0], dtype=P.dtype), symmetrize_input=False)
     return jnp.all(jnp.isfinite(L))
 
 
@@ -271,12 +293,15 @@ def initial_point(q: QP, fast: bool = False):
     z = jnp.where(jnp.min(z, initial=1.0) > 0, z, z + 1.0 - jnp.min(z, initial=1.0))
     fr = fr._replace(x0_norm=lax.stop_gradient(jnp.sum(jnp.abs(x))))
     # H₀ singular: the δ-regularised solve moves by (−cᵀd/δ) d along a null direction d.
-    pushed = (fr.reg * _norm_inf(x) > 1e-6 * (1.0 + _norm_inf(q.c) + _norm_inf(q.G.T @ q.h))) \
-        & (q.c @ x < 0)
+    pushed = (fr.reg * _norm_inf(x) > 1e-6 * (1.0 + _norm_inf(q.c) + _norm_inf(q.G.T @ q.h))) & (
+        q.c @ x < 0
+    )
     inconsistent = ~rows_consistent(q.A, q.b)
-    status = jnp.where(~f.ok_h, jnp.where(pushed, UNBOUNDED, SINGULAR),
-                       jnp.where(~f.ok_s, jnp.where(inconsistent, INFEASIBLE, SINGULAR),
-                                 _RUNNING))
+    status = jnp.where(
+        ~f.ok_h,
+        jnp.where(pushed, UNBOUNDED, SINGULAR),
+        jnp.where(~f.ok_s, jnp.where(inconsistent, INFEASIBLE, SINGULAR), _RUNNING),
+    )
     status = jnp.where(_convex(q.P), status, SINGULAR)
     status = jnp.where(all_finite(*q), status, NONFINITE)
     return Iterate(x, s, z, y), fr, status.astype(jnp.int32)
@@ -299,8 +324,9 @@ def _unbounded(q: QP, it: Iterate, dx, fr: _Frame) -> jax.Array:
     scale = _norm_inf(dx)
     d = dx / jnp.where(scale > 0, scale, 1.0)
     fall = -(q.c @ d)
-    lhs = jnp.maximum(jnp.maximum(_norm_inf(q.P @ d), _norm_inf(q.A @ d)),
-                      _norm_inf(jnp.maximum(q.G @ d, 0.0)))
+    lhs = jnp.maximum(
+        jnp.maximum(_norm_inf(q.P @ d), _norm_inf(q.A @ d)), _norm_inf(jnp.maximum(q.G @ d, 0.0))
+    )
     eps = float(jnp.finfo(dx.dtype).eps)
     radius = _CERT_RADIUS * (1.0 + fr.x0_norm + jnp.sum(jnp.abs(y)) + jnp.sum(z))
     return fall > radius * lhs + 1e3 * eps * _norm_inf(q.c)
@@ -311,9 +337,15 @@ def assess(q: QP, it: Iterate, dx, fr: _Frame, tol: float):
     certificate's status, SINGULAR for a non-finite iterate, else ``_RUNNING``."""
     res = measure(q, it)
     finite = all_finite(*it)
-    status = jnp.where(res <= tol, CONVERGED,
-                       jnp.where(_infeasible(q, it, fr), INFEASIBLE,
-                                 jnp.where(_unbounded(q, it, dx, fr), UNBOUNDED, _RUNNING)))
+    status = jnp.where(
+        res <= tol,
+        CONVERGED,
+        jnp.where(
+            _infeasible(q, it, fr),
+            INFEASIBLE,
+            jnp.where(_unbounded(q, it, dx, fr), UNBOUNDED, _RUNNING),
+        ),
+    )
     return jnp.where(finite, status, SINGULAR).astype(jnp.int32), res
 
 
@@ -341,8 +373,9 @@ def _info(state: _State) -> Info:
     return make_info(lax.stop_gradient(status), state.k, lax.stop_gradient(state.res), ADJ_KKT)
 
 
-def _advance(q: QP, state: _State, fr: _Frame, tol: float, max_iter: int,
-             fast: bool = False) -> _State:
+def _advance(
+    q: QP, state: _State, fr: _Frame, tol: float, max_iter: int, fast: bool = False
+) -> _State:
     it, dx = ipm_step(q, state.it, fr, fast)
     status, res = assess(q, it, dx, fr, tol)
     k = state.k + 1
@@ -356,10 +389,14 @@ def solve_loop(q: QP, tol: float, max_iter: int):
     Under ``vmap`` an instance that has stopped keeps its state bit for bit while others run.
     """
     state, fr = _start(q, fast=True)
-    state = state._replace(status=jnp.where((state.status == _RUNNING) & (max_iter <= 0),
-                                            MAX_ITER, state.status))
-    state = lax.while_loop(lambda s: s.status == _RUNNING,
-                           lambda s: _advance(q, s, fr, tol, max_iter, fast=True), state)
+    state = state._replace(
+        status=jnp.where((state.status == _RUNNING) & (max_iter <= 0), MAX_ITER, state.status)
+    )
+    state = lax.while_loop(
+        lambda s: s.status == _RUNNING,
+        lambda s: _advance(q, s, fr, tol, max_iter, fast=True),
+        state,
+    )
     return state.it, _info(state)
 
 
@@ -369,6 +406,7 @@ def solve_steps(q: QP, state: _State, fr: _Frame, tol: float, steps: int) -> _St
     An iterate with a final status is kept (so steps past convergence do not drive s, z to 0):
     the step is still evaluated but its value — and its cotangent, which is zero — discarded.
     """
+
     def body(s, _):
         nxt = _advance(q, s, fr, tol, steps)
         stop = s.status != _RUNNING
@@ -402,7 +440,7 @@ def _adjoint_scaling(q: QP, s, z):
     row = jnp.sum(q.G * q.G, axis=1)
     row = jnp.where(row > 0, row, 1.0)
     active = (z / s) * row > scale
-    return jnp.where(active, scale / (eps ** 0.5 * row), 0.0)
+    return jnp.where(active, scale / (eps**0.5 * row), 0.0)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -426,9 +464,14 @@ def _implicit_bwd(tol, max_iter, saved, cts):
     f = _factor(q, d, fr, fast=True)
     vx, vy = kkt_solve(f, xbar, jnp.zeros_like(y))
     w = d * (q.G @ vx)
-    grads = QP(P=-0.5 * (jnp.outer(vx, x) + jnp.outer(x, vx)), c=-vx,
-               A=-(jnp.outer(vy, x) + jnp.outer(y, vx)), b=vy,
-               G=-(jnp.outer(w, x) + jnp.outer(z, vx)), h=w)
+    grads = QP(
+        P=-0.5 * (jnp.outer(vx, x) + jnp.outer(x, vx)),
+        c=-vx,
+        A=-(jnp.outer(vy, x) + jnp.outer(y, vx)),
+        b=vy,
+        G=-(jnp.outer(w, x) + jnp.outer(z, vx)),
+        h=w,
+    )
     return (nan_unless(status == CONVERGED, grads),)
 
 
@@ -440,14 +483,21 @@ _implicit.defvjp(_implicit_fwd, _implicit_bwd)
 
 def _check_shapes(q: QP):
     n = q.c.shape[0] if q.c.ndim == 1 else -1
-    ok = (q.P.shape == (n, n) and q.A.ndim == 2 and q.A.shape[1] == n
-          and q.b.shape == (q.A.shape[0],) and q.G.ndim == 2 and q.G.shape[1] == n
-          and q.h.shape == (q.G.shape[0],))
+    ok = (
+        q.P.shape == (n, n)
+        and q.A.ndim == 2
+        and q.A.shape[1] == n
+        and q.b.shape == (q.A.shape[0],)
+        and q.G.ndim == 2
+        and q.G.shape[1] == n
+        and q.h.shape == (q.G.shape[0],)
+    )
     if not ok:
         raise ValueError(
             "qp expects one instance: P [n, n], c [n], A [p, n], b [p], G [m, n], h [m]; got "
             + ", ".join(f"{k} {v.shape}" for k, v in q._asdict().items())
-            + " (vmap over a batch)")
+            + " (vmap over a batch)"
+        )
 
 
 def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
@@ -468,8 +518,9 @@ def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
     q = QP(*(jnp.asarray(a) for a in (P, c, A, b, G, h)))
     _check_shapes(q)
     if opts.backward not in ("implicit", "unroll", "truncated"):
-        raise ValueError(f"qp: unknown backward mode {opts.backward!r}; use 'implicit', "
-                         "'unroll' or 'truncated'")
+        raise ValueError(
+            f"qp: unknown backward mode {opts.backward!r}; use 'implicit', 'unroll' or 'truncated'"
+        )
     if q.G.shape[0] == 0:
         mode = "implicit" if opts.backward == "implicit" else "unroll"
         return eq_qp(q.P, q.c, q.A, q.b, replace(opts, backward=mode))
@@ -479,7 +530,8 @@ def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
     tol = opts.tolerance(work)
     max_iter = DEFAULT_MAX_ITER if opts.max_iter is None else int(opts.max_iter)
     if opts.backward == "implicit":
-        x, info = _implicit(q, tol, max_iter)
+        # jax.custom_vjp's unannotated __new__ leaves the result type unsolved under partial
+        x, info = _implicit(q, tol, max_iter)  # pyright: ignore[reportGeneralTypeIssues]
     elif opts.backward == "unroll":
         steps = opts.steps if opts.steps > 0 else max_iter
         state, fr = _start(q)
@@ -488,9 +540,11 @@ def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
         x = poison_gradient(state.it.x, (info.status == CONVERGED) | (info.status == MAX_ITER))
     else:
         it, info = solve_loop(jax.tree_util.tree_map(lax.stop_gradient, q), tol, max_iter)
-        it = plain_steps(q, jax.tree_util.tree_map(lax.stop_gradient, it), _frame(q),
-                         max(opts.steps, 1))
+        it = plain_steps(
+            q, jax.tree_util.tree_map(lax.stop_gradient, it), _frame(q), max(opts.steps, 1)
+        )
         x = poison_gradient(it.x, info.status == CONVERGED)
-        info = with_adjoint(info._replace(iterations=info.iterations + max(opts.steps, 1)),
-                            ADJ_TRUNCATED)
+        info = with_adjoint(
+            info._replace(iterations=info.iterations + max(opts.steps, 1)), ADJ_TRUNCATED
+        )
     return x.astype(out), info

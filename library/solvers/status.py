@@ -14,35 +14,53 @@ with ``conditioning`` NaN. Matrix-free adjoints are decided per cotangent inside
 pass, after ``Info`` has been returned, so they report the Krylov method planned
 (``docs/language.md`` § Solver status).
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import jax
 
 CONVERGED, MAX_ITER, INFEASIBLE, SINGULAR, UNBOUNDED, NONFINITE, CLOSEST = range(7)
 
-STATUS_NAMES = ("converged", "max-iter", "infeasible", "singular", "unbounded", "non-finite",
-                "closest")
+STATUS_NAMES = (
+    "converged",
+    "max-iter",
+    "infeasible",
+    "singular",
+    "unbounded",
+    "non-finite",
+    "closest",
+)
 
 # What a user can do about each status (shown in run-time diagnostics).
 STATUS_HINTS = (
     "",
     "raise max_iter or loosen tol in the node's 'using' clause",
-    "the constraints admit no point; check the data feeding them, or use "
-    "on_infeasible=\"closest\"",
+    'the constraints admit no point; check the data feeding them, or use on_infeasible="closest"',
     "the optimality system is singular or the quadratic is not positive definite at run time; "
     "add a ridge term (e.g. + 1e-6 * sum(v ** 2))",
-    "the objective decreases without bound over the feasible set; add a bound or a quadratic "
-    "term",
+    "the objective decreases without bound over the feasible set; add a bound or a quadratic term",
     "the problem's data contain NaN or Inf",
     "the constraints admit no point, so the node returned the closest one (the best point among "
-    "those violating them least, on_infeasible=\"closest\"); check the data feeding them",
+    'those violating them least, on_infeasible="closest"); check the data feeding them',
 )
 
 # How the gradient of an instance is computed (Info.adjoint). A gradient is NaN, whatever the
 # code, where the status is not one the node accepts (``converged``; ``max-iter`` too under
 # ``unroll``; ``closest`` under on_infeasible="closest").
-(ADJ_LU, ADJ_LSTSQ, ADJ_FAILED, ADJ_DENSE, ADJ_CG, ADJ_GMRES, ADJ_KKT, ADJ_UNROLL,
- ADJ_TRUNCATED) = range(9)
+(
+    ADJ_LU,
+    ADJ_LSTSQ,
+    ADJ_FAILED,
+    ADJ_DENSE,
+    ADJ_CG,
+    ADJ_GMRES,
+    ADJ_KKT,
+    ADJ_UNROLL,
+    ADJ_TRUNCATED,
+) = range(9)
 
 ADJOINT_NAMES = ("lu", "lstsq", "failed", "dense", "cg", "gmres", "kkt", "unroll", "truncated")
 
@@ -71,19 +89,20 @@ ADJOINT_REASONS = (
 class Info(NamedTuple):
     """One instance's solver outcome (batched: each field gains the batch's leading axes)."""
 
-    status: "jax.Array"            # int32, one of the status codes above
-    iterations: "jax.Array"        # int32
-    residual: "jax.Array"          # float: ∞-norm of the optimality conditions, relative
-    adjoint: "jax.Array"           # int32, one of the ADJ_* codes above
-    conditioning: "jax.Array"      # float: the measure the adjoint decision used (an LU pivot
+    status: "jax.Array"  # int32, one of the status codes above
+    iterations: "jax.Array"  # int32
+    residual: "jax.Array"  # float: ∞-norm of the optimality conditions, relative
+    adjoint: "jax.Array"  # int32, one of the ADJ_* codes above
+    conditioning: "jax.Array"  # float: the measure the adjoint decision used (an LU pivot
     #                                ratio min|Uᵢᵢ| / max|Uᵢᵢ|, or a Cholesky pivot ratio for
     #                                the structured KKT solve); NaN where none was measured
     adjoint_residual: "jax.Array"  # float: least-squares adjoint only — the relative part of
     #                                ∂F/∂θ outside range(J) along a probe; NaN elsewhere
 
 
-def make_info(status, iterations, residual, adjoint, conditioning=None,
-              adjoint_residual=None) -> Info:
+def make_info(
+    status, iterations, residual, adjoint, conditioning=None, adjoint_residual=None
+) -> Info:
     """An :class:`Info` with the right dtypes; the optional floats default to NaN (not
     measured). ``residual`` fixes the float dtype."""
     import jax.numpy as jnp
@@ -103,14 +122,21 @@ def make_info(status, iterations, residual, adjoint, conditioning=None,
     def as_float(v):
         return tie(jnp.nan if v is None else v, residual.dtype)
 
-    return Info(status, tie(iterations, jnp.int32), tie(residual, residual.dtype),
-                tie(adjoint, jnp.int32), as_float(conditioning), as_float(adjoint_residual))
+    return Info(
+        status,
+        tie(iterations, jnp.int32),
+        tie(residual, residual.dtype),
+        tie(adjoint, jnp.int32),
+        as_float(conditioning),
+        as_float(adjoint_residual),
+    )
 
 
 def with_adjoint(info: Info, adjoint, conditioning=None, adjoint_residual=None) -> Info:
     """``info`` with its adjoint fields replaced (floats default to NaN: not measured)."""
-    return make_info(info.status, info.iterations, info.residual, adjoint, conditioning,
-                     adjoint_residual)
+    return make_info(
+        info.status, info.iterations, info.residual, adjoint, conditioning, adjoint_residual
+    )
 
 
 def status_name(code: int) -> str:

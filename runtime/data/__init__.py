@@ -3,6 +3,7 @@
 A source is a record (name, keyword arguments, loader, doc), like the library's ops; ``SOURCES``
 is built once. Arrays are NumPy, one row per sample; names match the program's inputs.
 """
+
 from __future__ import annotations
 
 from types import MappingProxyType
@@ -11,7 +12,11 @@ from typing import Mapping
 from ddm.runtime.data import credit, regimes, simulated, sp500
 from ddm.runtime.data.base import Dataset, Source
 
-SOURCES: Mapping[str, Source] = MappingProxyType({s.name: s for s in (
-    credit.SOURCE, sp500.SOURCE, simulated.GBM, simulated.HESTON, regimes.SOURCE)})
+SOURCES: Mapping[str, Source] = MappingProxyType(
+    {
+        s.name: s
+        for s in (credit.SOURCE, sp500.SOURCE, simulated.GBM, simulated.HESTON, regimes.SOURCE)
+    }
+)
 
 __all__ = ["SOURCES", "Dataset", "Source"]

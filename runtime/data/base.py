@@ -1,4 +1,5 @@
 """Records of data sources: named loaders returning train/test arrays keyed by input name."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,5 +27,3 @@ class Source:
     kwargs: tuple[Arg, ...]
     load: Callable[..., Dataset]
     doc: str
-
-

@@ -27,6 +27,7 @@ The debt burden hurts more at low income (an interaction), utilisation acts quad
 clean files with low utilisation get a bonus (a threshold): a logistic regression on the raw
 features cannot represent it, a small network can.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,10 +70,16 @@ def _draw(key, n: int):
     util = jax.random.beta(k[4], 2.0, 3.0, (n,))
     inquiries = jax.random.poisson(k[5], 1.0, (n,)).astype(jnp.float32)
     rel_income = jnp.log(income / 50.0)
-    z = (1.6 + 0.9 * rel_income
-         - 7.0 * jax.nn.relu(dti - 0.3) * (1.0 + jax.nn.sigmoid(-rel_income / 0.3))
-         - 0.9 * delinq + 0.55 * jnp.log1p(history) - 2.5 * util ** 2 - 0.25 * inquiries
-         + 0.8 * (util < 0.3) * (delinq == 0))
+    z = (
+        1.6
+        + 0.9 * rel_income
+        - 7.0 * jax.nn.relu(dti - 0.3) * (1.0 + jax.nn.sigmoid(-rel_income / 0.3))
+        - 0.9 * delinq
+        + 0.55 * jnp.log1p(history)
+        - 2.5 * util**2
+        - 0.25 * inquiries
+        + 0.8 * (util < 0.3) * (delinq == 0)
+    )
     p = jax.nn.sigmoid(z)
     y = jax.random.bernoulli(k[6], p).astype(jnp.float32)
     x = jnp.stack([income, dti, history, delinq, util, inquiries], axis=1)
@@ -85,13 +92,20 @@ def load(n_train: int = 20000, n_test: int = 20000, seed: int = 1) -> Dataset:
     key = jax.random.key(seed)
     xtr, ytr, ptr = applicants(jax.random.fold_in(key, 0), n_train)
     xte, yte, pte = applicants(jax.random.fold_in(key, 1), n_test)
-    return Dataset({"x": xtr, "y": ytr, "p_true": ptr}, {"x": xte, "y": yte, "p_true": pte},
-                   {"description": f"synthetic applicants (seed {seed}): {n_train} train, "
-                                   f"{n_test} test; features {', '.join(FEATURES)}"})
+    return Dataset(
+        {"x": xtr, "y": ytr, "p_true": ptr},
+        {"x": xte, "y": yte, "p_true": pte},
+        {
+            "description": f"synthetic applicants (seed {seed}): {n_train} train, "
+            f"{n_test} test; features {', '.join(FEATURES)}"
+        },
+    )
 
 
-SOURCE = Source("credit_applicants",
-                (Arg("n_train", "int", 20000), Arg("n_test", "int", 20000),
-                 Arg("seed", "int", 1)),
-                load, "Synthetic loan applicants with known repayment probabilities "
-                      "(inputs x: f32[6], y: f32, p_true: f32).")
+SOURCE = Source(
+    "credit_applicants",
+    (Arg("n_train", "int", 20000), Arg("n_test", "int", 20000), Arg("seed", "int", 1)),
+    load,
+    "Synthetic loan applicants with known repayment probabilities "
+    "(inputs x: f32[6], y: f32, p_true: f32).",
+)

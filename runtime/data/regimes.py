@@ -17,6 +17,7 @@ and the ``horizon`` days it is held:
 Randomness through ``jax.random.key(seed)`` only: training episodes from ``fold_in(key, 0)``,
 test ones from ``fold_in(key, 1)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ from ddm.runtime.data.base import Dataset, Source
 DAYS = 252
 
 
-def episodes(key, n: int, assets: int, window: int, horizon: int, mu, sigma, stay: float,
-             corr: float):
+def episodes(
+    key, n: int, assets: int, window: int, horizon: int, mu, sigma, stay: float, corr: float
+):
     """NumPy arrays of ``n`` episodes (see the module doc); ``mu``/``sigma`` per regime,
     annualised."""
     import jax
@@ -53,56 +55,94 @@ def episodes(key, n: int, assets: int, window: int, horizon: int, mu, sigma, sta
     r = mu_d[..., None] + sd_d[..., None] * z
     prices = jnp.concatenate([jnp.ones((n, 1, assets)), jnp.cumprod(1 + r[:, :window], 1)], 1)
     w_prev = jax.random.uniform(k_prev, (n, assets), minval=-0.5, maxval=0.5)
-    return {"P": np.asarray(prices, np.float32), "R": np.asarray(r[:, window:], np.float32),
-            "w_prev": np.asarray(w_prev, np.float32),
-            "regime": np.asarray(regs[:, window - 1], np.int32)}
+    return {
+        "P": np.asarray(prices, np.float32),
+        "R": np.asarray(r[:, window:], np.float32),
+        "w_prev": np.asarray(w_prev, np.float32),
+        "regime": np.asarray(regs[:, window - 1], np.int32),
+    }
 
 
-def load(assets: int = 4, window: int = 20, horizon: int = 5, cost: float = 5e-4,
-         calm_mu: float = 0.3, calm_sigma: float = 0.12, turbulent_mu: float = -0.3,
-         turbulent_sigma: float = 0.45, stay: float = 0.98, corr: float = 0.5,
-         n_train: int = 20_000, n_test: int = 20_000, seed: int = 0) -> Dataset:
+def load(
+    assets: int = 4,
+    window: int = 20,
+    horizon: int = 5,
+    cost: float = 5e-4,
+    calm_mu: float = 0.3,
+    calm_sigma: float = 0.12,
+    turbulent_mu: float = -0.3,
+    turbulent_sigma: float = 0.45,
+    stay: float = 0.98,
+    corr: float = 0.5,
+    n_train: int = 20_000,
+    n_test: int = 20_000,
+    seed: int = 0,
+) -> Dataset:
     import jax
 
     from ddm.dsl.diagnostics import DataDiagnostic
 
-    for name, value in (("assets", assets), ("window", window), ("horizon", horizon),
-                        ("n_train", n_train), ("n_test", n_test)):
+    for name, value in (
+        ("assets", assets),
+        ("window", window),
+        ("horizon", horizon),
+        ("n_train", n_train),
+        ("n_test", n_test),
+    ):
         if value < 1:
             raise DataDiagnostic(None, f"regime_windows: {name} must be at least 1, got {value}")
     if window < 2:
         raise DataDiagnostic(None, "regime_windows: a window needs at least 2 returns")
     for name, value in (("stay", stay), ("corr", corr)):
         if not 0 <= value <= 1:
-            raise DataDiagnostic(None, f"regime_windows: {name} is a probability, in [0, 1]; "
-                                       f"got {value}")
+            raise DataDiagnostic(
+                None, f"regime_windows: {name} is a probability, in [0, 1]; got {value}"
+            )
     if not cost >= 0 or calm_sigma <= 0 or turbulent_sigma <= 0:
         raise DataDiagnostic(None, "regime_windows: cost must be >= 0 and volatilities > 0")
     key = jax.random.key(seed)
     mu, sigma = (calm_mu, turbulent_mu), (calm_sigma, turbulent_sigma)
 
     def split(i, n):
-        out = episodes(jax.random.fold_in(key, i), n, assets, window, horizon, mu, sigma, stay,
-                       corr)
+        out = episodes(
+            jax.random.fold_in(key, i), n, assets, window, horizon, mu, sigma, stay, corr
+        )
         out["cost"] = np.full((n,), cost, np.float32)
         return out
 
-    return Dataset(split(0, n_train), split(1, n_test),
-                   {"description": f"regime-switching market: {assets} assets, calm μ = "
-                                   f"{calm_mu}, σ = {calm_sigma} / turbulent μ = {turbulent_mu}, "
-                                   f"σ = {turbulent_sigma}, stay {stay}, corr {corr}; windows "
-                                   f"of {window} days, held {horizon} days, cost {cost}; "
-                                   f"{n_train} train, {n_test} test (seed {seed})"})
+    return Dataset(
+        split(0, n_train),
+        split(1, n_test),
+        {
+            "description": f"regime-switching market: {assets} assets, calm μ = "
+            f"{calm_mu}, σ = {calm_sigma} / turbulent μ = {turbulent_mu}, "
+            f"σ = {turbulent_sigma}, stay {stay}, corr {corr}; windows "
+            f"of {window} days, held {horizon} days, cost {cost}; "
+            f"{n_train} train, {n_test} test (seed {seed})"
+        },
+    )
 
 
-SOURCE = Source("regime_windows",
-                (Arg("assets", "int", 4), Arg("window", "int", 20), Arg("horizon", "int", 5),
-                 Arg("cost", "float", 5e-4), Arg("calm_mu", "float", 0.3),
-                 Arg("calm_sigma", "float", 0.12), Arg("turbulent_mu", "float", -0.3),
-                 Arg("turbulent_sigma", "float", 0.45), Arg("stay", "float", 0.98),
-                 Arg("corr", "float", 0.5), Arg("n_train", "int", 20_000),
-                 Arg("n_test", "int", 20_000), Arg("seed", "int", 0)),
-                load, "Episodes of a two-regime (calm/turbulent) market: price windows "
-                      "P: f32[window + 1, assets], held-day returns R: f32[horizon, assets], "
-                      "the previous position w_prev: f32[assets], cost: f32 and the hidden "
-                      "regime: i32 (for evaluation).")
+SOURCE = Source(
+    "regime_windows",
+    (
+        Arg("assets", "int", 4),
+        Arg("window", "int", 20),
+        Arg("horizon", "int", 5),
+        Arg("cost", "float", 5e-4),
+        Arg("calm_mu", "float", 0.3),
+        Arg("calm_sigma", "float", 0.12),
+        Arg("turbulent_mu", "float", -0.3),
+        Arg("turbulent_sigma", "float", 0.45),
+        Arg("stay", "float", 0.98),
+        Arg("corr", "float", 0.5),
+        Arg("n_train", "int", 20_000),
+        Arg("n_test", "int", 20_000),
+        Arg("seed", "int", 0),
+    ),
+    load,
+    "Episodes of a two-regime (calm/turbulent) market: price windows "
+    "P: f32[window + 1, assets], held-day returns R: f32[horizon, assets], "
+    "the previous position w_prev: f32[assets], cost: f32 and the hidden "
+    "regime: i32 (for evaluation).",
+)

@@ -14,6 +14,7 @@ Each sample is one trading day ``t``, in time order:
 
 Train and test split by date (``test_from``); nothing of the test period leaks into training.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,9 +35,11 @@ FILE = os.path.join("datasets", "data", "sp500_dataset.csv.gz")
 def csv_path() -> str:
     spec = importlib.util.find_spec("skfolio")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise DataDiagnostic(None, "the S&P 500 prices come from the skfolio wheel, which is "
-                             "not installed", hint="make installs it; by hand: pip install "
-                             "--no-deps skfolio==1.12.2")
+        raise DataDiagnostic(
+            None,
+            "the S&P 500 prices come from the skfolio wheel, which is not installed",
+            hint="make installs it; by hand: pip install --no-deps skfolio==1.12.2",
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], FILE)
     if not os.path.isfile(path):
         raise DataDiagnostic(None, f"skfolio is installed but {path} is missing")
@@ -54,8 +57,9 @@ def prices(path: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
     bad = np.argwhere(~np.isfinite(values) | (values <= 0))
     if len(bad):
         i, j = bad[0]
-        raise DataDiagnostic(None, f"{path}: price of {tickers[j]} on {dates[i]} is "
-                             f"{values[i, j]!r}")
+        raise DataDiagnostic(
+            None, f"{path}: price of {tickers[j]} on {dates[i]} is {values[i, j]!r}"
+        )
     return dates, tickers, values
 
 
@@ -64,13 +68,13 @@ def windows(returns: np.ndarray, window: int):
     t_all, n = returns.shape
     days = np.arange(window, t_all)
     csum = np.vstack([np.zeros((1, n)), np.cumsum(returns, axis=0)])
-    csq = np.vstack([np.zeros((1, n)), np.cumsum(returns ** 2, axis=0)])
+    csq = np.vstack([np.zeros((1, n)), np.cumsum(returns**2, axis=0)])
 
     def mean(k):
         return (csum[days] - csum[days - k]) / k
 
     m20 = mean(20)
-    var20 = (csq[days] - csq[days - 20]) / 20 - m20 ** 2
+    var20 = (csq[days] - csq[days - 20]) / 20 - m20**2
     x = 100.0 * np.concatenate([mean(5), m20, np.sqrt(np.maximum(var20, 0.0))], axis=1)
     idx = days[:, None] + np.arange(-window, 0)[None, :]
     return days, returns[idx], x, returns[days]
@@ -78,12 +82,15 @@ def windows(returns: np.ndarray, window: int):
 
 def load(window: int = 60, test_from: str = "2016-01-01", assets: int = 20) -> Dataset:
     if window < 21:
-        raise DataDiagnostic(None, f"sp500_windows: window must be at least 21 days (the "
-                             f"features use 20), got {window}")
+        raise DataDiagnostic(
+            None,
+            f"sp500_windows: window must be at least 21 days (the features use 20), got {window}",
+        )
     dates, tickers, p = prices()
     if not 1 <= assets <= len(tickers):
-        raise DataDiagnostic(None, f"sp500_windows: assets must be in 1..{len(tickers)}, "
-                             f"got {assets}")
+        raise DataDiagnostic(
+            None, f"sp500_windows: assets must be in 1..{len(tickers)}, got {assets}"
+        )
     p = p[:, :assets]
     returns = p[1:] / p[:-1] - 1.0
     ret_dates = dates[1:]
@@ -91,24 +98,34 @@ def load(window: int = 60, test_from: str = "2016-01-01", assets: int = 20) -> D
     day_dates = np.array([ret_dates[d] for d in days])
     split = int(np.searchsorted(day_dates, test_from))
     if split == 0 or split == len(days):
-        raise DataDiagnostic(None, f"sp500_windows: test_from={test_from!r} leaves an empty "
-                             f"split (data run {day_dates[0]} … {day_dates[-1]})")
+        raise DataDiagnostic(
+            None,
+            f"sp500_windows: test_from={test_from!r} leaves an empty "
+            f"split (data run {day_dates[0]} … {day_dates[-1]})",
+        )
     f32 = np.float32
 
     def part(sl):
-        return {"R": r_win[sl].astype(f32), "x": x[sl].astype(f32),
-                "r_next": r_next[sl].astype(f32)}
+        return {
+            "R": r_win[sl].astype(f32),
+            "x": x[sl].astype(f32),
+            "r_next": r_next[sl].astype(f32),
+        }
 
-    info = {"description": f"S&P 500 daily returns of {', '.join(tickers[:assets])}; train "
-                           f"{day_dates[0]} … {day_dates[split - 1]}, test {day_dates[split]} … "
-                           f"{day_dates[-1]}",
-            "tickers": tickers[:assets], "test_dates": (str(day_dates[split]),
-                                                        str(day_dates[-1]))}
+    info = {
+        "description": f"S&P 500 daily returns of {', '.join(tickers[:assets])}; train "
+        f"{day_dates[0]} … {day_dates[split - 1]}, test {day_dates[split]} … "
+        f"{day_dates[-1]}",
+        "tickers": tickers[:assets],
+        "test_dates": (str(day_dates[split]), str(day_dates[-1])),
+    }
     return Dataset(part(slice(0, split)), part(slice(split, None)), info)
 
 
-SOURCE = Source("sp500_windows",
-                (Arg("window", "int", 60), Arg("test_from", "str", "2016-01-01"),
-                 Arg("assets", "int", 20)),
-                load, "Daily returns of 20 S&P 500 stocks 1990–2022 (skfolio wheel): inputs "
-                      "R: f32[window, assets], x: f32[3·assets], r_next: f32[assets].")
+SOURCE = Source(
+    "sp500_windows",
+    (Arg("window", "int", 60), Arg("test_from", "str", "2016-01-01"), Arg("assets", "int", 20)),
+    load,
+    "Daily returns of 20 S&P 500 stocks 1990–2022 (skfolio wheel): inputs "
+    "R: f32[window, assets], x: f32[3·assets], r_next: f32[assets].",
+)
