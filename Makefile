@@ -43,7 +43,8 @@ run: install dot
 check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pyright
+	@# --project: pyright would otherwise prefer a pyrightconfig.json found in a parent folder
+	$(VENV)/bin/pyright --project pyproject.toml
 
 test: install dot check
 	$(PYTEST) -m "not slow" -q
