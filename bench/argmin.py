@@ -370,7 +370,7 @@ class JaxoptMethod(Method):
     name = "jaxopt"
 
     def __init__(self, problem: str, n: int):
-        import jaxopt
+        import jaxopt  # pyright: ignore[reportMissingImports]  # the bench extra
         import numpy as np
 
         self.problem = problem
@@ -387,7 +387,7 @@ class JaxoptMethod(Method):
 
     def one(self, P, q):
         import jax.numpy as jnp
-        import jaxopt
+        import jaxopt  # pyright: ignore[reportMissingImports]
 
         if self.problem == "budget":
             A = jnp.ones((1, self.n), P.dtype)
