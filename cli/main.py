@@ -233,6 +233,7 @@ def cmd_compile(args) -> int:
 
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
+    dims = _dims(args, graph)
     if args.emit == "ir":
         from ddm.compiler.ir import format_ir
 
@@ -251,7 +252,7 @@ def cmd_compile(args) -> int:
             prog = prog.with_loss(cfg.values["loss"])
         from ddm.cli.emit import emit
 
-        print(emit(prog, args.emit, _dims(args.dim), cfg.values.get("batch", 256)))
+        print(emit(prog, args.emit, dims, cfg.values.get("batch", 256)))
         return EXIT_OK
     if not args.run and not args.resume:
         print(
@@ -286,6 +287,9 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     result = run(prog, cfg, out, console, resume=bool(args.resume))
     print_report(console, result)
+    if result.moved:  # trained, but not written where asked: say where, and fail the command
+        print(f"error: {result.moved}", file=sys.stderr)
+        return EXIT_USER
     return EXIT_OK
 
 
@@ -307,16 +311,20 @@ def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
     console.print(f"wrote {path} (backward edges: gradient norms of {run_dir})", highlight=False)
 
 
-def _dims(pairs) -> dict[str, int]:
+def _dims(args, graph) -> dict[str, int]:
+    """``--dim NAME=SIZE``: checked against the program's dims; only --emit jaxpr|hlo uses
+    them (a run binds its dims from the data)."""
+    from ddm.runtime.config import dim_sizes
     from ddm.runtime.errors import ConfigDiagnostic
 
-    out = {}
-    for pair in pairs:
-        name, _, size = pair.partition("=")
-        if not name or not size.isdigit():
-            raise ConfigDiagnostic(None, f"--dim takes NAME=SIZE, got '{pair}'")
-        out[name] = int(size)
-    return out
+    dims = dim_sizes(args.dim, graph.dims)
+    if dims and args.emit not in ("jaxpr", "hlo"):
+        raise ConfigDiagnostic(
+            None,
+            "--dim sizes dims for --emit jaxpr|hlo only; a run binds them from its data",
+            hint="drop --dim, or add --emit jaxpr",
+        )
+    return dims
 
 
 def cmd_render(args) -> int:

@@ -41,12 +41,21 @@ def check(r: Resolved, sugar: Desugared | None = None, ops: Mapping[str, Op] = O
     return _Checker(r, ops).graph(sugar or Desugared(r.module))
 
 
+def sym_dims(decls: Mapping[str, ast.DimDecl]) -> dict[str, SymDim]:
+    """The declared dims as symbolic dims; a declared size is at least 1 (the parser bounds
+    it by int64)."""
+    for d in decls.values():
+        if d.value is not None and d.value < 1:
+            raise ShapeDiagnostic(d.span, f"dim '{d.name}' must be at least 1, got {d.value}")
+    return {n: SymDim(n, d.value) for n, d in decls.items()}
+
+
 class _Checker:
     def __init__(self, r: Resolved, ops: Mapping[str, Op]):
         self.r = r
         self.ops = ops
         self.values: list[Value] = []
-        self.dims = {n: SymDim(n, d.value) for n, d in r.dims.items()}
+        self.dims = sym_dims(r.dims)
         self.names: dict[str, int] = {}  # inputs, params, nodes → value id
         self.layers: dict[str, LayerType] = {}
         self.lifted: dict[int, int] = {}
@@ -237,6 +246,10 @@ class _Checker:
         shape = []
         for ref in t.dims:
             if isinstance(ref.value, int):
+                if ref.value < 1:
+                    raise ShapeDiagnostic(
+                        ref.span, f"an axis's size must be at least 1, got {ref.value}"
+                    )
                 shape.append(ref.value)
             elif ref.value in dims:
                 shape.append(dims[ref.value])
@@ -354,7 +367,7 @@ class _Checker:
         sub.__dict__.update(self.__dict__)
         sub.values = list(self.values)
         sub.lifted = {}
-        dims = {n: SymDim(n, d.value) for n, d in fn.dims.items()}
+        dims = sym_dims(fn.dims)
         scope = Scope("sample", dims=dims, fn=fn, tag=fn.qualname)
         for p in fn.decl.params:
             typ = sub.type_expr(p.type, dims, generic=True)
@@ -382,7 +395,7 @@ class _Checker:
     def call_fn(self, fn: FnDef, call: ast.Call, scope: Scope) -> int:
         decl = fn.decl
         args = self.bind_args(call, [p.name for p in decl.params], fn.qualname)
-        dims = {n: SymDim(n, d.value) for n, d in fn.dims.items()}
+        dims = sym_dims(fn.dims)
         subst: dict[str, Any] = {}
         sub_scope = Scope(
             "sample", dims=dims, fn=fn, tag=f"{fn.qualname}@{call.span.line}:{call.span.column}"
@@ -490,6 +503,13 @@ class _Checker:
 
     def e_Number(self, e: ast.Number, scope) -> int:
         dtype = "i32" if e.is_int else "f32"
+        if e.is_int and not -(2**31) <= e.value < 2**31:  # sizes and dims may be larger
+            raise DtypeDiagnostic(
+                e.span,
+                f"integer {e.text or e.value} does not fit an i32 value "
+                f"(from {-(2**31)} to {2**31 - 1})",
+                hint=f"write it as a float: {float(e.value):.6g}".replace("e+", "e"),
+            )
         return self.add(
             "const",
             "const",
@@ -554,11 +574,25 @@ class _Checker:
         )
 
     def e_BinOp(self, e: ast.BinOp, scope) -> int:
-        left = self.expr(e.left, scope)
-        right = self.expr(e.right, scope)
-        return self.apply_op(
-            self.ops[BINARY_OPERATORS[e.op]], [left, right], [e.left, e.right], {}, e.span, scope, e
-        )
+        # a chain a + b - c … is as deep as it is long: follow its left spine with a loop
+        spine: list[ast.BinOp] = []
+        head: ast.Expr = e
+        while isinstance(head, ast.BinOp):
+            spine.append(head)
+            head = head.left
+        left = self.expr(head, scope)
+        for node in reversed(spine):
+            right = self.expr(node.right, scope)
+            left = self.apply_op(
+                self.ops[BINARY_OPERATORS[node.op]],
+                [left, right],
+                [node.left, node.right],
+                {},
+                node.span,
+                scope,
+                node,
+            )
+        return left
 
     def e_Argmin(self, e: ast.Argmin, scope) -> int:
         return check_argmin(self, e, scope)
@@ -885,8 +919,8 @@ class _Checker:
                 hint=f"sizes are dims or integers; declare dim {expr.id}",
             )
         v = int_literal(expr)
-        if v is None or v < 0:
-            raise ShapeDiagnostic(span_of(expr), f"{what} must be a dim or a non-negative integer")
+        if v is None or v < 1:
+            raise ShapeDiagnostic(span_of(expr), f"{what} must be a dim or a positive integer")
         return v
 
     def static_kwargs(self, call: ast.Call, specs, fname: str) -> dict:

@@ -352,8 +352,22 @@ class _Analysis:
         self._deg: dict[int, int] = {}
 
     def degree(self, vid: int) -> int:
-        if vid in self._deg:
-            return self._deg[vid]
+        """``vid``'s degree in the decision variable. The values it depends on are visited
+        depth first, inputs in order, by a loop (an objective of 10,000 terms is a chain
+        that deep), each one's degree found by :meth:`_degree` once its inputs' are known."""
+        stack = [(vid, False)]
+        while stack:
+            i, ready = stack.pop()
+            if i in self._deg:
+                continue
+            if ready or i == self.var or i not in self.body:
+                self._deg[i] = self._degree(i)
+                continue
+            stack.append((i, True))
+            stack += [(j, False) for j in reversed(self.ch.values[i].inputs) if j not in self._deg]
+        return self._deg[vid]
+
+    def _degree(self, vid: int) -> int:
         v = self.ch.values[vid]
         if vid == self.var:
             d = AFFINE
@@ -398,7 +412,6 @@ class _Analysis:
                 d = NONSMOOTH
             else:
                 d = max(top, SMOOTH)
-        self._deg[vid] = d
         return d
 
     def culprit(self, vid: int, limit: int) -> int:
@@ -454,29 +467,33 @@ class _Analysis:
         return None
 
     def terms(self, vid: int, sign: float, e: ast.Argmin, coefs=()):
-        """Split the objective into signed terms over +, −, unary − and constant factors."""
-        v = self.ch.values[vid]
-        if self.degree(vid) == CONST:
-            return
-        if v.op in ("add", "sub") and v.inputs[0] != v.inputs[1]:
-            yield from self.terms(v.inputs[0], sign, e, coefs)
-            yield from self.terms(v.inputs[1], -sign if v.op == "sub" else sign, e, coefs)
-            return
-        if v.op in ("neg",):
-            yield from self.terms(v.inputs[0], -sign, e, coefs)
-            return
-        if v.op == "identity":
-            yield from self.terms(v.inputs[0], sign, e, coefs)
-            return
-        if v.op in ("mul", "div") and not self.ch.type_of(vid).shape:
-            a, b = v.inputs
-            if v.op == "mul" and self.degree(a) == CONST and not self.ch.type_of(a).shape:
-                yield from self.terms(b, sign, e, coefs + ((a, False),))
-                return
-            if self.degree(b) == CONST and not self.ch.type_of(b).shape:
-                yield from self.terms(a, sign, e, coefs + ((b, v.op == "div"),))
-                return
-        yield self.term(vid, sign, coefs, e)
+        """Split the objective into signed terms over +, −, unary − and constant factors
+        (in source order; a loop, not recursion: a sum of 10,000 terms is a chain that deep)."""
+        stack = [(vid, sign, coefs)]
+        while stack:
+            vid, sign, coefs = stack.pop()
+            v = self.ch.values[vid]
+            if self.degree(vid) == CONST:
+                continue
+            if v.op in ("add", "sub") and v.inputs[0] != v.inputs[1]:
+                stack.append((v.inputs[1], -sign if v.op == "sub" else sign, coefs))
+                stack.append((v.inputs[0], sign, coefs))
+                continue
+            if v.op in ("neg",):
+                stack.append((v.inputs[0], -sign, coefs))
+                continue
+            if v.op == "identity":
+                stack.append((v.inputs[0], sign, coefs))
+                continue
+            if v.op in ("mul", "div") and not self.ch.type_of(vid).shape:
+                a, b = v.inputs
+                if v.op == "mul" and self.degree(a) == CONST and not self.ch.type_of(a).shape:
+                    stack.append((b, sign, coefs + ((a, False),)))
+                    continue
+                if self.degree(b) == CONST and not self.ch.type_of(b).shape:
+                    stack.append((a, sign, coefs + ((b, v.op == "div"),)))
+                    continue
+            yield self.term(vid, sign, coefs, e)
 
     def term(self, vid: int, sign: float, coefs, e: ast.Argmin) -> Term:
         d = self.degree(vid)
@@ -560,18 +577,22 @@ class _Analysis:
 
     def is_identity(self, a: int) -> bool:
         """Is ``a`` = ±v + constant (Jacobian ±I, so quadratic forms need no Jacobian)?"""
-        if a == self.var:
-            return True
-        v = self.ch.values[a]
-        if v.op == "neg":
-            return self.is_identity(v.inputs[0])
-        if v.op in ("add", "sub") and self.ch.type_of(a).shape == self.ch.type_of(self.var).shape:
-            x, y = v.inputs
-            if self.degree(y) == CONST:
-                return self.is_identity(x)
-            if self.degree(x) == CONST:
-                return self.is_identity(y)
-        return False
+        shape = self.ch.type_of(self.var).shape
+        while a != self.var:
+            v = self.ch.values[a]
+            if v.op == "neg":
+                a = v.inputs[0]
+                continue
+            if v.op in ("add", "sub") and self.ch.type_of(a).shape == shape:
+                x, y = v.inputs
+                if self.degree(y) == CONST:
+                    a = x
+                    continue
+                if self.degree(x) == CONST:
+                    a = y
+                    continue
+            return False
+        return True
 
 
 def _size(shape):

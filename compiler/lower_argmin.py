@@ -16,6 +16,7 @@ differentiation reaches the params behind it.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ddm.compiler.binding import resolve as resolve_dim
 from ddm.compiler.declarative import Problem
@@ -33,12 +34,20 @@ def solve_node(low, v, env, params, inputs, dims, batched):
     theta = {str(i): env[i] for i in v.inputs}
     body = _Body(low, prob, shape, params, inputs, dims, batched)
     opts = _options(prob, low.x64)
+    work = dtype
+    if opts.dtype == "f64" and prob.solver not in ("kkt", "ipm"):
+        # Classes 3 and 4 evaluate the objective inside the solve: under dtype="f64" its body
+        # is evaluated in float64 too. Typed f32, each value would round to float32, and a
+        # float64 solve of a float32-accurate objective cannot reach its tolerance (its
+        # gradients' rounding collapsed class 4's step and passed its test ~1e-4 off x*).
+        body = _Body(replace(low, x64=True), prob, shape, params, inputs, dims, batched)
+        work = jnp.float64
     if prob.solver in ("kkt", "ipm"):
         x, info = _solve_qp(body, prob, theta, n, dtype, opts)
     elif prob.solver == "newton":
-        x, info = _solve_smooth(body, prob, theta, n, dtype, opts)
+        x, info = _solve_smooth(body, prob, theta, n, work, opts)
     else:
-        x, info = _solve_prox(body, prob, theta, n, dtype, opts)
+        x, info = _solve_prox(body, prob, theta, n, work, opts)
     x = jnp.reshape(x.astype(dtype), shape)
     # A failed instance never becomes a plausible number, whatever transformation the caller
     # applies: its value is NaN, so is every gradient it touches (the solvers' backward passes

@@ -199,7 +199,28 @@ def add_terms(loss: ast.LossDecl, terms: list[str]) -> ast.LossDecl:
 
 
 def relax(cond: ast.Expr, kappa: ast.Expr) -> ast.Expr:
-    """A condition's smooth relaxation in [0, 1] (see the module docstring)."""
+    """A condition's smooth relaxation in [0, 1] (see the module docstring). A chain
+    ``c1 and c2 and …`` is followed along its left spine by a loop (it may be long)."""
+    spine = []
+    while isinstance(cond, ast.BinOp) and cond.op in ("and", "or"):
+        spine.append(cond)
+        cond = cond.left
+    out = _relax_one(cond, kappa)
+    for node in reversed(spine):
+        span, right = node.span, relax(node.right, kappa)
+        if node.op == "and":
+            out = ast.BinOp("*", out, right, span)
+            continue
+        one = number(1.0, span)
+        miss = ast.BinOp(
+            "*", ast.BinOp("-", one, out, span), ast.BinOp("-", one, right, span), span
+        )
+        out = ast.BinOp("-", one, miss, span)
+    return out
+
+
+def _relax_one(cond: ast.Expr, kappa: ast.Expr) -> ast.Expr:
+    """The relaxation of a comparison or a ``not``; any other condition is its own."""
     span = cond.span
     if isinstance(cond, ast.BinOp) and cond.op in (">", ">=", "<", "<="):
         a, b = (cond.left, cond.right) if cond.op in (">", ">=") else (cond.right, cond.left)
@@ -211,17 +232,6 @@ def relax(cond: ast.Expr, kappa: ast.Expr) -> ast.Expr:
             f"'{cond.op}' has no smooth relaxation",
             hint="compare with <, <=, > or >=",
         )
-    if isinstance(cond, ast.BinOp) and cond.op == "and":
-        return ast.BinOp("*", relax(cond.left, kappa), relax(cond.right, kappa), span)
-    if isinstance(cond, ast.BinOp) and cond.op == "or":
-        one = number(1.0, span)
-        miss = ast.BinOp(
-            "*",
-            ast.BinOp("-", one, relax(cond.left, kappa), span),
-            ast.BinOp("-", one, relax(cond.right, kappa), span),
-            span,
-        )
-        return ast.BinOp("-", one, miss, span)
     if isinstance(cond, ast.UnaryOp) and cond.op == "not":
         return ast.BinOp("-", number(1.0, span), relax(cond.operand, kappa), span)
     return cond

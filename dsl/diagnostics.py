@@ -102,6 +102,35 @@ class Warning_:
     hint: str | None = None  # how to fix it, printed as "  hint: …"
 
 
+# Output stays bounded whatever the user wrote: a line longer than LINE_LIMIT is shown as a
+# window around the caret, and a message or hint longer than MESSAGE_LIMIT is cut (each
+# quoting site also keeps its own quotes short with :func:`excerpt`).
+LINE_LIMIT = 200
+LINE_WINDOW = 160
+MESSAGE_LIMIT = 2000
+
+
+def excerpt(value, limit: int = 60) -> str:
+    """A user's value as a message may quote it: its ``repr``, cut to ``limit`` characters
+    with the length of the whole said.
+
+    >>> excerpt("steps")
+    "'steps'"
+    >>> excerpt("x" * 1000, 10)
+    "'xxxxxxxx… (1002 characters)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + f"… ({len(text)} characters)"
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MESSAGE_LIMIT:
+        return text
+    return text[: MESSAGE_LIMIT - 1] + f"… ({len(text)} characters)"
+
+
 def _context(span: Span, source: str | None) -> list[str]:
     if source is None or span.line <= 0:
         return []
@@ -109,13 +138,20 @@ def _context(span: Span, source: str | None) -> list[str]:
     if span.line > len(lines):
         return []
     text = lines[span.line - 1].rstrip("\r")
-    text = "".join(" " if ch in "\t\r\f\v" else ch for ch in text)
+    col = span.column  # 1-based, in ``text``
     width = 1
     if span.end_line == span.line and span.end_column > span.column:
         width = span.end_column - span.column
-    width = max(1, min(width, len(text) - span.column + 1))
+    if len(text) > LINE_LIMIT:  # a window of the line around the caret, elisions marked
+        start = max(0, min(col - 1 - LINE_WINDOW // 4, len(text) - LINE_WINDOW))
+        end = start + LINE_WINDOW
+        head, tail = ("…" if start > 0 else ""), ("…" if end < len(text) else "")
+        col = col - start + len(head)
+        text = head + text[start:end] + tail
+    text = "".join(" " if ch in "\t\r\f\v" else ch for ch in text)
+    width = max(1, min(width, len(text) - col + 1))
     gutter = f"{span.line:>4} | "
-    return [gutter + text, " " * (len(gutter) + span.column - 1) + "^" + "~" * (width - 1)]
+    return [gutter + text, " " * (len(gutter) + col - 1) + "^" + "~" * (width - 1)]
 
 
 def format_message(
@@ -127,12 +163,13 @@ def format_message(
     notes: tuple[Note, ...] = (),
 ) -> str:
     """``FILE:LINE:COL: severity: message``, the source line and a caret under the culprit."""
+    message = _bounded(message)
     head = f"{span.where()}: {severity}: {message}" if span else f"{severity}: {message}"
     out = [head, *_context(span, source)] if span else [head]
     for note in notes:
-        out.append(f"{note.span.where()}: note: {note.message}")
+        out.append(f"{note.span.where()}: note: {_bounded(note.message)}")
     if hint:
-        out.append(f"  hint: {hint}")
+        out.append(f"  hint: {_bounded(hint)}")
     return "\n".join(out)
 
 

@@ -103,8 +103,23 @@ def _list(e: ast.ListExpr) -> tuple[str, int]:
 
 
 def _binop(e: ast.BinOp) -> tuple[str, int]:
-    level, left, right = _BINARY[e.op]
-    return f"{_operand(e.left, left)} {e.op} {_operand(e.right, right)}", level
+    # A chain ``a + b - c …`` is as deep as it is long: follow its left spine with a loop.
+    # Each step wraps all the text so far, so its opening parentheses all go in front.
+    spine: list[ast.BinOp] = []
+    head: ast.Expr = e
+    while isinstance(head, ast.BinOp):
+        spine.append(head)
+        head = head.left
+    text, level = _expr(head)
+    parts, opens = [text], 0
+    for node in reversed(spine):
+        whole, left, right = _BINARY[node.op]
+        if level < left:
+            opens += 1
+            parts.append(")")
+        parts.append(f" {node.op} {_operand(node.right, right)}")
+        level = whole
+    return "(" * opens + "".join(parts), level
 
 
 def _unary(e: ast.UnaryOp) -> tuple[str, int]:

@@ -20,6 +20,12 @@ from ddm.dsl.span import Span
 
 MAX_NESTING = 200  # deeper expressions are rejected before any recursive pass sees them
 MAX_BYTES = 16 * 1024 * 1024
+MAX_INT = 2**63 - 1  # an integer literal, a dim's size: what an int64 holds
+BOM = "\ufeff"  # a UTF-8 byte-order mark some editors write first: not part of the program
+# Binary operations that chain to the left (``a + b - c``, ``p and q and r``): the parse tree
+# of a chain is as deep as it is long, so the passes that walk expressions follow a chain's
+# left spine with a loop, and it does not count as nesting (a sum of 10,000 terms is flat).
+CHAINS = frozenset({"binop", "compare", "or_op", "and_op"})
 
 
 @lru_cache(maxsize=1)
@@ -70,13 +76,20 @@ def read_source(path: str) -> str:
 
 
 def decode_source(data: bytes, path: str) -> str:
+    """The text of a ``.ddm`` file: UTF-8, a leading byte-order mark dropped."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputDiagnostic(
+            Span(path, 1, 1, 1, 1),
+            "file is UTF-16 text (it starts with a UTF-16 byte-order mark); ddm reads UTF-8",
+            hint="save it as UTF-8",
+        )
     if b"\x00" in data:
         line = data[: data.index(b"\x00")].count(b"\n") + 1
         raise InputDiagnostic(
             Span(path, line, 1, line, 1), "file contains NUL bytes; is this a binary file?"
         )
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
@@ -92,6 +105,7 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     >>> parse("dim N = 4").items[0].name
     'N'
     """
+    text = text.removeprefix(BOM)
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
@@ -219,7 +233,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> SyntaxDiagnosti
 
 
 def _check_nesting(tree: Tree, file: str) -> None:
-    """Reject absurdly deep expressions iteratively, before any recursive pass."""
+    """Reject absurdly deep expressions iteratively, before any recursive pass. The left
+    operand of a chained binary operation is not nested in it (see ``CHAINS``)."""
     stack = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
@@ -232,9 +247,17 @@ def _check_nesting(tree: Tree, file: str) -> None:
                 f"expression nested more than {MAX_NESTING} levels deep",
                 hint="split it into several 'let' nodes",
             )
-        for child in node.children:
+        for i, child in enumerate(node.children):
             if isinstance(child, Tree):
-                stack.append((child, depth + 1))
+                flat = i == 0 and node.data in CHAINS and child.data in CHAINS
+                stack.append((child, depth if flat else depth + 1))
+
+
+def excerpt_digits(text: str, limit: int = 30) -> str:
+    """A long run of digits as its first ones and its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} digits)"
 
 
 def _comments(text: str) -> tuple[ast.Comment, ...]:
@@ -284,10 +307,25 @@ class _Builder:
         path, alias = t.children
         return ast.Import(path[1:-1], str(alias) if alias else None, span)
 
+    def integer(self, token: Token) -> int:
+        """An integer literal, at most :data:`MAX_INT` (a larger one cannot be a size, an
+        index or an int32/int64 value)."""
+        digits = str(token).lstrip("0")
+        # more digits than int64 has: too large, and too long for int() to read
+        value = MAX_INT + 1 if len(digits) > len(str(MAX_INT)) else int(token)
+        if value > MAX_INT:
+            raise SyntaxDiagnostic(
+                self.span(token),
+                f"integer {excerpt_digits(str(token))} is too large; integers and sizes "
+                f"are at most {MAX_INT} (int64)",
+                hint="write a number too large for an integer as a float: 1e20",
+            )
+        return value
+
     def d_dim_decl(self, t, span):
         name, value = t.children
         return ast.DimDecl(
-            str(name), int(value) if value is not None else None, span, self.span(name)
+            str(name), self.integer(value) if value is not None else None, span, self.span(name)
         )
 
     def d_input_decl(self, t, span):
@@ -397,7 +435,9 @@ class _Builder:
         """A ``dim_name`` (its NAME token) or a literal size (its INT token)."""
         token = t.children[0]
         assert isinstance(token, Token)  # both rules hold one token
-        return ast.DimRef(str(token) if t.data == "dim_name" else int(token), self.span(t))
+        if t.data == "dim_name":
+            return ast.DimRef(str(token), self.span(t))
+        return ast.DimRef(self.integer(token), self.span(t))
 
     # expressions
     def expr(self, t) -> ast.Expr:
@@ -407,10 +447,17 @@ class _Builder:
         return ast.Name(str(t.children[0]), span)
 
     def e_int_lit(self, t, span):
-        return ast.Number(int(t.children[0]), str(t.children[0]), span)
+        return ast.Number(self.integer(t.children[0]), str(t.children[0]), span)
 
     def e_float_lit(self, t, span):
-        return ast.Number(float(t.children[0]), str(t.children[0]), span)
+        value = float(t.children[0])
+        if value == float("inf"):
+            raise SyntaxDiagnostic(
+                span,
+                f"number {excerpt_digits(str(t.children[0]))} is too large for a float "
+                "(it would be infinite)",
+            )
+        return ast.Number(value, str(t.children[0]), span)
 
     def e_string_lit(self, t, span):
         return ast.String(str(t.children[0])[1:-1], span)
@@ -425,19 +472,22 @@ class _Builder:
         return ast.ListExpr(tuple(self.expr(c) for c in t.children if c is not None), span)
 
     def e_binop(self, t, span):
-        left, op, right = t.children
-        return ast.BinOp(str(op), self.expr(left), self.expr(right), span, self.span(op))
+        """A chain ``a + b - c …`` (any of ``CHAINS``), built along its left spine by a loop."""
+        spine = []
+        while isinstance(t, Tree) and t.data in CHAINS:
+            spine.append(t)
+            t = t.children[0]
+        out = self.expr(t)
+        for node in reversed(spine):
+            if node.data in ("or_op", "and_op"):
+                whole = self.span(node)
+                out = ast.BinOp(node.data[:-3], out, self.expr(node.children[1]), whole, whole)
+            else:
+                _, op, right = node.children
+                out = ast.BinOp(str(op), out, self.expr(right), self.span(node), self.span(op))
+        return out
 
-    def e_compare(self, t, span):
-        return self.e_binop(t, span)
-
-    def e_or_op(self, t, span):
-        left, right = t.children
-        return ast.BinOp("or", self.expr(left), self.expr(right), span, span)
-
-    def e_and_op(self, t, span):
-        left, right = t.children
-        return ast.BinOp("and", self.expr(left), self.expr(right), span, span)
+    e_compare = e_or_op = e_and_op = e_binop
 
     def e_not_op(self, t, span):
         return ast.UnaryOp("not", self.expr(t.children[0]), span)

@@ -1,42 +1,36 @@
-"""Guard against a known XLA CPU deadlock, applied before JAX starts its CPU backend.
+"""The XLA CPU thread pool, sized before JAX starts; why ddm's solvers cannot deadlock it.
 
-On the CPU backend of jaxlib 0.10.x, XLA sizes its intra-op thread pool from ``NPROC`` (else the
-core count). With a pool of two threads, a vmapped custom-VJP linear solve whose forward and
-adjoint triangular solves are independent (batch 1024, n = 50, under ``value_and_grad``) was
-seen to hang forever at 0 % CPU: both pool threads wait on each other. With ``NPROC=4`` it ran.
-ddm therefore sets ``NPROC`` to at least 4 before it first touches JAX, unless the user chose a
-value (``docs/troubleshooting.md``; regression test: ``tests/test_xla_env.py``). A program that
-computes with JAX before touching ddm has already sized its pool: ddm warns on small machines.
+Root cause of the hangs seen with jaxlib 0.10.x (gdb stack dumps of hung processes,
+``docs/troubleshooting.md``): a batched LAPACK call (seen: Cholesky, ``lapack_spotrf_ffi``) splits
+its batch over XLA's intra-op pool and *blocks* its own pool thread until the pieces finish
+(``jax::ParallelBatchMap``). When as many independent batched calls as the pool has threads run
+at once — XLA's thunk executor runs independent operations concurrently — every thread waits for
+pieces no free thread can run: 0 % CPU, forever. ``examples/hedge_longonly.ddm`` hung so with
+``NPROC=2``, a variant with six argmin nodes with ``NPROC=4``. The fix is at the source: the
+solvers factor through :mod:`ddm.library.lapack`, whose calls stay under jaxlib's threshold for
+splitting, so no call of ours ever waits on the pool, whatever its size. Raising the pool is no
+fence: 32 threads on 2 cores made a batched solve 17× slower.
+
+The pool size itself: XLA reads ``NPROC`` (else the core count) when JAX starts its CPU backend.
+ddm sets ``NPROC`` to at least 4 when the user has not set it (a user's own batched ``jax.scipy``
+solves, outside ddm, keep some margin) and keeps the user's value. Regression tests:
+``tests/test_xla_env.py``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 
 MIN_POOL = 4
 _applied = False
 
 
 def protect() -> None:
+    """Set ``NPROC`` to ``max(4, cores)`` unless the user chose a value (idempotent). Once
+    JAX's backend has started the pool is sized and this changes nothing."""
     global _applied
     if _applied:
         return
     _applied = True
-    if "NPROC" in os.environ:
-        return
-    os.environ["NPROC"] = str(max(MIN_POOL, os.cpu_count() or 1))
-    if (os.cpu_count() or 1) < MIN_POOL and _backend_started():
-        warnings.warn(
-            "JAX's CPU backend started before ddm could size XLA's thread pool; on "
-            "this small machine some batched solves can deadlock. Import ddm first or "
-            f"set NPROC={MIN_POOL} in the environment.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _backend_started() -> bool:
-    bridge = sys.modules.get("jax._src.xla_bridge")
-    return bool(getattr(bridge, "_backends", None))
+    if "NPROC" not in os.environ:
+        os.environ["NPROC"] = str(max(MIN_POOL, os.cpu_count() or 1))

@@ -1,5 +1,11 @@
 """Saving params without pickle: a NumPy ``.npz`` of flattened ``a/b/c`` keys, written atomically
-(temporary file + rename) beside a SHA-256 checksum of its bytes."""
+(temporary file + rename) beside a SHA-256 checksum of its bytes.
+
+A temporary file is named ``.ddm-tmp-PID-XXXXXXXX`` (the writing process's id): the writer
+removes it when the write fails, and a process killed mid-write (``kill -9``) leaves one
+that the next write into that folder, or the next read of a checkpoint there, removes — only
+ours (that pattern) and only when the process that wrote it is gone.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -35,10 +42,17 @@ def unflatten(flat: dict) -> dict:
     return out
 
 
+TEMP_PREFIX = ".ddm-tmp-"
+_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[A-Za-z0-9_]+$")
+
+
 def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either its old self or the whole new
+    content, never a part: a temporary file beside it, synced, then renamed over it."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    remove_stale_temporaries(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -46,9 +60,44 @@ def atomic_write(path: str, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove the temporary files of :func:`atomic_write` in ``directory`` whose writing
+    process no longer runs (killed mid-write); returns their names. Other files, and the
+    temporaries of live processes (this one's included), are left alone."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP.match(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
+        except OSError:
+            pass  # gone already, or not ours to remove: it does no harm
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":  # elsewhere os.kill(pid, 0) would kill it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists (another user's), or we cannot tell: keep its file
+    return True
 
 
 def save_params(path: str, params) -> str:
@@ -64,6 +113,7 @@ def save_params(path: str, params) -> str:
 
 def load_params(path: str) -> dict:
     """Read params saved by :func:`save_params`, verifying the checksum."""
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     with open(path, "rb") as fh:
         data = fh.read()
     want_path = path + ".sha256"

@@ -28,3 +28,11 @@ class SolverDiagnostic(DdmError):
     names the node, the instance, the status and the residual."""
 
     kind = "solver"
+
+
+class ResourceDiagnostic(DdmError):
+    """A program that cannot fit the device's memory at its bound dims, found before
+    compiling: the message gives the estimate and the device's memory, the note the largest
+    part, the location the dim that makes it large."""
+
+    kind = "resource"

@@ -174,7 +174,14 @@ class Program:
     # --- params --------------------------------------------------------------------------------
     @_located
     def init(self, key, **dims: int) -> dict[str, Any]:
-        """Fresh params. Dims a param's shape needs must have values (declared or given)."""
+        """Fresh params. Dims a param's shape needs must have values (declared or given).
+        Params that cannot fit the device's memory are refused before any is allocated."""
+        from ddm.runtime import memory
+
+        try:
+            memory.check(self.graph, dims, 1, False, "initialising the params", params_only=True)
+        except DdmError as err:
+            raise self.product.locate(err) from None
         return self.product.init(key, **dims)
 
     def param_values(self, params) -> dict[str, Any]:

@@ -23,7 +23,16 @@ import numpy as np
 
 from ddm.compiler.binding import bind_dims
 from ddm.dsl.diagnostics import DataDiagnostic, DdmError
-from ddm.runtime import compliance, diagnostics, nonfinite, saliency, solver_report, train_step
+from ddm.runtime import (
+    compliance,
+    diagnostics,
+    memory,
+    nonfinite,
+    outdir,
+    saliency,
+    solver_report,
+    train_step,
+)
 from ddm.runtime import resume as resume_state
 from ddm.runtime.checkpoint import save_params, write_json
 from ddm.runtime.compiled import Compiled
@@ -45,6 +54,7 @@ class RunResult:
     params: Any
     out_dir: str | None
     log: list = field(default_factory=list)  # the lines of log.jsonl
+    moved: str | None = None  # why the results are not where they were asked to go
 
 
 def load_data(prog: Program, cfg: RunConfig) -> Dataset:
@@ -89,7 +99,14 @@ def run(
 
     With ``resume``, continue from the checkpoint in ``out_dir`` (``checkpoint_every`` steps,
     or written on Ctrl-C): the run then ends bit for bit where an uninterrupted one would."""
-    loop = _Run(variant(prog, cfg), cfg, out_dir, console)
+    prog = variant(prog, cfg)
+    if out_dir and not resume:  # a resumed folder was proven writable by its first run
+        import jax
+
+        shapes = jax.eval_shape(prog.product.init, jax.random.key(0))
+        size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+        outdir.prepare(out_dir, outdir.run_bytes(size, bool(cfg.values["checkpoint_every"])))
+    loop = _Run(prog, cfg, out_dir, console)
     if resume:
         loop.restore()
     loop.train()
@@ -137,6 +154,10 @@ class _Run:
         dtypes = {s.name: np.asarray(self.data.train[s.name]).dtype for s in needed}
         try:
             self.dims = bind_dims(g, shapes, dtypes, needed, True, f"data {v['data']['name']}")
+        except DdmError as err:
+            raise product.locate(err) from None
+        try:
+            memory.check(g, self.dims, int(v["batch"]), True, "training this program")
         except DdmError as err:
             raise product.locate(err) from None
         if v.get("saliency"):
@@ -191,6 +212,8 @@ class _Run:
         self.last_checkpoint: list = []  # (step, path) of the newest checkpoint written
         self.drawn: dict[int, Any] = {}  # curriculum batches since the last log step, by step
         self.console = console
+        self.checkpoint_failed = False
+        self.moved: str | None = None
         self.run_s = 0.0
 
     # --- pieces the loop compiles --------------------------------------------------------------
@@ -245,8 +268,28 @@ class _Run:
         self.log, self.skipped, self.start = r.log, r.skipped, r.step
 
     def checkpoint(self, done: int) -> None:
-        if not self.out_dir:
+        if not self.out_dir or self.checkpoint_failed:
             return
+        try:
+            self.write_checkpoint(done)
+        except OSError as err:  # keep training: the results are written (or kept) at the end
+            self.checkpoint_failed = True
+            self.say(
+                f"warning: could not write a checkpoint to {self.out_dir} "
+                f"({err.strerror or err}); training goes on without checkpoints"
+            )
+
+    def say(self, text: str) -> None:
+        """A warning for the person running: on the run's console, else on stderr."""
+        if self.console is not None:
+            self.console.print(text, markup=False, highlight=False)
+        else:
+            import sys
+
+            print(text, file=sys.stderr)
+
+    def write_checkpoint(self, done: int) -> None:
+        assert self.out_dir is not None
         tally, c = self.state.tally, self.curriculum
         extra: dict[str, np.ndarray] = {"guards": np.asarray(tally.guards)}
         if c.probs is not None and c.weights is not None:
@@ -462,8 +505,17 @@ class _Run:
         metrics.update(self.summaries(final_test))
         timing = self.timing()
         if self.out_dir:
-            self.write(metrics, timing)
-        return RunResult(metrics, timing, params, self.out_dir, self.log)
+            try:
+                self.write(metrics, timing)
+            except OSError as err:
+                wanted, self.out_dir = self.out_dir, outdir.fallback()
+                self.write(metrics, timing)
+                self.moved = (
+                    f"could not write the results to {wanted} ({err.strerror or err}); "
+                    f"they are kept in {self.out_dir}"
+                )
+                self.say("warning: " + self.moved)
+        return RunResult(metrics, timing, params, self.out_dir, self.log, self.moved)
 
     def summaries(self, final_test: dict) -> dict:
         """The run's reports beside the metrics: solvers, clipping, saliency, gradients,

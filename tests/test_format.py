@@ -342,13 +342,13 @@ operator_trees = st.recursive(
 types = st.builds(
     ast.TypeExpr,
     st.sampled_from(["f32", "f64", "i32", "bool"]),
-    st.lists(st.builds(ast.DimRef, names | st.integers(0, 999)), max_size=3).map(tuple),
+    st.lists(st.builds(ast.DimRef, names | st.integers(1, 999)), max_size=3).map(tuple),
 )
 lets = st.builds(ast.NodeDecl, st.just("let"), names, st.none() | types, exprs)
 decls = st.one_of(
     st.builds(ast.NodeDecl, st.sampled_from(["node", "let"]), names, st.none() | types, exprs),
     st.builds(ast.ParamDecl, names, st.none() | types, exprs, st.booleans()),
-    st.builds(ast.DimDecl, names, st.none() | st.integers(0, 999)),
+    st.builds(ast.DimDecl, names, st.none() | st.integers(1, 999)),
     st.builds(ast.InputDecl, names, types),
     st.builds(ast.OutputDecl, st.lists(names.map(ast.Name), min_size=1, max_size=3).map(tuple)),
     st.builds(ast.LossDecl, exprs),

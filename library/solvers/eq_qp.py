@@ -51,8 +51,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
+from ddm.library.lapack import cholesky, solve_triangular
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import (
@@ -170,7 +170,7 @@ def _cholesky(S):
     """Lower Cholesky factor; NaN where S is not positive definite (as LAPACK's, in JAX)."""
     p = S.shape[0]
     if p > _SMALL:
-        return jax.lax.linalg.cholesky(S, symmetrize_input=False)
+        return cholesky(S)
     L = [[jnp.zeros((), S.dtype)] * p for _ in range(p)]
     for j in range(p):
         ljj = jnp.sqrt(S[j, j] - sum((L[j][k] ** 2 for k in range(j)), jnp.zeros((), S.dtype)))
@@ -233,7 +233,7 @@ def kkt_factor_solve(H, A, r1, r2, rho=None, reg=None):
     factor with :func:`kkt_solve`.
     """
     rho = _shift(H, A) if rho is None else rho
-    L = jax.lax.linalg.cholesky(_shifted(H, A, rho, reg), symmetrize_input=False)
+    L = cholesky(_shifted(H, A, rho, reg))
     p = A.shape[0]
     WT = solve_triangular(L, jnp.concatenate([A.T, r1[:, None]], axis=1), lower=True)
     W, t = WT[:, :p], WT[:, p]
@@ -245,7 +245,7 @@ def kkt_factor_solve(H, A, r1, r2, rho=None, reg=None):
 def kkt_factor(H, A, rho=None, reg=None) -> KKTFactor:
     """Factor K̃ (see :func:`kkt_factor_solve`) without solving."""
     rho = _shift(H, A) if rho is None else rho
-    L = jax.lax.linalg.cholesky(_shifted(H, A, rho, reg), symmetrize_input=False)
+    L = cholesky(_shifted(H, A, rho, reg))
     W = solve_triangular(L, A.T, lower=True) if A.shape[0] else jnp.zeros((H.shape[0], 0), H.dtype)
     M = _schur_factor(W)
     return KKTFactor(L, W, M, rho, _chol_ok(L), _chol_ok(M))

@@ -70,9 +70,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import cho_solve, lu_factor, lu_solve
 from jax.scipy.sparse.linalg import cg, gmres
 
+from ddm.library.lapack import cho_solve, cholesky, lu_factor, lu_solve
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import (
     ADJ_CG,
@@ -206,7 +206,7 @@ class DenseAdjoint(NamedTuple):
         lu = jnp.where(lstsq, eye, self.factor)
         piv = jnp.where(lstsq, jnp.arange(n, dtype=self.pivots.dtype), self.pivots)
         u_lu = lu_solve((lu, piv), zbar, trans=1)
-        u_ls = cho_solve((jnp.where(lstsq, self.factor, eye), True), Jzbar)
+        u_ls = cho_solve(jnp.where(lstsq, self.factor, eye), Jzbar)
         return jnp.where(lstsq, u_ls, u_lu)
 
 
@@ -233,8 +233,8 @@ def dense_adjoint(Fz: Callable, z) -> tuple[DenseAdjoint, jax.Array]:
         # ‖Jᵀu − z̄‖² + λ‖u‖²; λ at the rounding level of J Jᵀ keeps its Cholesky factor finite.
         JJt = J @ J.T
         lam = 10.0 * n * eps * jnp.max(_diagonal(JJt)) + jnp.finfo(dtype).tiny
-        C = jnp.linalg.cholesky(JJt + lam * jnp.eye(n, dtype=dtype))
-        w = lam * cho_solve((C, True), _probe(n, dtype))  # q's part in null(Jᵀ)
+        C = cholesky(JJt + lam * jnp.eye(n, dtype=dtype), symmetrize=True)
+        w = lam * cho_solve(C, _probe(n, dtype))  # q's part in null(Jᵀ)
         return C, w
 
     # Outside vmap only the instances that need it pay for the second factorisation.

@@ -38,8 +38,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.scipy.linalg import cho_solve
 
+from ddm.library.lapack import cho_solve, cholesky
 from ddm.library.solvers.implicit import (
     cast_inexact,
     closure_convert,
@@ -152,7 +152,7 @@ def _dense_direction(f, x, th, aff: _Affine, g):
     M = P @ H @ P + (eye - P)
     M = 0.5 * (M + M.T)
     rhs = -(P @ g)
-    L = jnp.linalg.cholesky(M)
+    L = cholesky(M, symmetrize=True)
     # A singular M can factor with a pivot at rounding level instead of failing; solving with
     # it throws the step far along null(M) (a valley's floor). So a pivot ratio min Lᵢᵢ²/max Lᵢᵢ²
     # at rounding level (below 100 n ε, and ε^(2/3) at most) counts as a failed factor too: the
@@ -162,14 +162,14 @@ def _dense_direction(f, x, th, aff: _Affine, g):
     floor = min(100.0 * n * eps, eps ** (2.0 / 3.0))
     ok = jnp.all(jnp.isfinite(L)) & (jnp.min(d) > floor * jnp.max(d))
     # A failed factor is NaN: swap in I so the unused branch stays finite under autodiff too.
-    dx_newton = cho_solve((jnp.where(ok, L, eye), True), rhs)
+    dx_newton = cho_solve(jnp.where(ok, L, eye), rhs)
     root_eps = jnp.sqrt(jnp.finfo(x.dtype).eps)
     off = jnp.sum(jnp.abs(M), axis=1) - jnp.abs(jnp.diag(M))
     delta = jnp.maximum(0.0, -jnp.min(jnp.diag(M) - off)) * (1.0 + root_eps) + root_eps * (
         1.0 + jnp.max(jnp.abs(M))
     )
-    L_reg = jnp.linalg.cholesky(M + delta * eye)
-    dx_reg = cho_solve((jnp.where(ok, eye, L_reg), True), rhs)
+    L_reg = cholesky(M + delta * eye, symmetrize=True)
+    dx_reg = cho_solve(jnp.where(ok, eye, L_reg), rhs)
     return P @ jnp.where(ok, dx_newton, dx_reg), ~ok
 
 
@@ -376,7 +376,7 @@ def _singular(f, x, th, aff: _Affine, dense: bool):
     M = P @ H @ P + (jnp.eye(n, dtype=x.dtype) - P)
     M = 0.5 * (M + M.T)
     c = 100.0 * n * eps * (1.0 + jnp.max(jnp.abs(M)))
-    psd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(M + c * jnp.eye(n, dtype=x.dtype))))
+    psd = jnp.all(jnp.isfinite(cholesky(M + c * jnp.eye(n, dtype=x.dtype), symmetrize=True)))
     return rank_deficient | ~psd
 
 

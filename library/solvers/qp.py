@@ -78,6 +78,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddm.library.lapack import cholesky
 from ddm.library.solvers.eq_qp import (
     KKTFactor,
     _shift,
@@ -274,7 +275,7 @@ def _convex(P) -> jax.Array:
     point of a non-convex problem and call it a minimum."""
     top = jnp.max(jnp.abs(diagonal(P)), initial=0.0)
     delta = jnp.where(top > 0, 10.0 * P.shape[0] * float(jnp.finfo(P.dtype).eps) * top, 1.0)
-    L = lax.linalg.cholesky(P + delta * jnp.eye(P.shape[0], dtype=P.dtype), symmetrize_input=False)
+    L = cholesky(P + delta * jnp.eye(P.shape[0], dtype=P.dtype))
     return jnp.all(jnp.isfinite(L))
 
 

@@ -1,4 +1,6 @@
-"""Records of data sources: named loaders returning train/test arrays keyed by input name."""
+"""Records of data sources: named loaders returning train/test arrays keyed by input name,
+with the range of every numeric keyword and the size of the arrays a call would build (both
+checked when the run configuration is read, before anything is generated)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ddm.library.op import Arg
+from ddm.runtime.ranges import Range
 
 
 @dataclass(frozen=True)
@@ -27,3 +30,6 @@ class Source:
     kwargs: tuple[Arg, ...]
     load: Callable[..., Dataset]
     doc: str
+    ranges: Mapping[str, Range] = field(default_factory=dict)  # keyword → its values
+    # the bytes of the arrays ``load(**kwargs)`` returns (every keyword given), or None
+    nbytes: Callable[..., int] | None = None

@@ -34,6 +34,7 @@ import numpy as np
 
 from ddm.library.op import Arg
 from ddm.runtime.data.base import Dataset, Source
+from ddm.runtime.ranges import COUNT, SEED
 
 FEATURES = ("income", "dti", "history", "delinquencies", "utilization", "inquiries")
 
@@ -108,4 +109,6 @@ SOURCE = Source(
     load,
     "Synthetic loan applicants with known repayment probabilities "
     "(inputs x: f32[6], y: f32, p_true: f32).",
+    {"n_train": COUNT, "n_test": COUNT, "seed": SEED},
+    lambda n_train, n_test, seed: 4 * (n_train + n_test) * (len(FEATURES) + 2),
 )

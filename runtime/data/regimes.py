@@ -24,6 +24,7 @@ import numpy as np
 
 from ddm.library.op import Arg
 from ddm.runtime.data.base import Dataset, Source
+from ddm.runtime.ranges import ANY, COUNT, INT32_MAX, POSITIVE, SEED, Range
 
 DAYS = 252
 
@@ -145,4 +146,22 @@ SOURCE = Source(
     "P: f32[window + 1, assets], held-day returns R: f32[horizon, assets], "
     "the previous position w_prev: f32[assets], cost: f32 and the hidden "
     "regime: i32 (for evaluation).",
+    {
+        "assets": COUNT,
+        "window": Range(2, INT32_MAX, why="a window needs at least 2 returns"),
+        "horizon": COUNT,
+        "cost": Range(0, 1, why="a proportional cost is a fraction of the traded value"),
+        "calm_mu": ANY,
+        "calm_sigma": POSITIVE,
+        "turbulent_mu": ANY,
+        "turbulent_sigma": POSITIVE,
+        "stay": Range(0, 1, why="the probability of staying in a regime from one day to the next"),
+        "corr": Range(0, 1, why="the assets' correlation through the market factor"),
+        "n_train": COUNT,
+        "n_test": COUNT,
+        "seed": SEED,
+    },
+    lambda assets, window, horizon, n_train, n_test, **_: (
+        4 * (n_train + n_test) * ((window + 1 + horizon + 1) * assets + 2)
+    ),
 )

@@ -14,6 +14,7 @@ import numpy as np
 
 from ddm.library.op import Arg
 from ddm.runtime.data.base import Dataset, Source
+from ddm.runtime.ranges import ANY, CORRELATION, COUNT, NONNEGATIVE, POSITIVE, SEED, Range
 
 COMMON = (
     Arg("cost", "float", 0.0),
@@ -24,6 +25,23 @@ COMMON = (
     Arg("n_test", "int", 100_000),
     Arg("seed", "int", 0),
 )
+
+
+# the market's keywords, shared by both sources
+RANGES = {
+    "cost": Range(0, 1, why="a proportional cost is a fraction of the traded value"),
+    "s0": POSITIVE,
+    "days": COUNT,
+    "steps": COUNT,
+    "n_train": COUNT,
+    "n_test": COUNT,
+    "seed": SEED,
+}
+
+
+def _nbytes(n_train: int, n_test: int, steps: int, **_) -> int:
+    """S [n, steps + 1], tau [n, steps], cost [n], float32, for both splits."""
+    return 4 * (n_train + n_test) * (2 * steps + 2)
 
 
 def _dataset(
@@ -139,6 +157,8 @@ GBM = Source(
     "Geometric Brownian motion price paths (inputs S: f32[steps + 1], "
     "tau: f32[steps], time to maturity at each rebalancing date, and "
     "cost: f32, the market's proportional transaction cost).",
+    {"sigma": NONNEGATIVE, "mu": ANY, **RANGES},
+    _nbytes,
 )
 HESTON = Source(
     "heston_paths",
@@ -152,4 +172,13 @@ HESTON = Source(
     + COMMON,
     load_heston,
     "Heston stochastic-volatility price paths (inputs as gbm_paths).",
+    {
+        "v0": NONNEGATIVE,
+        "kappa": NONNEGATIVE,
+        "theta": NONNEGATIVE,
+        "xi": NONNEGATIVE,
+        "rho": CORRELATION,
+        **RANGES,
+    },
+    _nbytes,
 )

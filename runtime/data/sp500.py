@@ -28,6 +28,7 @@ import numpy as np
 from ddm.dsl.diagnostics import DataDiagnostic
 from ddm.library.op import Arg
 from ddm.runtime.data.base import Dataset, Source
+from ddm.runtime.ranges import COUNT, INT32_MAX, Range
 
 FILE = os.path.join("datasets", "data", "sp500_dataset.csv.gz")
 
@@ -128,4 +129,8 @@ SOURCE = Source(
     load,
     "Daily returns of 20 S&P 500 stocks 1990–2022 (skfolio wheel): inputs "
     "R: f32[window, assets], x: f32[3·assets], r_next: f32[assets].",
+    {
+        "window": Range(21, INT32_MAX, why="the features use 20 days of returns"),
+        "assets": COUNT,
+    },
 )

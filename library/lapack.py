@@ -1,0 +1,194 @@
+"""Batched dense factorisations that cannot deadlock jaxlib 0.10's CPU thread pool.
+
+jaxlib 0.10.x runs a batched LAPACK call on the CPU by splitting its batch over XLA's intra-op
+pool and blocking the calling pool thread until the pieces finish (``ParallelBatchMap``). When
+as many independent batched calls as the pool has threads start at once — two argmin nodes on a
+two-thread pool; six on four — every thread waits for pieces no thread is free to run, and the
+process hangs at 0 % CPU (gdb: all pool threads in ``BlockingCounter::Wait`` under
+``lapack_spotrf_ffi``; ``docs/troubleshooting.md``). jaxlib runs a call inline, on its own
+thread, when its batch holds less than :data:`MIN_WORK` estimated flops.
+
+The solvers therefore factor through the primitives here. Each is batched like the JAX op it
+wraps, but on the CPU it is lowered as a loop over chunks of the batch that each stay under
+jaxlib's threshold: no call ever waits on the pool. Because the chunking happens at lowering,
+it sees the final batch shape, whatever ``vmap`` s produced it. Other backends lower to the
+plain op. jaxlib releases after 0.10 run every LAPACK call inline, so the loop costs nothing
+they would not; on this 2-core machine it gives up the pool's parallelism inside one call.
+
+Where a solver is differentiated by unrolling (``backward="unroll"``), the derivative comes from
+JAX's rules for the plain op (a ``custom_jvp``); those tangent computations are not chunked.
+
+>>> import jax.numpy as jnp
+>>> L = cholesky(jnp.array([[4.0, 2.0], [2.0, 3.0]]))
+>>> [round(float(v), 4) for v in L.ravel()]
+[2.0, 0.0, 1.0, 1.4142]
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+MIN_WORK = 200_000  # jaxlib's kMinWorkPerTask: a call under it runs on the calling thread
+MAX_UNROLLED = 32  # chunks written out as separate calls; beyond, a loop (compile time)
+
+
+def _primitive(name: str, fn, ranks: tuple[int, ...], cost):
+    """A primitive computing ``fn`` (written for one instance whose operands have ``ranks``)
+    over leading batch axes; ``cost(*instance_shapes)`` is jaxlib's flop estimate."""
+    prim = Primitive(f"ddm_{name}")
+    prim.multiple_results = True
+
+    def batched(*args):
+        lead = args[0].ndim - ranks[0]
+        f = fn
+        for _ in range(lead):
+            f = jax.vmap(f)
+        out = f(*args)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    def chunked(*args):
+        lead = args[0].shape[: args[0].ndim - ranks[0]]
+        size = 1
+        for d in lead:
+            size *= d
+        per = max(1, cost(*(a.shape[a.ndim - r :] for a, r in zip(args, ranks))))
+        chunk = max(1, -(-MIN_WORK // per) - 1)
+        if size <= chunk:
+            return batched(*args)
+        flat = [a.reshape((size,) + a.shape[len(lead) :]) for a in args]
+        if -(-size // chunk) <= MAX_UNROLLED:
+            # independent calls: XLA runs them side by side on the pool, each inline
+            pieces = [batched(*(a[i : i + chunk] for a in flat)) for i in range(0, size, chunk)]
+            outs = [jnp.concatenate(parts) for parts in zip(*pieces)]
+        else:
+            outs = lax.map(lambda xs: tuple(batched(*xs)), tuple(flat), batch_size=chunk)
+        return [o.reshape(lead + o.shape[1:]) for o in outs]
+
+    def abstract(*avals):
+        outs = jax.eval_shape(batched, *avals)
+        return [ShapedArray(o.shape, o.dtype) for o in outs]
+
+    def batch_rule(args, dims):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        moved = [
+            jnp.broadcast_to(a, (size,) + a.shape)
+            if d is None  # not mapped
+            else jnp.moveaxis(a, d, 0)
+            for a, d in zip(args, dims)
+        ]
+        # operands of one call share their leading batch axes (see ``_broadcast``)
+        outs = prim.bind(*moved)
+        return outs, [0] * len(outs)
+
+    prim.def_impl(lambda *args: batched(*args))
+    prim.def_abstract_eval(abstract)
+    batching.primitive_batchers[prim] = batch_rule
+    mlir.register_lowering(prim, mlir.lower_fun(batched, multiple_results=True))
+    mlir.register_lowering(prim, mlir.lower_fun(chunked, multiple_results=True), platform="cpu")
+
+    @jax.custom_jvp
+    def op(*args):
+        return tuple(prim.bind(*_broadcast(ranks, args)))
+
+    @op.defjvp
+    def op_jvp(primals, tangents):
+        # the tangent comes from JAX's own rules for the plain op: used only where a solver is
+        # differentiated by unrolling (``backward="unroll"``), never on the implicit path
+        _, dout = jax.jvp(lambda *a: tuple(batched(*_broadcast(ranks, a))), primals, tangents)
+        return op(*primals), dout
+
+    return op
+
+
+def _broadcast(ranks, args):
+    """Every operand with the same leading batch axes (one call's instances)."""
+    lead = jnp.broadcast_shapes(*(a.shape[: a.ndim - r] for a, r in zip(args, ranks)))
+    return [jnp.broadcast_to(a, lead + a.shape[a.ndim - r :]) for a, r in zip(args, ranks)]
+
+
+_CHOL = _primitive(
+    "cholesky",
+    lambda a: lax.linalg.cholesky(a, symmetrize_input=False),
+    (2,),
+    lambda a: a[0] ** 3 // 3,
+)
+
+
+def cholesky(a, symmetrize: bool = False):
+    """Lower Cholesky factor of ``a`` (``[..., n, n]``), NaN where ``a`` is not positive
+    definite — as ``lax.linalg.cholesky(a, symmetrize_input=symmetrize)``; with
+    ``symmetrize`` (what ``jnp.linalg.cholesky`` does) ``a`` is first replaced by
+    ``(a + aᵀ) / 2``."""
+    if symmetrize:
+        a = (a + jnp.swapaxes(a, -1, -2)) / 2
+    return _CHOL(a)[0]
+
+
+def _tri_cost(a, b):
+    return a[0] * (b[0] * (b[1] if len(b) > 1 else 1))
+
+
+_TRI = {
+    (lower, trans, vec): _primitive(
+        f"solve_triangular_{'l' if lower else 'u'}{trans}{'v' if vec else 'm'}",
+        partial(jsl.solve_triangular, lower=lower, trans=trans),
+        (2, 1 if vec else 2),
+        _tri_cost,
+    )
+    for lower in (True, False)
+    for trans in (0, 1)
+    for vec in (True, False)
+}
+
+
+def solve_triangular(a, b, *, lower: bool = False, trans: int = 0):
+    """``jax.scipy.linalg.solve_triangular(a, b, lower=, trans=)`` for one instance's
+    ``a: [n, n]`` and ``b: [n]`` or ``[n, k]`` (batch by ``vmap``)."""
+    vec = b.ndim == 1
+    return _TRI[(lower, int(trans), vec)](a, b)[0]
+
+
+def cho_solve(L, b):
+    """Solve ``(L Lᵀ) x = b`` from a lower Cholesky factor (one instance; ``vmap`` batches)."""
+    return solve_triangular(L, solve_triangular(L, b, lower=True), lower=True, trans=1)
+
+
+_LU = _primitive(
+    "lu_factor",
+    lambda a: jsl.lu_factor(a),
+    (2,),
+    lambda a: a[0] * a[1] * min(a[0], a[1]),
+)
+
+
+def lu_factor(a):
+    """``jax.scipy.linalg.lu_factor(a)`` → ``(lu, piv)`` for one instance ``a: [n, n]``."""
+    lu, piv = _LU(a)
+    return lu, piv
+
+
+_LU_SOLVE = {
+    (trans, vec): _primitive(
+        f"lu_solve_{trans}{'v' if vec else 'm'}",
+        lambda lu, piv, b, trans=trans: jsl.lu_solve((lu, piv), b, trans=trans),
+        (2, 1, 1 if vec else 2),
+        lambda lu, piv, b: 2 * lu[0] * lu[0] * (b[1] if len(b) > 1 else 1),
+    )
+    for trans in (0, 1)
+    for vec in (True, False)
+}
+
+
+def lu_solve(lu_and_piv, b, trans: int = 0):
+    """``jax.scipy.linalg.lu_solve((lu, piv), b, trans=)`` for one instance."""
+    lu, piv = lu_and_piv
+    vec = b.ndim == 1
+    return _LU_SOLVE[(int(trans), vec)](lu, piv, b)[0]
