@@ -26,10 +26,12 @@ float32's ε^(2/3) = 2.4e-5: every float32 instance came back ``singular`` (the 
 
 Status: an instance the solver called ``infeasible`` whose elastic problem converged is
 ``closest`` (:data:`~ddm.library.solvers.status.CLOSEST`); one it called ``singular`` (the
-interior point reports some infeasible instances so at its first factorisation) is ``closest``
-too when the elastic point violates the constraints by more than √tol (relative), and stays
-``singular`` otherwise — the constraints were satisfiable; the trouble lay elsewhere. Where the
-elastic solve fails, its own status is reported. Every other instance is untouched, ``converged``
+interior point reports some infeasible instances so at its first factorisation) or
+``inaccurate`` (in float32, an instance infeasible by too little for its certificate to be
+resolved diverges uncertified) is ``closest`` too when the elastic point violates the
+constraints by more than √tol (relative), and keeps its status otherwise — the constraints
+were satisfiable; the trouble lay elsewhere. Where the elastic solve fails, its own status is
+reported. Every other instance is untouched, ``converged``
 ones included. The gradient of a ``closest`` instance is the elastic problem's, by the class 2
 backward applied to (E)'s data (differentiable in P, c, A, b, G, h; ρ held constant); that of
 an untouched instance is the original problem's. The original solve is therefore repeated here
@@ -46,7 +48,15 @@ import jax.numpy as jnp
 from ddm.library.solvers.eq_qp import work_dtype
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.qp import qp
-from ddm.library.solvers.status import CLOSEST, CONVERGED, INFEASIBLE, SINGULAR, Info, make_info
+from ddm.library.solvers.status import (
+    CLOSEST,
+    CONVERGED,
+    INACCURATE,
+    INFEASIBLE,
+    SINGULAR,
+    Info,
+    make_info,
+)
 
 __all__ = ["closest", "elastic_rho"]
 
@@ -81,7 +91,7 @@ def closest(P, c, A, b, G, h, x, info: Info, opts: SolveOptions):
     """
     n, m = P.shape[0], G.shape[0]
     _, work = work_dtype(opts, P, c, A, b, G, h)
-    tried = (info.status == INFEASIBLE) | (info.status == SINGULAR)
+    tried = (info.status == INFEASIBLE) | (info.status == SINGULAR) | (info.status == INACCURATE)
     # Each solve gets gradients only for the instances whose value it gives: a solve that did
     # not converge has a NaN backward even where its value is discarded (the solvers' rule), so
     # the given x — the original solve's, NaN-backward where it failed — is not used: that solve

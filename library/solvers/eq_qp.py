@@ -37,11 +37,16 @@ Status and residual. ``NONFINITE`` when the data hold NaN/Inf; ``INFEASIBLE`` wh
 rank-deficient and its rows contradict each other; ``SINGULAR`` when a Cholesky factor is not
 finite or has a negligible pivot (below ε^(2/3) of the largest) — P̃ not positive definite: the
 quadratic is not strictly convex on the feasible set, unbounded below or with many minimisers (a
-direct solve cannot tell which); or A rank-deficient, S singular — or when the KKT residual at the
-result exceeds the tolerance; else ``CONVERGED`` (:func:`classify`). ``Info.residual`` is the
-relative KKT residual (:func:`kkt_residual`). A gradient is NaN unless the status is ``CONVERGED``.
-``Info.adjoint`` is ``kkt`` (``unroll`` in that mode) and ``Info.conditioning`` the smaller
-pivot ratio min Lᵢᵢ² / max Lᵢᵢ² of the two Cholesky factors — the number the ε^(2/3) test reads.
+direct solve cannot tell which); or A rank-deficient, S singular; ``INACCURATE`` when the factors
+are sound but the point fails the independent check; else ``CONVERGED`` (:func:`classify`). The
+point is refined once with the same factors first (:func:`_solve`). The
+check (:mod:`~ddm.library.solvers.certify`, :func:`check`) reads only the data and (x, ν): its
+backward error — x is the exact solution of the problem with c and b moved by the residuals —
+and duality gap, relative to the magnitudes of the terms they sum, must be within
+τ = max(tol, 10√(n+p) ε). ``Info.residual`` is that number. A gradient is NaN unless the status
+is ``CONVERGED``. ``Info.adjoint`` is ``kkt`` (``unroll`` in that mode) and
+``Info.conditioning`` the smaller pivot ratio min Lᵢᵢ² / max Lᵢᵢ² of the two Cholesky factors —
+the number the ε^(2/3) test reads.
 """
 
 from __future__ import annotations
@@ -53,12 +58,14 @@ import jax
 import jax.numpy as jnp
 
 from ddm.library.lapack import cholesky, solve_triangular
+from ddm.library.solvers.certify import backward_error, tolerance
 from ddm.library.solvers.implicit import nan_unless, poison_gradient
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import (
     ADJ_KKT,
     ADJ_UNROLL,
     CONVERGED,
+    INACCURATE,
     INFEASIBLE,
     NONFINITE,
     SINGULAR,
@@ -74,7 +81,7 @@ __all__ = [
     "kkt_factor",
     "kkt_factor_solve",
     "kkt_solve",
-    "kkt_residual",
+    "check",
     "rows_consistent",
     "classify",
     "symmetrize",
@@ -277,16 +284,6 @@ def _finish(f: KKTFactor, t, r2):
     return u, wt + f.rho * r2
 
 
-def kkt_residual(P, c, A, b, x, nu) -> jax.Array:
-    """Relative KKT residual of (1): ‖[Px + c + Aᵀν; Ax − b]‖∞ / (1 + s), with the data scale
-    s = max(‖Px‖∞, ‖c‖∞, ‖Aᵀν‖∞, ‖b‖∞) (each term of the residual, measured against the size of
-    the terms it is made of)."""
-    Px, ATnu, Ax = P @ x, A.T @ nu, A @ x
-    r = jnp.concatenate([Px + c + ATnu, Ax - b])
-    scale = jnp.max(jnp.abs(jnp.concatenate([Px, c, ATnu, b])), initial=0.0)
-    return jnp.max(jnp.abs(r), initial=0.0) / (1.0 + scale)
-
-
 # ------------------------------------------------------------------ small shared helpers
 
 
@@ -343,30 +340,54 @@ def rows_consistent(A, b) -> jax.Array:
 def classify(f: KKTFactor, A, b, x, res, tol, data_finite) -> jax.Array:
     """Status of a direct KKT solve (int32).
 
-    NONFINITE: the data hold NaN/Inf. CONVERGED: both factors sound, x finite, residual ≤ tol.
-    INFEASIBLE: H + ρAᵀA is definite but A is rank-deficient and A x = b has no solution
-    (:func:`rows_consistent`) — the equalities contradict each other. SINGULAR: anything else
-    (not definite on the feasible set; redundant but consistent equalities — x* may exist but
-    its derivative in b does not).
+    NONFINITE: the data hold NaN/Inf. INFEASIBLE: H + ρAᵀA is definite but A is rank-deficient
+    and A x = b has no solution (:func:`rows_consistent`) — the equalities contradict each
+    other. SINGULAR: a factor not sound, or x not finite (not definite on the feasible set;
+    redundant but consistent equalities — x* may exist but its derivative in b does not).
+    INACCURATE: sound factors, but the point fails the independent check (``res``, its
+    backward error, above ``tol``). CONVERGED: sound factors, x finite, ``res`` ≤ ``tol``.
     """
-    ok = f.ok & jnp.all(jnp.isfinite(x)) & (res <= tol)
+    sound = f.ok & jnp.all(jnp.isfinite(x))
     inconsistent = f.ok_h & ~f.ok_s & ~rows_consistent(A, b)
-    status = jnp.where(ok, CONVERGED, jnp.where(inconsistent, INFEASIBLE, SINGULAR))
+    status = jnp.where(
+        sound,
+        jnp.where(res <= tol, CONVERGED, INACCURATE),
+        jnp.where(inconsistent, INFEASIBLE, SINGULAR),
+    )
     return jnp.where(data_finite, status, NONFINITE).astype(jnp.int32)
 
 
+def check(P, c, A, b, x, nu) -> jax.Array:
+    """The point's backward error (or relative duality gap, the larger): the independent
+    check of :mod:`~ddm.library.solvers.certify` with no inequalities."""
+    n = x.shape[0]
+    none = jnp.zeros((0,), x.dtype)
+    beta, gap, _ = backward_error(P, c, A, b, jnp.zeros((0, n), x.dtype), none, x, nu, none)
+    return jnp.maximum(beta, gap)
+
+
 def _solve(P, c, A, b, tol: float):
-    """Forward solve of (1): ``(x, ν, status, residual, factor)``."""
+    """Forward solve of (1) and one step of iterative refinement with the same factors:
+    ``(x, ν, status, residual, factor)``.
+
+    The Schur-complement solve is not backward stable for (1) itself when P̃ is ill-conditioned
+    (its residual grows with cond(P̃) ε; float32 daily-return covariances left backward errors
+    of 1e-5 to 4e-5, above the check's tolerance); one refinement step with the residual of
+    (1) brings it to rounding level (Higham, Accuracy and Stability, §12.2), for one more pair
+    of triangular solves.
+    """
     f, x, nu = kkt_factor_solve(P, A, -c, b)
-    res = kkt_residual(P, c, A, b, x, nu)
+    dx, dnu = kkt_solve(f, -(P @ x + c + A.T @ nu), b - A @ x)
+    x, nu = x + dx, nu + dnu
+    res = check(P, c, A, b, x, nu)
     status = classify(f, A, b, x, res, tol, all_finite(P, c, A, b))
     return x, nu, status, res, f
 
 
-def _accept_tol(opts: SolveOptions, dtype) -> float:
-    """Largest relative residual accepted from a direct solve: the node's tolerance, but never
-    below what rounding alone leaves (1000 ε)."""
-    return max(opts.tolerance(dtype), 1e3 * float(jnp.finfo(dtype).eps))
+def _accept_tol(opts: SolveOptions, dtype, terms: int) -> float:
+    """The check's tolerance: the node's, floored at rounding level
+    (:func:`~ddm.library.solvers.certify.tolerance`)."""
+    return tolerance(opts.tolerance(dtype), dtype, terms)
 
 
 # ------------------------------------------------------------------ implicit backward
@@ -421,7 +442,7 @@ def eq_qp_with_duals(P, c, A, b, opts: SolveOptions = SolveOptions()):
     out, work = work_dtype(opts, P, c, A, b)
     P, c, A, b = (a.astype(work) for a in (P, c, A, b))
     P = symmetrize(P)
-    tol = _accept_tol(opts, work)
+    tol = _accept_tol(opts, work, sum(A.shape))
     if opts.backward == "implicit":
         # jax.custom_vjp's unannotated __new__ leaves the result type unsolved under partial
         x, nu, status, res, cond = _implicit(P, c, A, b, tol)  # pyright: ignore[reportGeneralTypeIssues]

@@ -6,7 +6,7 @@ Forward (never differentiated in ``implicit`` mode)::
     repeat:  solve  [H  Aᵀ] [dx]   [−∇f]          Newton–KKT step, written in the null space of A:
                     [A  0 ] [ν ] = [ 0 ]          P H P dx = −P ∇f with P = I − A⁺A, dx ∈ null(A)
              x ← x + t dx                          t by Armijo backtracking on f
-    until the KKT residual ≤ tol or max_iter.
+    until the KKT residual ≤ tol and the next Newton step is small (below), or max_iter.
 
 Where H is not positive definite on null(A) the step is regularised (dense: H + δI with δ from
 Gershgorin's bound, so the shifted matrix is positive definite; matrix-free: conjugate gradients
@@ -29,6 +29,11 @@ started at the solution (its gradient is NaN where the solve failed).
 
 Residual (Info.residual) at x, with ν = −(Aᵀ)⁺∇f the least-squares multiplier:
     max( ‖∇f + Aᵀν‖∞ / (1 + ‖Aᵀν‖∞),  ‖Ax − b‖∞ / (1 + ‖b‖∞) ).
+Without constraints that is ‖∇f‖∞ — absolute, in f's units: f = 10⁻¹²‖x − a‖² passes it at
+x = 0 for any ‖a‖ < 50. So ``converged`` also needs the independent check of
+:func:`_step_small`: the Newton step at x, which does not change when f is scaled and
+estimates x* − x, is below √tol (1 + ‖x‖∞). Each iteration computes the next point's
+direction anyway; the test reads it.
 """
 
 from __future__ import annotations
@@ -284,10 +289,11 @@ class _State(NamedTuple):
     x: jax.Array
     fx: jax.Array
     g: jax.Array
+    dx: jax.Array  # the direction at x (the step the next iteration takes)
     k: jax.Array
     status: jax.Array
     res: jax.Array
-    reg: jax.Array
+    reg: jax.Array  # whether dx was regularised
 
 
 def _all_finite(tree) -> jax.Array:
@@ -299,19 +305,35 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _classify(x, fx, g, res, tol, big):
-    """Status of an iterate: NONFINITE, UNBOUNDED, CONVERGED or still running."""
+def _step_small(x, dx, tol):
+    """The independent check: the Newton step at x — to first order x* − x — is below
+    √tol (1 + ‖x‖∞). The KKT residual alone is an absolute test where A is empty
+    (‖∇f‖∞ ≤ tol): an objective scaled by 10⁻¹² passes it anywhere near its minimiser, while
+    its Newton step, invariant to that scaling, still measures the distance. √tol, not tol:
+    at x* the computed step is rounding amplified by cond(H), and Newton's next step squares
+    what remains."""
+    return _inf(dx) <= jnp.sqrt(tol) * (1.0 + _inf(x))
+
+
+def _classify(x, fx, g, res, tol, big, dx):
+    """Status of an iterate: NONFINITE, UNBOUNDED, CONVERGED (the residual within ``tol`` and
+    the Newton step ``dx`` small, :func:`_step_small`) or still running."""
     finite = jnp.isfinite(fx) & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(g))
     unbounded = (fx < -big) | (_inf(x) > big)
+    done = (res <= tol) & _step_small(x, dx, tol)
     return jnp.where(
         ~finite,
         NONFINITE,
-        jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)),
+        jnp.where(unbounded, UNBOUNDED, jnp.where(done, CONVERGED, _RUNNING)),
     )
 
 
 def _solve(f, opts: SolveOptions, x0, params):
-    """Forward Newton–KKT solve of one instance: ``((x, ν), Info)``."""
+    """Forward Newton–KKT solve of one instance: ``((x, ν), Info)``.
+
+    Each iteration steps along the direction computed at its start point, then computes the
+    next point's direction, which the stopping test reads (:func:`_classify`) and the next
+    iteration takes: one direction per iteration, plus the first."""
     th, A, b = params
     n = x0.shape[0]
     dtype = x0.dtype
@@ -324,28 +346,27 @@ def _solve(f, opts: SolveOptions, x0, params):
 
     x = aff.project(x0)
     fx, g = value_and_grad(x)
+    dx, reg = _direction(f, x, th, aff, g, dense)
     res = _residual(g, x, aff)
     primal = _inf(A @ x - b) / (1.0 + _inf(b))
-    status = _classify(x, fx, g, res, tol, big)
+    status = _classify(x, fx, g, res, tol, big, dx)
     status = jnp.where(primal > jnp.sqrt(tol), INFEASIBLE, status)
     status = jnp.where(_all_finite((x0, params)), status, NONFINITE)
-    state = _State(
-        x, fx, g, jnp.array(0, jnp.int32), status.astype(jnp.int32), res, jnp.array(False)
-    )
+    state = _State(x, fx, g, dx, jnp.array(0, jnp.int32), status.astype(jnp.int32), res, reg)
 
     def body(s: _State) -> _State:
-        dx, reg = _direction(f, s.x, th, aff, s.g, dense)
-        t = _line_search(lambda y: f(y, th), s.x, s.fx, dx, s.g @ dx, reg)
-        x = aff.project(s.x + t * dx)  # re-projection removes the rounding drift off Ax = b
+        t = _line_search(lambda y: f(y, th), s.x, s.fx, s.dx, s.g @ s.dx, s.reg)
+        x = aff.project(s.x + t * s.dx)  # re-projection removes the rounding drift off Ax = b
         fx, g = value_and_grad(x)
+        dx, reg = _direction(f, x, th, aff, g, dense)
         res = _residual(g, x, aff)
-        st = _classify(x, fx, g, res, tol, big)
+        st = _classify(x, fx, g, res, tol, big, dx)
         st = jnp.where((st == _RUNNING) & (t == 0.0), MAX_ITER, st)  # stalled: no progress
-        return _State(x, fx, g, s.k + 1, st.astype(jnp.int32), res, reg)
+        return _State(x, fx, g, dx, s.k + 1, st.astype(jnp.int32), res, reg)
 
     s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, state)
     status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
-    # Matrix-free, the last CG's curvature test stands in for the dense Hessian test.
+    # Matrix-free, the final point's CG curvature test stands in for the dense Hessian test.
     singular = _singular(f, s.x, th, aff, dense) | (s.reg if not dense else False)
     status = jnp.where((status == CONVERGED) & singular, SINGULAR, status)
     nu = _multiplier(s.g, aff)
@@ -406,7 +427,9 @@ def _iterate(f, opts: SolveOptions, x_start, params, steps: int):
     x, _ = lax.scan(one, aff.project(x_start), None, length=steps)
     fx, g = jax.value_and_grad(f)(x, th)
     res = _residual(g, x, aff)
-    status = _classify(x, fx, g, res, opts.tolerance(x.dtype), _big(x.dtype))
+    xs, gs, affs = sg(x), sg(g), _Affine(*(sg(a) for a in aff))
+    dx, _ = _direction(f, xs, th_c, affs, gs, dense)
+    status = _classify(x, fx, g, res, opts.tolerance(x.dtype), _big(x.dtype), dx)
     status = jnp.where(status == _RUNNING, MAX_ITER, status)
     status = jnp.where(_all_finite((x_start, params)), status, NONFINITE)
     return x, make_info(sg(status), steps, sg(res), ADJ_UNROLL)
@@ -425,7 +448,8 @@ def newton(f: Callable, theta, A, b, x0, opts: SolveOptions = SolveOptions()):
     - ``opts``: tolerance, ``max_iter`` (default 50), backward mode and ``steps``, dtype,
       dense / matrix-free switch (module docstring).
 
-    Status: CONVERGED (also where the Hessian is only semi-definite on null(A): the gradient
+    Status: CONVERGED (the KKT residual within tol and the Newton step within √tol (1 + ‖x‖∞);
+    also where the Hessian is only semi-definite on null(A): the gradient
     then comes from the least-squares adjoint, ``info.adjoint``); MAX_ITER (limit reached or
     line search stalled); SINGULAR (converged to a point where the Hessian is not positive
     semi-definite on null(A) — a saddle, not a minimum — or A is rank-deficient); UNBOUNDED

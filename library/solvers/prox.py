@@ -17,6 +17,15 @@ until the fixed-point residual ‖y − T_η(y)‖∞ / (1 + ‖x⁺‖∞) ≤ 
 η doubles for the next iteration when the curvature seen along the step is below a tenth of
 1/η, so flat (e.g. linear) objectives are not crawled along and an unbounded one blows up fast.
 
+That test reads the residual at the solver's own step η, and ‖x − T_η(x)‖ shrinks with η: when
+backtracking has cut η far below 1/L (gradients evaluated with rounding noise make the
+curvature seen along tiny steps look huge, and the step shrinks with it) the test passes
+anywhere. ``converged`` therefore also needs the independent check: the residual at
+η_c = max(η, 1/(1.05 λ̂)), λ̂ ≈ λmax(∇²f(x)) by power iteration — the step of f's own curvature,
+which no backtracking history changes — within tol. Where it fails, the iterations go on with
+the solver's test tightened by the ratio the check saw (at most as many again, + 10); a point
+that still fails is ``inaccurate``.
+
 Backward (``implicit``): the solution is a fixed point x = T_η(x) for every η > 0, so
 F(x; θ, ω) = x − prox(x − η∇f(x, θ), η, ω) = 0 with η the final step size (held constant) is
 differentiated by :func:`~ddm.library.solvers.implicit.implicit_root`. The prox's Jacobian comes
@@ -33,7 +42,7 @@ fixed step η = 1/λ̂, λ̂ a power-iteration estimate of the largest eigenvalu
 forward value is that iterate); ``truncated`` solves without gradient, then differentiates
 ``opts.steps`` iterations with the solver's final η started at the solution.
 
-Info.residual: ‖x − T_η(x)‖∞ / (1 + ‖x‖∞) at the returned x, with the final η.
+Info.residual: ‖x − T_η(x)‖∞ / (1 + ‖x‖∞) at the returned x, with η = η_c (the check's).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from ddm.library.solvers.status import (
     ADJ_TRUNCATED,
     ADJ_UNROLL,
     CONVERGED,
+    INACCURATE,
     MAX_ITER,
     NONFINITE,
     UNBOUNDED,
@@ -200,6 +210,8 @@ class _State(NamedTuple):
     k: jax.Array
     status: jax.Array
     res: jax.Array
+    target: jax.Array  # the stopping test's tolerance (tightened where the check failed)
+    limit: jax.Array  # the iteration limit (lowered for the check's second round)
 
 
 def _data_ok(x0, th, omega):
@@ -285,6 +297,8 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
         jnp.array(0, jnp.int32),
         jnp.where(ok, _RUNNING, NONFINITE).astype(jnp.int32),
         jnp.array(jnp.inf, dtype),
+        jnp.array(tol, dtype),
+        jnp.array(max_iter, jnp.int32),
     )
 
     def body(s: _State) -> _State:
@@ -303,7 +317,7 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
         st = jnp.where(
             ~finite,
             NONFINITE,
-            jnp.where(unbounded, UNBOUNDED, jnp.where(res <= tol, CONVERGED, _RUNNING)),
+            jnp.where(unbounded, UNBOUNDED, jnp.where(res <= s.target, CONVERGED, _RUNNING)),
         )
         # Report the step that produced xp (the one the fixed point and its residual refer to).
         return _State(
@@ -314,13 +328,35 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
             s.k + 1,
             st.astype(jnp.int32),
             res,
+            s.target,
+            s.limit,
         )
 
-    s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, init)
-    status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
-    eta = s.eta
-    res = _inf(fixed_point_residual(f, prox, s.x, th, omega, eta)) / (1.0 + _inf(s.x))
-    return s.x, make_info(status, s.k, res, ADJ_DENSE), eta
+    def run(s):
+        return lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < s.limit), body, s)
+
+    def check(s, eta_c):
+        eta = jnp.maximum(s.eta, eta_c)
+        return _inf(fixed_point_residual(f, prox, s.x, th, omega, eta)) / (1.0 + _inf(s.x))
+
+    s = run(init)
+    # The independent check (module docstring): the fixed-point residual at the step of f's
+    # own curvature. Where it fails the loop goes on, its test tightened by what the check
+    # saw, for at most as many iterations again (+ 10); then the point is ``inaccurate``.
+    eta_c = _curvature_step(f, lax.stop_gradient(s.x), th)
+    res = check(s, eta_c)
+    redo = (s.status == CONVERGED) & ~(res <= tol)
+    tighter = 0.5 * jnp.minimum(s.target, s.res) * tol / jnp.where(redo, res, 1.0)
+    s = s._replace(
+        status=jnp.where(redo, _RUNNING, s.status).astype(jnp.int32),
+        target=jnp.where(redo, tighter, s.target),
+        limit=jnp.where(redo, jnp.minimum(max_iter, 2 * s.k + 10), s.limit),
+    )
+    s = run(s)
+    res = check(s, eta_c)
+    status = jnp.where(s.status == _RUNNING, jnp.where(redo, INACCURATE, MAX_ITER), s.status)
+    status = jnp.where((status == CONVERGED) & ~(res <= tol), INACCURATE, status)
+    return s.x, make_info(status, s.k, res, ADJ_DENSE), s.eta
 
 
 # ---------------------------------------------------------------- unrolled iterations
@@ -329,6 +365,13 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
 def _power_step(f, x0, th):
     """η = 1/(1.05 λ̂), λ̂ ≈ λmax(∇²f(x₀)) by power iteration on Hessian-vector products
     (1 when λ̂ ≤ 0). Plain proximal gradient converges for η < 2/L, which this keeps."""
+    step = _curvature_step(f, x0, th)
+    return jnp.where(step > 0, step, 1.0)
+
+
+def _curvature_step(f, x0, th):
+    """1/(1.05 λ̂), λ̂ ≈ λmax(∇²f(x₀)) by :data:`_POWER_ITERS` power iterations on
+    Hessian-vector products; 0 when λ̂ ≤ 0 or is not finite."""
     n = x0.shape[0]
     _, hvp = jax.linearize(jax.grad(lambda x: f(x, th)), x0)
     v0 = jnp.cos(1.3 * jnp.arange(n, dtype=x0.dtype) + 0.7)  # deterministic, generic start
@@ -340,7 +383,7 @@ def _power_step(f, x0, th):
     v = lax.fori_loop(0, _POWER_ITERS, it, v0 / jnp.linalg.norm(v0))
     lam = v @ hvp(v)
     return jnp.where(
-        jnp.isfinite(lam) & (lam > 0), 1.0 / (1.05 * jnp.where(lam > 0, lam, 1.0)), 1.0
+        jnp.isfinite(lam) & (lam > 0), 1.0 / (1.05 * jnp.where(lam > 0, lam, 1.0)), 0.0
     )
 
 
@@ -383,10 +426,12 @@ def prox_grad(f: Callable, theta, prox: Callable, omega, x0, opts: SolveOptions 
     - ``omega``: pytree of the nonsmooth term's parameters (dict), differentiable.
     - ``x0: [n]``: starting point (no gradient in ``implicit`` mode).
 
-    Status: CONVERGED; MAX_ITER; UNBOUNDED (‖x‖∞ or −f beyond 1e30 in float64, 1e18 in float32);
-    NONFINITE (NaN/Inf in x₀, θ or f; NaN in ω). Any status but CONVERGED makes the implicit
-    gradient NaN. The solution must be a point where the prox is differentiable (not exactly
-    at a kink: a coordinate exactly at its threshold) for the gradient to be the derivative.
+    Status: CONVERGED (the check at f's curvature step passes, module docstring); INACCURATE
+    (the solver's test passed, the check did not); MAX_ITER; UNBOUNDED (‖x‖∞ or −f beyond 1e30
+    in float64, 1e18 in float32); NONFINITE (NaN/Inf in x₀, θ or f; NaN in ω). Any status
+    but CONVERGED makes the implicit gradient NaN. The solution must be a point where the prox
+    is differentiable (not exactly at a kink: a coordinate exactly at its threshold) for the
+    gradient to be the derivative.
 
     Example (LASSO with a learnable weight)::
 

@@ -1,5 +1,23 @@
 """Per-instance solver outcome: what the forward solve reached and how its gradient is computed.
 
+``converged`` means the returned point passed an independent check of its accuracy — one that
+reads the problem's data and the point, not the quantities the solver iterated on:
+
+- classes 1–2 (``eq_qp``, ``qp``): the point with its multipliers solves, exactly, a problem
+  whose data lie within a relative τ = max(tol, 10√(n+p+m) ε) of the node's, in the scale of
+  the problem's own terms (backward error), and its duality gap is within τ
+  (:mod:`~ddm.library.solvers.certify`);
+- class 3 (``newton``): the relative KKT residual is within tol and the Newton step at the
+  point — invariant to the objective's scale — within √tol (1 + ‖x‖∞);
+- class 4 (``prox_grad``): the fixed-point residual at the step of f's own curvature (not the
+  step the backtracking left) is within tol.
+
+``inaccurate`` is a point the solver's own test accepted that fails that check (after the
+further iterations the solver spends on it), or an iterate that diverged with no certificate of
+infeasibility or unboundedness: what the dtype could not certify. No node accepts it. A status
+depends on the instance alone, never on the rest of its batch: no decision reads another
+instance, and every decision keeps a margin above the rounding that batched kernels change.
+
 :class:`Info` holds, per instance, the status code, the iterations used and the residual of the
 optimality conditions at the returned point (the forward solve), and the adjoint code, the
 conditioning measure behind it and the adjoint's residual (the backward). All fields are JAX
@@ -22,7 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     import jax
 
-CONVERGED, MAX_ITER, INFEASIBLE, SINGULAR, UNBOUNDED, NONFINITE, CLOSEST = range(7)
+CONVERGED, MAX_ITER, INFEASIBLE, SINGULAR, UNBOUNDED, NONFINITE, CLOSEST, INACCURATE = range(8)
 
 STATUS_NAMES = (
     "converged",
@@ -32,6 +50,7 @@ STATUS_NAMES = (
     "unbounded",
     "non-finite",
     "closest",
+    "inaccurate",
 )
 
 # What a user can do about each status (shown in run-time diagnostics).
@@ -45,6 +64,11 @@ STATUS_HINTS = (
     "the problem's data contain NaN or Inf",
     "the constraints admit no point, so the node returned the closest one (the best point among "
     'those violating them least, on_infeasible="closest"); check the data feeding them',
+    "the solver could not certify its point in this precision: it fails the independent "
+    "accuracy check (the problem is degenerate or ill-conditioned at the dtype's precision), or "
+    "the iterates diverged with no certificate of infeasibility or unboundedness (constraints "
+    'that barely leave room, or a badly scaled problem); solve the node in float64 (dtype="f64" '
+    "in its 'using' clause), rescale the data, or check the constraints",
 )
 
 # How the gradient of an instance is computed (Info.adjoint). A gradient is NaN, whatever the
