@@ -20,10 +20,22 @@ from ddm.library.xla_env import protect as _protect  # noqa: E402
 
 _protect()
 
-__all__ = ["load", "loads", "Program", "DdmError", "__version__"]
+__all__ = [
+    "load",
+    "loads",
+    "Program",
+    "DdmError",
+    "train",
+    "evaluate",
+    "save_params",
+    "load_params",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers (nothing is imported here)
     from ddm.dsl.diagnostics import DdmError
+    from ddm.runtime.api import evaluate, train
+    from ddm.runtime.params_io import load_params, save_params
     from ddm.runtime.program import Program, load, loads
 
 
@@ -32,6 +44,14 @@ def __getattr__(name: str):
         from ddm.runtime import program
 
         return getattr(program, name)
+    if name in ("train", "evaluate"):
+        from ddm.runtime import api
+
+        return getattr(api, name)
+    if name in ("save_params", "load_params"):
+        from ddm.runtime import params_io
+
+        return getattr(params_io, name)
     if name == "DdmError":
         from ddm.dsl.diagnostics import DdmError
 

@@ -28,11 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "check",
         help="parse and type-check; print nodes, kinds and shapes",
-        description="Parse and type-check FILE without running it. On success, "
-        "print a table of its inputs, params, nodes, loss and metrics with kinds "
-        "and types; on error, FILE:LINE:COL: error: … and exit 1.",
+        description="Parse and type-check each PATH without running it (a folder: every "
+        ".ddm file under it). For a file that checks, print a table of its inputs, "
+        "params, nodes, loss and metrics with kinds and types; for one that does not, "
+        "FILE:LINE:COL: error: …. Exit 1 if any file failed.",
     )
-    c.add_argument("file", metavar="FILE")
+    c.add_argument("paths", nargs="+", metavar="PATH", help=_PATH_HELP)
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     k = sub.add_parser(
@@ -112,15 +113,51 @@ def _parser() -> argparse.ArgumentParser:
         "--rankdir", choices=("LR", "TB"), default="LR", help="layout direction (default LR)"
     )
 
+    e = sub.add_parser(
+        "eval",
+        help="score trained params on data: the loss and every metric",
+        description="Evaluate FILE's loss and metrics at the params of a run (RUN_DIR or "
+        "its params.npz, checked against FILE's params) on the program's data (train and "
+        "test splits), or on every sample of --data PATH (.csv, .npz, .parquet, read with "
+        "the default mapping of inputs to columns or arrays).",
+    )
+    e.add_argument("file", metavar="FILE")
+    e.add_argument("--params", metavar="RUN_DIR", required=True, help="a run folder or params.npz")
+    e.add_argument("--data", metavar="PATH", help="a data file to score on (all its samples)")
+    e.add_argument("--config", metavar="RUN.yaml", help="YAML run config (its data section)")
+    e.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
+    e.add_argument("--x64", action="store_true", help="compute in float64")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    so = sub.add_parser(
+        "sources",
+        help="list the data sources: inputs, settings, defaults",
+        description="Every data source a run section can name, with what it provides, "
+        "its settings and their defaults and ranges.",
+    )
+    so.add_argument("name", nargs="?", help="show this source only")
+
     f = sub.add_parser(
         "fmt",
-        help="print the canonical formatting of a file",
-        description="Print FILE in canonical form (comments kept).",
+        help="format .ddm files canonically (print, --check or -w)",
+        description="Print a file in canonical form (comments kept, lines wrapped at "
+        "100 columns); with --check, show what would change as a diff and exit 1 if "
+        "any PATH is not canonical; with -w, rewrite each file in place. A folder "
+        "stands for every .ddm file under it.",
     )
-    f.add_argument("file", metavar="FILE")
-    f.add_argument("--check", action="store_true", help="exit 1 if FILE is not canonical")
-    f.add_argument("-w", "--write", action="store_true", help="rewrite FILE in place")
+    f.add_argument("paths", nargs="+", metavar="PATH", help=_PATH_HELP)
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true", help="print a diff of what -w would change; exit 1 if any"
+    )
+    mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
     return p
+
+
+_PATH_HELP = (
+    "a .ddm file, or a folder: every .ddm file under it, in sorted order (hidden files "
+    "and folders skipped)"
+)
 
 
 def _version() -> str:
@@ -139,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             "train": cmd_compile,
             "fmt": cmd_fmt,
             "render": cmd_render,
+            "eval": cmd_eval,
+            "sources": cmd_sources,
         }[args.command](args)
     except DdmError as err:
         print(str(err), file=sys.stderr)
@@ -164,11 +203,52 @@ def _warn(graph, sources) -> None:
 def cmd_check(args) -> int:
     from ddm.compiler.driver import front_end_file
 
-    graph, sources = front_end_file(args.file)
-    _warn(graph, sources)
-    if not args.quiet:
-        print(summary_table(graph))
-    return EXIT_OK
+    files = _ddm_files(args.paths)
+    failed = 0
+    for path in files:
+        try:
+            graph, sources = front_end_file(path)
+        except DdmError as err:
+            print(str(err), file=sys.stderr)
+            failed += 1
+            continue
+        _warn(graph, sources)
+        if not args.quiet:
+            print(summary_table(graph) + ("\n" if len(files) > 1 else ""))
+    if len(files) > 1 and (failed or not args.quiet):
+        errors = f"{failed} with errors" if failed else "no errors"
+        print(f"{len(files)} files checked, {errors}", file=sys.stderr)
+    return EXIT_USER if failed else EXIT_OK
+
+
+def _ddm_files(paths: list[str]) -> list[str]:
+    """The files that ``PATH …`` names, each once, in order: a file as given (a missing one
+    is an error), a folder as every ``*.ddm`` file under it (recursively, sorted, skipping
+    names that start with '.'; none is an error)."""
+    from ddm.dsl.diagnostics import InputDiagnostic
+    from ddm.dsl.span import Span
+
+    out: dict[str, None] = {}  # an ordered set
+    for path in paths:
+        where = Span(path, 0, 0, 0, 0)
+        if not os.path.exists(path):
+            raise InputDiagnostic(where, f"no such file: '{path}'")
+        if not os.path.isdir(path):
+            out.setdefault(path, None)
+            continue
+        found = []
+        for folder, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [
+                os.path.join(folder, n)
+                for n in names
+                if n.endswith(".ddm") and not n.startswith(".")
+            ]
+        if not found:
+            raise InputDiagnostic(where, f"no .ddm files in the folder '{path}'")
+        for f in sorted(found):
+            out.setdefault(f, None)
+    return list(out)
 
 
 def summary_table(graph) -> str:
@@ -392,20 +472,159 @@ def cmd_fmt(args) -> int:
     from ddm.dsl.format import format_source
     from ddm.dsl.parser import read_source
 
-    text = read_source(args.file)
-    out = format_source(text, args.file)
-    if args.check:
-        if out != text:
-            print(f"{args.file}: not canonically formatted (run ddmc fmt -w)", file=sys.stderr)
-            return EXIT_USER
-        return EXIT_OK
-    if args.write:
-        if out != text:
-            from ddm.runtime.checkpoint import atomic_write
+    files = _ddm_files(args.paths)
+    if len(files) > 1 and not (args.check or args.write):
+        print(
+            f"ddmc fmt: {len(files)} files: add -w to rewrite them in place, or --check to "
+            "see what would change",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    failed = changed = 0
+    for path in files:
+        text = None
+        try:
+            text = read_source(path)
+            out = format_source(text, path)
+            if args.write and out != text:
+                _write_in_place(path, out)
+        except DdmError as err:
+            # a syntax error shows its line and caret, as ddmc check shows it
+            print(str(err if text is None else err.with_source(text)), file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as exc:
+            print(f"{path}: error: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if not (args.check or args.write):
+            sys.stdout.write(out)
+        elif out != text:
+            changed += 1
+            if args.check:
+                sys.stdout.write(_diff(text, out, path))
+                print(f"{path}: not canonically formatted (run ddmc fmt -w)", file=sys.stderr)
+            else:
+                print(f"reformatted {path}", file=sys.stderr)
+    if len(files) > 1:
+        if args.check:
+            what = f"{changed} not canonically formatted" if changed else "all canonical"
+        else:
+            what = f"{changed} reformatted"
+        errors = f", {failed} with errors" if failed else ""
+        print(f"{len(files)} files checked, {what}{errors}", file=sys.stderr)
+    return EXIT_USER if failed or (args.check and changed) else EXIT_OK
 
-            atomic_write(args.file, out.encode("utf-8"))
+
+def _diff(old: str, new: str, path: str) -> str:
+    """A unified diff from ``old`` to ``new`` (``patch -p0`` applies it)."""
+    import difflib
+
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), path, path
+    )
+    # A last line without its newline is marked as diff marks it.
+    return "".join(
+        line if line.endswith("\n") else f"{line}\n\\ No newline at end of file\n" for line in lines
+    )
+
+
+def _write_in_place(path: str, text: str) -> None:
+    """Replace the file's content by ``text`` atomically: a temporary file in the same folder,
+    synced, given the file's permissions, renamed over it (through a symbolic link, the file
+    it points to). The file is its old self or its whole new self, never a part."""
+    import stat
+    import tempfile
+
+    target = os.path.realpath(path)
+    mode = stat.S_IMODE(os.stat(target).st_mode)
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from ddm.compiler.driver import front_end_file
+
+    graph, sources = front_end_file(args.file)
+    _warn(graph, sources)
+    cfg = _config(graph, sources, args)
+    from ddm.runtime import api, params_io
+    from ddm.runtime.program import Program
+
+    prog = Program.compile(graph, sources, x64=args.x64 or bool(cfg.values.get("x64") is True))
+    params = params_io.load_params(args.params, prog)
+    if args.data:  # every sample of the file: nothing held out
+        scores = {"all": api.evaluate_file(prog, params, args.data, cfg)}
+    else:
+        from ddm.runtime.data import SOURCES
+
+        cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
+        scores = api.evaluate_config(prog, params, cfg)
+    if args.json:
+        print(json.dumps(scores, indent=2, sort_keys=True))
         return EXIT_OK
-    sys.stdout.write(out)
+    from rich.console import Console
+    from rich.table import Table
+
+    splits = list(scores)
+    table = Table(title=f"{os.path.basename(graph.file)} at {args.params}", title_justify="left")
+    table.add_column("metric")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for name in sorted({k for v in scores.values() for k in v}):
+        table.add_row(name, *(f"{scores[sp].get(name, float('nan')):.6g}" for sp in splits))
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_sources(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from ddm.runtime.data import SOURCES
+
+    if args.name and args.name not in SOURCES:
+        print(
+            f"error: no data source '{args.name}'; the sources: {', '.join(SOURCES)}",
+            file=sys.stderr,
+        )
+        return EXIT_USER
+    console = Console()
+    for name, src in SOURCES.items():
+        if args.name and name != args.name:
+            continue
+        # Text, not a markup string: the docs hold shapes such as f32[window, assets]
+        table = Table(
+            title=name, title_justify="left", caption=Text(src.doc), caption_justify="left"
+        )
+        table.add_column("setting")
+        table.add_column("kind")
+        table.add_column("default")
+        table.add_column("range")
+        for a in src.kwargs:
+            default = "required" if a.required else repr(a.default)
+            rng = src.ranges.get(a.name)
+            table.add_row(a.name, a.kind, default, str(rng) if rng else "")
+        if src.maps_inputs:
+            table.add_row("INPUT", "str | list", "its own name", "columns or arrays of an input")
+        console.print(table)
     return EXIT_OK
 
 

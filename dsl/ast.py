@@ -342,6 +342,7 @@ class Comment:
     text: str
     line: int
     own_line: bool  # on a line of its own (else it trails code)
+    column: int = 0  # of the '#', from 1 (0: unknown); the formatter keeps aligned ones aligned
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,7 +268,7 @@ def _comments(text: str) -> tuple[ast.Comment, ...]:
             if ch == '"':
                 in_string = not in_string
             elif ch == "#" and not in_string:
-                out.append(ast.Comment(line[i:].rstrip(), number, not line[:i].strip()))
+                out.append(ast.Comment(line[i:].rstrip(), number, not line[:i].strip(), i + 1))
                 break
     return tuple(out)
 

@@ -253,7 +253,12 @@ class RunConfig:
             return
         self._set(key, value, Span(name, 1, 1, 1, len(key) + 1), vspan)
 
-    def _set(self, key: str, value: Any, key_span: Span, value_span: Span | None = None):
+    def set_value(self, key: str, value: Any) -> None:
+        """A setting given from Python (``ddm.train(steps=…)``): no span, so its errors name
+        the setting alone."""
+        self._set(key, value, None)
+
+    def _set(self, key: str, value: Any, key_span: Span | None, value_span: Span | None = None):
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1) if len(key) < 100 else []
             err = ConfigDiagnostic(
@@ -261,9 +266,12 @@ class RunConfig:
                 f"unknown run setting {excerpt(key)}",
                 hint=f"did you mean '{close[0]}'?" if close else "settings: " + ", ".join(KEYS),
             )
-            err.source = self.texts.get(key_span.file)
+            err.source = self.texts.get(key_span.file) if key_span else None
             raise err
-        self.where[key] = value_span or key_span
+        if value_span or key_span:
+            self.where[key] = value_span or key_span  # type: ignore[assignment]
+        else:  # set from Python: no span (errors name the setting)
+            self.where.pop(key, None)
         if key in CALLS and isinstance(value, str):
             value = {"name": value}
         self.values[key] = value
@@ -353,7 +361,25 @@ class RunConfig:
                 hint="sources: " + ", ".join(sources),
             )
         source = sources[data["name"]]
+        mapped = {}
+        if source.maps_inputs:  # the other keywords map inputs: checked against the program's
+            mapped = {k: x for k, x in data.items() if k not in {a.name for a in source.kwargs}}
+            mapped.pop("name")
+            for k, x in mapped.items():
+                ok = isinstance(x, str) or (
+                    isinstance(x, list) and x and all(isinstance(c, str) for c in x)
+                )
+                if not ok:
+                    raise self.error(
+                        f"data.{k}",
+                        f"{data['name']}: '{k}' maps an input to columns: give a column name, "
+                        f'a list of names or "PREFIX*"; got {excerpt(x)}',
+                        hint="its settings: " + ", ".join(a.name for a in source.kwargs),
+                    )
+            data = {k: x for k, x in data.items() if k not in mapped}
         v["data"] = _kwargs(self, "data", data, source.kwargs, source.ranges)
+        if mapped:
+            v["data"]["inputs"] = mapped
         self._check_footprint(source, v["data"])
         for key, (kinds, example) in CALL_KINDS.items():
             given = v.get(key)

@@ -29,12 +29,13 @@ from ddm.runtime import (
     memory,
     nonfinite,
     outdir,
+    params_io,
     saliency,
     solver_report,
     train_step,
 )
 from ddm.runtime import resume as resume_state
-from ddm.runtime.checkpoint import save_params, write_json
+from ddm.runtime.checkpoint import write_json
 from ddm.runtime.compiled import Compiled
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import SOURCES, Dataset
@@ -56,17 +57,32 @@ class RunResult:
     log: list = field(default_factory=list)  # the lines of log.jsonl
     moved: str | None = None  # why the results are not where they were asked to go
 
+    @property
+    def history(self) -> list:
+        """The run's log lines (``log.jsonl``): step, loss, learning rate, statistics."""
+        return self.log
+
 
 def load_data(prog: Program, cfg: RunConfig) -> Dataset:
     """The run's data source, checked against the inputs the loss and metrics need."""
     spec = dict(cfg.values["data"])
     name = spec.pop("name")
+    roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
+    needed = prog.graph.inputs_needed([r for r in roots if r is not None])
+    source = SOURCES[name]
+    if source.maps_inputs:
+        spec = _file_source_args(prog, cfg, spec, needed)
     try:
-        data = SOURCES[name].load(**spec)
+        data = source.load(**spec)
     except DataDiagnostic as err:
         if err.span is None:
             raise cfg.error("data", f"data source {name}: {err.message}", hint=err.hint) from None
         raise
+    return check_data(prog, cfg, data, f"data source {name}")
+
+
+def check_data(prog: Program, cfg: RunConfig, data: Dataset, name: str) -> Dataset:
+    """``data`` provides every input the loss and metrics need, all finite."""
     roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
     needed = prog.graph.inputs_needed([r for r in roots if r is not None])
     for split in ("train", "test"):
@@ -75,7 +91,7 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
         if missing:
             raise cfg.error(
                 "data",
-                f"data source {name} provides inputs "
+                f"{name} provides inputs "
                 f"{', '.join(sorted(arrays))}; the program also needs "
                 f"{', '.join(missing)}",
                 hint="rename the program's inputs to match, or choose another source",
@@ -86,27 +102,63 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
                 row = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
                 raise cfg.error(
                     "data",
-                    f"data source {name}: input '{s.name}' has a non-finite "
-                    f"value in {split} sample {row}",
+                    f"{name}: input '{s.name}' has a non-finite value in {split} sample {row}",
                 )
     return data
 
 
+def _file_source_args(prog: Program, cfg: RunConfig, spec: dict, needed) -> dict:
+    """A file source's call: its path resolved where it was written (a program's run section
+    or a YAML file: beside that file; ``--set``: the working directory), the inputs it must
+    provide with their declared shapes, and the keywords that map them."""
+    mapping = dict(spec.pop("inputs", {}))
+    declared = {i.name for i in prog.graph.inputs}
+    for key in mapping:
+        if key not in declared:
+            raise cfg.error(
+                f"data.{key}",
+                f"{cfg.values['data']['name']} has no setting '{key}', and the program has no "
+                f"input '{key}' for it to map",
+                hint="the program's inputs: " + ", ".join(sorted(declared)),
+            )
+    path = spec["path"]
+    where = cfg.span("data.path")
+    if where is not None and not os.path.isabs(path) and os.path.isfile(where.file):
+        path = os.path.join(os.path.dirname(os.path.abspath(where.file)), path)
+    spec["path"] = cfg.values["data"]["path"] = path  # where it was read: kept in metrics.json
+    spec["specs"] = {
+        i.name: (
+            tuple(_dim_key(d) for d in i.type.shape),
+            i.type.dtype,
+        )
+        for i in needed
+    }
+    spec["mapping"] = mapping
+    spec["dims"] = prog.graph.dim_values()
+    return spec
+
+
+def _dim_key(d):
+    """A declared axis as the file sources read it: its size, or the dim's name to bind."""
+    if isinstance(d, int):
+        return d
+    return d.value if d.value is not None else d.name
+
+
 def run(
-    prog: Program, cfg: RunConfig, out_dir: str | None, console=None, resume: bool = False
+    prog: Program,
+    cfg: RunConfig,
+    out_dir: str | None,
+    console=None,
+    resume: bool = False,
+    data: Dataset | None = None,
 ) -> RunResult:
     """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics.
 
     With ``resume``, continue from the checkpoint in ``out_dir`` (``checkpoint_every`` steps,
     or written on Ctrl-C): the run then ends bit for bit where an uninterrupted one would."""
     prog = variant(prog, cfg)
-    if out_dir and not resume:  # a resumed folder was proven writable by its first run
-        import jax
-
-        shapes = jax.eval_shape(prog.product.init, jax.random.key(0))
-        size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-        outdir.prepare(out_dir, outdir.run_bytes(size, bool(cfg.values["checkpoint_every"])))
-    loop = _Run(prog, cfg, out_dir, console)
+    loop = _Run(prog, cfg, out_dir, console, fresh=not resume, data=data)
     if resume:
         loop.restore()
     loop.train()
@@ -141,14 +193,24 @@ def variant(prog: Program, cfg: RunConfig) -> Program:
 class _Run:
     """One training run's host loop and state (see the module doc)."""
 
-    def __init__(self, prog: Program, cfg: RunConfig, out_dir: str | None, console):
+    def __init__(
+        self,
+        prog: Program,
+        cfg: RunConfig,
+        out_dir: str | None,
+        console,
+        fresh: bool = True,
+        data: Dataset | None = None,
+    ):
         import jax
 
         self.prog, self.cfg, self.out_dir = prog, cfg, out_dir
         self.product = product = prog.product
         v = self.v = cfg.values
         g = self.g = prog.graph
-        self.data = load_data(prog, cfg)
+        self.data = (
+            load_data(prog, cfg) if data is None else check_data(prog, cfg, data, "the data")
+        )
         needed = g.inputs_needed([g.loss] + [i for _, i in g.metrics])
         shapes = {s.name: np.shape(self.data.train[s.name]) for s in needed}
         dtypes = {s.name: np.asarray(self.data.train[s.name]).dtype for s in needed}
@@ -180,6 +242,11 @@ class _Run:
         self.key = jax.random.key(v["seed"])
         self.order_key = jax.random.fold_in(self.key, 1)
         params = prog.init(jax.random.fold_in(self.key, 0), **self.dims)
+        if out_dir and fresh:  # before any compile; a resumed folder was proven writable
+            size = sum(
+                int(np.size(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(params)
+            )
+            outdir.prepare(out_dir, outdir.run_bytes(size, bool(v["checkpoint_every"])))
         self.lr_at = make_schedule(v["optimizer"], v["steps"])  # a number, or a schedule
         optimizer = make_optimizer(v["optimizer"], v["clip_norm"], v["steps"])
         self.phi = PhiSetup(product, cfg, {s.name for s in needed if dtypes[s.name].kind == "f"})
@@ -584,7 +651,7 @@ class _Run:
         os.makedirs(out, exist_ok=True)
         write_json(os.path.join(out, "metrics.json"), metrics)
         write_json(os.path.join(out, "timing.json"), timing)
-        save_params(os.path.join(out, "params.npz"), self.state.params)
+        params_io.save_params(os.path.join(out, "params.npz"), self.state.params, self.prog)
         with open(os.path.join(out, "log.jsonl"), "w") as fh:
             for line in self.log:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
@@ -631,7 +698,6 @@ def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
     import optax
 
     from ddm.runtime import adjoints
-    from ddm.runtime.checkpoint import load_params
 
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
         metrics = json.load(fh)
@@ -639,7 +705,7 @@ def grad_norms_of_run(prog: Program, run_dir: str) -> dict:
     cfg.values.update(metrics["config"])
     if cfg.values.get("loss"):
         prog = prog.with_loss(cfg.values["loss"])
-    params = load_params(os.path.join(run_dir, "params.npz"))
+    params = params_io.load_params(os.path.join(run_dir, "params.npz"))
     data = load_data(prog, cfg)
     batch = min(int(cfg.values["batch"]), data.n("train"))
     g = prog.graph

@@ -289,7 +289,7 @@ def test_config_set_and_yaml_errors_are_located(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["check"], ["check", "a.ddm", "b.ddm"], ["frobnicate"], ["check", "--bogus", "a.ddm"]],
+    [[], ["check"], ["fmt", "-w", "--check", "a"], ["frobnicate"], ["check", "--bogus", "a.ddm"]],
 )
 def test_bad_usage_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as info:

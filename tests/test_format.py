@@ -1,4 +1,5 @@
-"""The canonical formatter: round-trips to an equal AST, is idempotent, keeps every comment."""
+"""The canonical formatter: round-trips to an equal AST, is idempotent, keeps every comment,
+wraps at 100 columns and keeps aligned comments aligned."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from ddm.dsl import ast
 from ddm.dsl.diagnostics import SyntaxDiagnostic
-from ddm.dsl.format import format_expr, format_module, format_source
+from ddm.dsl.format import WIDTH, format_expr, format_module, format_source
 from ddm.dsl.parser import parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,6 +276,214 @@ def test_example_files_round_trip():
         check_canonical(text)
 
 
+# --- lines wrapped at 100 columns -------------------------------------------------------------
+
+WRAPPED = """\
+param net = nn.mlp(features_in, 64, 64, 64, 64, N, act="tanh", init="glorot", dropout=0.1, seed=1234)  # big
+node z = zscore(x, mean=[56.6, 0.2285, 11.99, 0.4, 0.4, 1.0, 3.5, 2.25], std=[30.15, 0.1277, 6.866, 0.6313, 0.2, 1.0])
+node w = argmin v: f32[N] { lam * quad(v, Sigma) - dot(b, v) } subject to { sum(v) == 1, v >= 0, v <= 0.2 }
+node d = argmin v: f32[N] { lam * quad(w0 + v, Sigma) - dot(b, v) + kappa * sum(abs(v)) } subject to { v >= -w0 }
+node h = scan t in N, c: f32 = 0.0 { let step_size = some_long_function_name(x[t], c) let next_value = c + step_size return next_value }
+node g = scan t in N, c: f32 = 0.0 { c + some_long_function_name(x[t], c) * another_long_function_name(y[t], c) }
+fn score(features: f32[N], weights: f32[N], bias: f32, temperature: f32, calibration: f32[N]) -> f32 {
+    let s = dot(features, weights) + bias  # raw
+    return sigmoid(s / temperature) * mean(calibration) + (1.0 - mean(calibration)) * 0.5 * temperature
+}
+output first_output, second_output, third_output, fourth_output, fifth_output, sixth_output, seventh, eighth
+loss = entropic_risk(pnl_net) + entropic_risk(pnl_band) + 0.1 * mean(turnover(h_net)) + 0.1 * mean(turnover(h_band))
+metric share = sum(f32(regime) * sum(abs(w), axis=1)) / sum(f32(regime)) > 0.5 and mean(w) < 1.0 or true
+node k = f(  # inside
+    a, b)
+run {
+    data = regime_windows(assets=4, window=20, horizon=5, turbulent_mu=0.0, stay=0.99, n_train=2000, n_test=20000)
+}
+"""  # noqa: E501 (the long lines are the point)
+
+WRAPPED_CANONICAL = """\
+param net = nn.mlp(  # big
+    features_in, 64, 64, 64, 64, N, act="tanh", init="glorot", dropout=0.1, seed=1234
+)
+node z = zscore(
+    x,
+    mean=[56.6, 0.2285, 11.99, 0.4, 0.4, 1.0, 3.5, 2.25],
+    std=[30.15, 0.1277, 6.866, 0.6313, 0.2, 1.0]
+)
+node w = argmin v: f32[N] { lam * quad(v, Sigma) - dot(b, v) } subject to {
+    sum(v) == 1, v >= 0, v <= 0.2
+}
+node d = argmin v: f32[N] {
+    lam * quad(w0 + v, Sigma) - dot(b, v) + kappa * sum(abs(v))
+} subject to { v >= -w0 }
+node h = scan t in N, c: f32 = 0.0 {
+    let step_size = some_long_function_name(x[t], c)
+    let next_value = c + step_size
+    return next_value
+}
+node g = scan t in N, c: f32 = 0.0 {
+    c + some_long_function_name(x[t], c) * another_long_function_name(y[t], c)
+}
+fn score(
+    features: f32[N], weights: f32[N], bias: f32, temperature: f32, calibration: f32[N]
+) -> f32 {
+    let s = dot(features, weights) + bias  # raw
+    return sigmoid(s / temperature) * mean(calibration)
+        + (1.0 - mean(calibration)) * 0.5 * temperature
+}
+output first_output, second_output, third_output, fourth_output, fifth_output, sixth_output,
+    seventh, eighth
+loss = entropic_risk(pnl_net)
+    + entropic_risk(pnl_band)
+    + 0.1 * mean(turnover(h_net))
+    + 0.1 * mean(turnover(h_band))
+metric share = sum(f32(regime) * sum(abs(w), axis=1)) / sum(f32(regime)) > 0.5 and mean(w) < 1.0
+    or true
+node k = f(a, b)  # inside
+run {
+    data = regime_windows(
+        assets=4, window=20, horizon=5, turbulent_mu=0.0, stay=0.99, n_train=2000, n_test=20000
+    )
+}
+"""
+
+# The same rules at 40 columns: brackets hold one item per line when their items do not fit
+# on one; a tighter chain among the operands of a broken one breaks one level deeper.
+NARROW = """\
+node z = zscore(x, mean=[56.6, 0.2285, 11.99, 0.4, 0.4, 1.0, 3.5], std=[30.15, 0.1277])
+node w = argmin v: f32[N] { lam * quad(v, Sigma) - dot(b, v) } subject to { sum(v) == 1, v >= 0 }
+fn score(features: f32[N], weights: f32[N], bias: f32) -> f32 {
+    return sigmoid(s / temperature) * mean(calibration) + (1.0 - mean(calibration)) * 0.5
+}
+output first_output, second_output, third_output, fourth_output, fifth
+node p = (mean(x) - 2 * sum(y)) ** 2
+"""
+
+NARROW_CANONICAL = """\
+node z = zscore(
+    x,
+    mean=[
+        56.6, 0.2285, 11.99, 0.4, 0.4,
+        1.0, 3.5
+    ],
+    std=[30.15, 0.1277]
+)
+node w = argmin v: f32[N] {
+    lam * quad(v, Sigma) - dot(b, v)
+} subject to { sum(v) == 1, v >= 0 }
+fn score(
+    features: f32[N],
+    weights: f32[N],
+    bias: f32
+) -> f32 {
+    return sigmoid(s / temperature)
+            * mean(calibration)
+        + (1.0 - mean(calibration))
+            * 0.5
+}
+output first_output, second_output,
+    third_output, fourth_output, fifth
+node p = (mean(x) - 2 * sum(y)) ** 2
+"""
+
+
+def test_long_lines_are_wrapped():
+    out = check_canonical(WRAPPED)
+    assert out == WRAPPED_CANONICAL
+    assert max(len(line) for line in out.splitlines()) <= WIDTH
+
+
+def test_wrapping_at_another_width():
+    module = parse(NARROW)
+    out = format_module(module, width=40)
+    assert out == NARROW_CANONICAL
+    assert parse(out) == module
+    assert format_source(out, width=40) == out
+    # wider, the same program takes fewer lines, and the default width undoes it all
+    assert len(format_module(module, width=60).splitlines()) < len(out.splitlines())
+    assert format_source(out) == format_source(NARROW)
+
+
+def test_what_cannot_be_broken_runs_past_the_edge():
+    long_name = "a" * 120
+    for text in (
+        f"node {long_name} = 1\n",
+        f'import "{long_name}"\n',
+        f"input x: f32[{long_name}, {long_name}]\n",
+        f"node x = {long_name}  # and a comment\n",
+    ):
+        assert check_canonical(text) == text
+
+
+_ARG = "argument"
+_LONG = f"node b = f({', '.join(f'{_ARG}_{i}' for i in range(1, 9))})"
+
+ALIGNED = f"""\
+dim N = 4    # assets
+dim NN = 16  # squared
+node x = 1
+dim M = 2    # an uncommented line does not end the run
+
+dim K = 3      # alone in its paragraph: two spaces
+node y = f(x)   # y
+node z = g(y)  # another column ends the run
+node w = h(z)   # so this one is alone again
+
+{"node a = 1".ljust(len(_LONG))}  # first
+{_LONG}  # on the first line of a wrapped declaration
+{"node c = 2".ljust(len(_LONG))}  # third
+"""
+
+ALIGNED_CANONICAL = """\
+dim N = 4    # assets
+dim NN = 16  # squared
+node x = 1
+dim M = 2    # an uncommented line does not end the run
+
+dim K = 3  # alone in its paragraph: two spaces
+node y = f(x)  # y
+node z = g(y)  # another column ends the run
+node w = h(z)  # so this one is alone again
+
+node a = 1   # first
+node b = f(  # on the first line of a wrapped declaration
+    argument_1, argument_2, argument_3, argument_4, argument_5, argument_6, argument_7, argument_8
+)
+node c = 2   # third
+"""
+
+
+def test_aligned_trailing_comments_stay_aligned():
+    assert len(_LONG) > WIDTH
+    assert check_canonical(ALIGNED) == ALIGNED_CANONICAL
+
+
+def test_formatting_section_of_the_language_docs_is_canonical():
+    """docs/language.md shows the wrapping rules on a block of code: that block is the
+    formatter's own output."""
+    with open(os.path.join(ROOT, "docs", "language.md"), encoding="utf-8") as fh:
+        docs = fh.read()
+    section = docs[docs.index("### Formatting: `ddmc fmt`") :]
+    block = section.split("```\n")[1]
+    assert block.count("\n") > 5
+    assert check_canonical(block) == block
+
+
+def test_every_example_is_canonical_and_fits_in_100_columns(capsys):
+    """What ``ddmc fmt --check examples/`` says: nothing to change (stdout carries no diff).
+    Only a trailing comment may run past column 100."""
+    from ddm.cli.main import main
+
+    examples = os.path.join(ROOT, "examples")
+    assert main(["fmt", "--check", examples]) == 0, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == "" and err.endswith("files checked, all canonical\n")
+    for path in sorted(glob.glob(os.path.join(examples, "*.ddm"))):
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+        for c in parse("\n".join(lines), path).comments:
+            lines[c.line - 1] = lines[c.line - 1][: c.column - 1].rstrip()
+        assert max(len(line) for line in lines) <= WIDTH, path
+
+
 # --- random ASTs -----------------------------------------------------------------------------
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True).filter(
@@ -375,6 +584,18 @@ def test_random_ast_round_trips(module):
     assert format_source(text) == text
 
 
+# Narrow widths make nearly every bracket and chain break, and deep ones break again inside.
+widths = st.sampled_from([1, 10, 20, 40, 60, WIDTH])
+
+
+@settings(max_examples=200, deadline=None)
+@given(modules, widths)
+def test_random_ast_round_trips_at_every_width(module, width):
+    text = format_module(module, width)
+    assert parse(text, module.file) == module
+    assert format_source(text, width=width) == text
+
+
 @settings(max_examples=200, deadline=None)
 @given(exprs | operator_trees)
 def test_random_expression_round_trips(expr):
@@ -387,17 +608,21 @@ def test_random_expression_round_trips(expr):
 def test_random_comments_and_blank_lines_survive(module, data):
     """Comments and blank lines scattered through a random program, with its expressions
     broken over lines at every ', ' (no generated string holds a comma), so some comments
-    sit inside multi-line expressions: all survive, and a second pass changes nothing."""
+    sit inside multi-line expressions, and trailing comments after 1 to 6 spaces (so some
+    runs of them line up): all survive, and a second pass changes nothing."""
+    width = data.draw(widths)
     lines = []
-    for i, line in enumerate(format_module(module).replace(", ", ",\n").splitlines()):
+    for i, line in enumerate(format_module(module, width).replace(", ", ",\n").splitlines()):
         where = data.draw(st.sampled_from(["", "", "own", "blank", "trailing"]))
         if where == "own":
             lines.append(f"  # own {i}")
         elif where == "blank":
             lines.append("")
-        lines.append(line + (f"  # trailing {i}" if where == "trailing" else ""))
+        if where == "trailing":
+            line += " " * data.draw(st.integers(1, 6)) + f"# trailing {i}"
+        lines.append(line)
     text = "\n".join(lines)
-    out = format_source(text, module.file)
+    out = format_source(text, module.file, width)
     assert parse(out, module.file) == module
     assert comment_texts(out) == comment_texts(text)
-    assert format_source(out) == out
+    assert format_source(out, width=width) == out

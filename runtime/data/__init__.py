@@ -9,13 +9,22 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from ddm.runtime.data import credit, regimes, simulated, sp500
+from ddm.runtime.data import credit, files, regimes, simulated, sp500
 from ddm.runtime.data.base import Dataset, Source
 
 SOURCES: Mapping[str, Source] = MappingProxyType(
     {
         s.name: s
-        for s in (credit.SOURCE, sp500.SOURCE, simulated.GBM, simulated.HESTON, regimes.SOURCE)
+        for s in (
+            credit.SOURCE,
+            sp500.SOURCE,
+            simulated.GBM,
+            simulated.HESTON,
+            regimes.SOURCE,
+            files.CSV,
+            files.NPZ,
+            files.PARQUET,
+        )
     }
 )
 

@@ -33,3 +33,6 @@ class Source:
     ranges: Mapping[str, Range] = field(default_factory=dict)  # keyword → its values
     # the bytes of the arrays ``load(**kwargs)`` returns (every keyword given), or None
     nbytes: Callable[..., int] | None = None
+    # a file source: keywords beyond ``kwargs`` map the program's inputs to columns or arrays,
+    # and ``load`` takes the inputs' declared shapes (``runtime/data/files.py``)
+    maps_inputs: bool = False
