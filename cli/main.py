@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from ddm.cli import terminal
 from ddm.dsl.diagnostics import DdmError, format_message
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
@@ -22,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
         "compile, run and format .ddm pipelines.",
     )
     p.add_argument("--version", action="version", version=f"ddmc {_version()}")
+    p.add_argument(
+        "--color",
+        "--colour",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour diagnostics: auto (a terminal, unless NO_COLOR is set), always, never",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -44,21 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         "--set) and writes metrics.json, timing.json, params.npz and log.jsonl "
         "to --out.",
     )
-    k.add_argument("file", metavar="FILE")
+    k.add_argument("file", metavar="FILE", help="the .ddm program")
     k.add_argument("--emit", choices=("ir", "jaxpr", "hlo"), help="print this stage and stop")
     k.add_argument("--run", action="store_true", help="train on the program's data")
-    k.add_argument(
-        "--config", metavar="RUN.yaml", help="YAML run config (overrides the run section)"
-    )
-    k.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override one setting (repeatable): steps=100, optimizer.lr=3e-4",
-    )
-    k.add_argument("--out", metavar="DIR", help="where --run writes (default runs/NAME)")
-    k.add_argument("--x64", action="store_true", help="compute in float64")
+    _run_options(k)
     k.add_argument(
         "--dim",
         metavar="NAME=SIZE",
@@ -66,38 +63,39 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="size of a symbolic dim for --emit jaxpr|hlo (repeatable)",
     )
-    k.add_argument(
-        "--resume",
-        metavar="DIR",
-        help="continue the run whose checkpoint is in DIR (implies --run; writes there)",
-    )
 
     t = sub.add_parser(
         "train",
         help="the same as compile --run",
         description="Train FILE: ddmc compile FILE --run with the same options.",
     )
-    t.add_argument("file", metavar="FILE")
-    for flag in ("--config", "--out", "--resume"):
-        t.add_argument(
-            flag, metavar={"--config": "RUN.yaml", "--out": "DIR", "--resume": "DIR"}[flag]
-        )
-    t.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
-    t.add_argument("--x64", action="store_true", help="compute in float64")
+    t.add_argument("file", metavar="FILE", help="the .ddm program")
+    _run_options(t)
     t.set_defaults(run=True, emit=None, dim=[])
 
     r = sub.add_parser(
         "render",
-        help="draw the program's graph (DOT, SVG, PNG)",
-        description="Draw FILE's typed graph as the seed article draws pipelines: "
-        "inputs, params, imperative and declarative nodes told apart, edges "
-        "labelled with tensor names and types, argmin, scan and fn bodies as "
-        "clusters. Prints DOT, or writes -o PATH (.dot, .svg, .png; SVG and PNG "
-        "need graphviz's dot).",
+        help="draw the program's pipeline (DOT, SVG, PNG, PDF)",
+        description="Draw FILE as the seed article draws pipelines. By default (--detail "
+        "nodes) the named things only: inputs, params, nodes, Φ-rules and the loss, each "
+        "labelled with its name, its expression as written and its type, an edge from each "
+        "named value an expression reads, an argmin's constraints as labelled edges into it. "
+        "--detail ops draws every IR value, edges labelled with tensor names and types, "
+        "argmin, scan and fn bodies as clusters. Prints DOT, or writes -o PATH (.dot, .svg, "
+        ".png, .pdf; all but DOT need graphviz's dot).",
     )
-    r.add_argument("file", metavar="FILE")
+    r.add_argument("file", metavar="FILE", help="the .ddm program")
     r.add_argument("-o", "--out", metavar="PATH", help="write here (format from the extension)")
-    r.add_argument("--format", choices=("dot", "svg", "png"), help="override the extension")
+    r.add_argument("--format", choices=("dot", "svg", "png", "pdf"), help="override the extension")
+    r.add_argument(
+        "--detail",
+        choices=("nodes", "ops"),
+        default="nodes",
+        help="nodes: the named things (default); ops: every IR value",
+    )
+    r.add_argument(
+        "--metrics", action="store_true", help="draw the metrics too (--detail nodes; ops has them)"
+    )
     r.add_argument(
         "--backward", action="store_true", help="draw the backward (adjoint) edges only, dashed"
     )
@@ -110,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
         "unless --backward",
     )
     r.add_argument(
-        "--rankdir", choices=("LR", "TB"), default="LR", help="layout direction (default LR)"
+        "--rankdir",
+        choices=("LR", "TB"),
+        help="layout direction (default: TB for --detail nodes, LR for ops)",
     )
 
     e = sub.add_parser(
@@ -121,13 +121,52 @@ def _parser() -> argparse.ArgumentParser:
         "test splits), or on every sample of --data PATH (.csv, .npz, .parquet, read with "
         "the default mapping of inputs to columns or arrays).",
     )
-    e.add_argument("file", metavar="FILE")
+    e.add_argument("file", metavar="FILE", help="the .ddm program")
     e.add_argument("--params", metavar="RUN_DIR", required=True, help="a run folder or params.npz")
     e.add_argument("--data", metavar="PATH", help="a data file to score on (all its samples)")
     e.add_argument("--config", metavar="RUN.yaml", help="YAML run config (its data section)")
-    e.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
+    e.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override a setting of the program's data source (repeatable): data.path=new.csv",
+    )
     e.add_argument("--x64", action="store_true", help="compute in float64")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    x = sub.add_parser(
+        "export",
+        help="export the trained decision for deployment (jax.export)",
+        description="Serialise FILE's decision function — its outputs, guard checks and "
+        "solver statuses, with the params of RUN_DIR baked in — with jax.export into OUT "
+        "(decision.jaxexport + manifest.json). Loading it needs JAX only, not ddm "
+        "(docs/export.md). The batch axis stays symbolic; other dims are fixed: those the "
+        "params were trained with, or --dim.",
+    )
+    x.add_argument("file", metavar="FILE", help="the .ddm program")
+    x.add_argument("--params", metavar="RUN_DIR", required=True, help="a run folder or params.npz")
+    x.add_argument("-o", "--out", metavar="OUT", required=True, help="the folder to write")
+    x.add_argument(
+        "--dim", metavar="NAME=SIZE", action="append", default=[], help="fix a dim (repeatable)"
+    )
+    x.add_argument(
+        "--platforms",
+        metavar="LIST",
+        help="comma-separated platforms to lower for (cpu, cuda, rocm, tpu); default: this "
+        "machine's",
+    )
+    x.add_argument("--x64", action="store_true", help="compute in float64")
+
+    pl = sub.add_parser(
+        "plot",
+        help="draw a run's learning curves, gradient norms and P&L distribution",
+        description="Draw RUN_DIR's pictures from its log.jsonl, metrics.json and pnl.npz "
+        "(headless): learning.png (train and test loss and metrics over the steps), "
+        "gradients.png (gradient norms), pnl.png (P&L per test sample against the "
+        "baselines the program reports).",
+    )
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (--out of a run)")
 
     so = sub.add_parser(
         "sources",
@@ -160,6 +199,40 @@ _PATH_HELP = (
 )
 
 
+def _run_options(p) -> None:
+    """The options of a training run, shared by ``compile --run`` and ``train``."""
+    p.add_argument(
+        "--config", metavar="RUN.yaml", help="YAML run config (overrides the run section)"
+    )
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one setting (repeatable): steps=100, optimizer.lr=3e-4, data.path=mine.csv",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where the run writes its artefacts (default runs/NAME)"
+    )
+    p.add_argument("--x64", action="store_true", help="compute in float64")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run whose checkpoint is in DIR with its own settings (implies "
+        "--run; writes there; --set steps=N may extend it)",
+    )
+    p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="do not draw learning.png, gradients.png, pnl.png into the run folder",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use the persistent XLA compilation cache (~/.cache/ddm/xla)",
+    )
+
+
 def _version() -> str:
     from ddm import __version__
 
@@ -169,6 +242,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
     args = _parser().parse_args(argv)
+    terminal.set_mode(args.color)
     try:
         return {
             "check": cmd_check,
@@ -177,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
             "fmt": cmd_fmt,
             "render": cmd_render,
             "eval": cmd_eval,
+            "export": cmd_export,
+            "plot": cmd_plot,
             "sources": cmd_sources,
         }[args.command](args)
     except DdmError as err:
-        print(str(err), file=sys.stderr)
+        print(terminal.paint(str(err)), file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt as err:
         if str(err):  # a training run that saved its checkpoint says where
@@ -192,12 +268,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _warn(graph, sources) -> None:
     for w in graph.warnings:
-        print(
-            format_message(
-                "warning", w.span, w.message, sources.texts.get(w.span.file), hint=w.hint
-            ),
-            file=sys.stderr,
+        text = format_message(
+            "warning", w.span, w.message, sources.texts.get(w.span.file), hint=w.hint
         )
+        print(terminal.paint(text), file=sys.stderr)
 
 
 def cmd_check(args) -> int:
@@ -209,7 +283,7 @@ def cmd_check(args) -> int:
         try:
             graph, sources = front_end_file(path)
         except DdmError as err:
-            print(str(err), file=sys.stderr)
+            print(terminal.paint(str(err)), file=sys.stderr)
             failed += 1
             continue
         _warn(graph, sources)
@@ -319,7 +393,8 @@ def cmd_compile(args) -> int:
 
         print(format_ir(graph))
         return EXIT_OK
-    cfg = _config(graph, sources, args)
+    cfg = _resume_config(graph, sources, args) if args.resume else _config(graph, sources, args)
+    _cache(args)
     x64 = args.x64 or bool(cfg.values.get("x64") is True)
     from ddm.runtime.program import Program
 
@@ -343,8 +418,6 @@ def cmd_compile(args) -> int:
     from ddm.runtime.data import SOURCES
 
     cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))  # run() switches to a named loss
-    from rich.console import Console
-
     from ddm.cli.report import print_report
     from ddm.runtime.train import run
 
@@ -353,7 +426,7 @@ def cmd_compile(args) -> int:
         or args.out
         or os.path.join("runs", os.path.splitext(os.path.basename(args.file))[0])
     )
-    console = Console(stderr=False)
+    console = terminal.console()
     if cfg.values.get("compare_rules"):
         from ddm.cli.report import print_comparison
         from ddm.runtime.compare import run_both
@@ -365,23 +438,72 @@ def cmd_compile(args) -> int:
         print_comparison(console, both["comparison"])
         _diagram(graph, sources, os.path.join(out, "phi_guided"), out, console)
         return EXIT_OK
-    result = run(prog, cfg, out, console, resume=bool(args.resume))
+    result = run(prog, cfg, out, console, resume=bool(args.resume), draw=not args.no_plots)
     print_report(console, result)
     if result.moved:  # trained, but not written where asked: say where, and fail the command
-        print(f"error: {result.moved}", file=sys.stderr)
+        print(terminal.paint(f"error: {result.moved}"), file=sys.stderr)
         return EXIT_USER
     return EXIT_OK
+
+
+def _resume_config(graph, sources, args):
+    """A resumed run's settings: those its checkpoint recorded, with only ``steps`` open to
+    change (``--set steps=N`` extends the run); any other --set or --config that differs is
+    refused, naming each setting that would change."""
+    import copy
+
+    from ddm.runtime import resume as resume_state
+    from ddm.runtime.config import RunConfig
+    from ddm.runtime.data import SOURCES
+    from ddm.runtime.errors import ConfigDiagnostic
+
+    saved = resume_state.saved_config(args.resume)
+    if saved is None:  # no checkpoint (refused later, by name) or one from an older ddm
+        return _config(graph, sources, args)
+    cfg = RunConfig.defaults()
+    cfg.values.update(copy.deepcopy(saved))
+    cfg.texts[graph.file] = sources.texts.get(graph.file, "")
+    if args.config:
+        cfg.apply_yaml(args.config)
+    for i, assignment in enumerate(args.set, 1):
+        cfg.apply_set(assignment, i)
+    cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
+    changed = resume_state.differences(saved, cfg.values)
+    if changed:
+        raise ConfigDiagnostic(
+            None,
+            f"--resume {args.resume}: the run continues with the settings it was trained with; "
+            "this call would change " + "; ".join(changed),
+            hint="only steps may change (--set steps=N); for other settings start a new run "
+            "with --out",
+        )
+    if cfg.values["steps"] < saved["steps"]:
+        raise ConfigDiagnostic(
+            None,
+            f"--resume {args.resume}: steps may only be raised (the run was set to "
+            f"{saved['steps']}, this call says {cfg.values['steps']})",
+        )
+    return cfg
+
+
+def _cache(args) -> None:
+    """The persistent compilation cache, unless --no-cache or DDM_NO_CACHE."""
+    if getattr(args, "no_cache", False) or os.environ.get("DDM_NO_CACHE"):
+        return
+    from ddm.runtime import compile_cache
+
+    compile_cache.enable()
 
 
 def _diagram(graph, sources, run_dir: str, out: str, console) -> None:
     """The program's diagram, backward edges annotated with the run's gradient norms:
     OUT/diagram.svg, or OUT/diagram.dot where graphviz's dot is missing."""
-    from ddm.runtime.diagram import diagram, measured
+    from ddm.runtime.diagram import measured
     from ddm.runtime.dot import DotMissing, render_file, to_dot
+    from ddm.runtime.pipeline_view import pipeline
 
-    text = to_dot(
-        diagram(graph, "both", measured(graph, _run_grad_norms(graph, sources, run_dir)), "LR")
-    )
+    grads = measured(graph, _run_grad_norms(graph, sources, run_dir))
+    text = to_dot(pipeline(graph, sources.texts, "both", grads))
     path = os.path.join(out, "diagram.svg")
     try:
         render_file(text, path, None)
@@ -408,10 +530,10 @@ def _dims(args, graph) -> dict[str, int]:
 
 
 def cmd_render(args) -> int:
-
     from ddm.compiler.driver import front_end_file
     from ddm.runtime.diagram import diagram, measured
     from ddm.runtime.dot import DotMissing, render_file, to_dot
+    from ddm.runtime.pipeline_view import pipeline
 
     graph, sources = front_end_file(args.file)
     _warn(graph, sources)
@@ -421,10 +543,14 @@ def cmd_render(args) -> int:
     show = (
         "backward" if args.backward else ("both" if args.both or grads is not None else "forward")
     )
-    text = to_dot(diagram(graph, show, grads, args.rankdir))
+    if args.detail == "ops":
+        d = diagram(graph, show, grads, args.rankdir or "LR")
+    else:
+        d = pipeline(graph, sources.texts, show, grads, args.rankdir or "TB", args.metrics)
+    text = to_dot(d)
     if not args.out:
         if args.format not in (None, "dot"):
-            print("ddmc render: SVG and PNG need -o PATH", file=sys.stderr)
+            print(f"ddmc render: {args.format.upper()} needs -o PATH", file=sys.stderr)
             return EXIT_USAGE
         sys.stdout.write(text)
         return EXIT_OK
@@ -436,7 +562,12 @@ def cmd_render(args) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"ddmc render: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {args.out} ({fmt}, {len(graph.values)} IR values)")
+    what = (
+        f"{len(graph.values)} IR values"
+        if args.detail == "ops"
+        else f"{len(d.nodes)} named things of {len(graph.values)} IR values"
+    )
+    print(f"wrote {args.out} ({fmt}, {what})")
     return EXIT_OK
 
 
@@ -490,7 +621,9 @@ def cmd_fmt(args) -> int:
                 _write_in_place(path, out)
         except DdmError as err:
             # a syntax error shows its line and caret, as ddmc check shows it
-            print(str(err if text is None else err.with_source(text)), file=sys.stderr)
+            print(
+                terminal.paint(str(err if text is None else err.with_source(text))), file=sys.stderr
+            )
             failed += 1
             continue
         except OSError as exc:
@@ -567,6 +700,7 @@ def cmd_eval(args) -> int:
     from ddm.runtime import api, params_io
     from ddm.runtime.program import Program
 
+    _cache(args)
     prog = Program.compile(graph, sources, x64=args.x64 or bool(cfg.values.get("x64") is True))
     params = params_io.load_params(args.params, prog)
     if args.data:  # every sample of the file: nothing held out
@@ -579,7 +713,6 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(scores, indent=2, sort_keys=True))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     splits = list(scores)
@@ -589,12 +722,43 @@ def cmd_eval(args) -> int:
         table.add_column(split, justify="right")
     for name in sorted({k for v in scores.values() for k in v}):
         table.add_row(name, *(f"{scores[sp].get(name, float('nan')):.6g}" for sp in splits))
-    Console().print(table)
+    terminal.console().print(table)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from ddm.compiler.driver import front_end_file
+    from ddm.runtime.config import dim_sizes
+
+    graph, sources = front_end_file(args.file)
+    _warn(graph, sources)
+    given = dim_sizes(args.dim, graph.dims)
+    from ddm.runtime import export, params_io
+    from ddm.runtime.program import Program
+
+    _cache(args)
+    prog = Program.compile(graph, sources, x64=args.x64)
+    params = params_io.load_params(args.params, prog)
+    dims = {**params_io.read_meta(args.params).get("dims", {}), **given}
+    platforms = tuple(p.strip() for p in args.platforms.split(",")) if args.platforms else None
+    manifest = export.export(prog, params, args.out, dims, platforms)
+    ins = ", ".join(f"{i['name']}: {i['dtype']}{i['shape']}" for i in manifest["inputs"])
+    print(f"wrote {os.path.join(args.out, manifest['file'])} and manifest.json")
+    print(f"  inputs  {ins}")
+    print(f"  outputs {', '.join(o['name'] for o in manifest['outputs'])}")
+    print(f"  for {', '.join(manifest['platforms'])} (jax {manifest['jax']})")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from ddm.runtime.plots import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(f"wrote {path}")
     return EXIT_OK
 
 
 def cmd_sources(args) -> int:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -606,7 +770,7 @@ def cmd_sources(args) -> int:
             file=sys.stderr,
         )
         return EXIT_USER
-    console = Console()
+    console = terminal.console()
     for name, src in SOURCES.items():
         if args.name and name != args.name:
             continue

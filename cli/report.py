@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def print_report(console, result) -> None:
     from rich.table import Table
@@ -113,6 +115,7 @@ def print_report(console, result) -> None:
     )
     if result.out_dir:
         extra = ", compliance.json" if "compliance" in m else ""
+        extra += "".join(", " + os.path.basename(p) for p in getattr(result, "plots", []))
         console.print(
             f"wrote {result.out_dir}/metrics.json, timing.json, params.npz, log.jsonl{extra}",
             highlight=False,

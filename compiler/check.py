@@ -897,6 +897,21 @@ class _Checker:
                     span_of(expr), f"{what} must be an integer or a list of integers"
                 )
             return v
+        if kind == "probs":
+            items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
+            if not items:
+                raise ArityDiagnostic(span_of(expr), f"{what} must list at least one level")
+            out = []
+            for x in items:
+                v = num_literal(x)
+                if v is None:
+                    raise ArityDiagnostic(
+                        span_of(x), f"{what} must be a literal number in [0, 1] or a list of them"
+                    )
+                if not 0 <= v <= 1:
+                    raise ShapeDiagnostic(span_of(x), f"{what} must lie in [0, 1], got {v}")
+                out.append(float(v))
+            return tuple(out) if isinstance(expr, ast.ListExpr) else out[0]
         if kind == "dims":
             if not isinstance(expr, ast.ListExpr):
                 raise ArityDiagnostic(span_of(expr), f"{what} must be a list of sizes: [N, 3]")

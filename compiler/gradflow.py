@@ -5,8 +5,9 @@ adjoint flows backwards along the IR's edges — through an argmin's or a scan's
 :func:`~ddm.compiler.ir.body_feeds` says — except
 
 - into an argument its op declares it passes no gradient to (``Op.no_grad``: a comparison, a
-  cast to an integer, ``sign``, ``argmax``/``one_hot``, ``stop_gradient``, a guard's reject
-  check, ``accuracy``/``auc``, …): the derivative there is zero or undefined;
+  cast to an integer, ``sign``, ``argmax``/``one_hot``, ``argsort``/``rank``,
+  ``stop_gradient``, a guard's reject check, ``accuracy``/``auc``, …): the derivative there
+  is zero or undefined;
 - into or out of a value that is not a float (an integer or a bool carries no gradient).
 
 For each param (a Φ-rule's memory excepted: it is stop-gradient'ed by design) :func:`lint`
@@ -41,6 +42,7 @@ WHY = {
     "sign": "whose derivative is zero",
     "decision": "whose derivative is zero",
     "count": "whose derivative is zero",
+    "order": "whose derivative is zero",
     "metric": "whose derivative is zero",
     "condition": "which only chooses a branch",
     "stop_gradient": "which stops the gradient",
@@ -61,6 +63,8 @@ HINTS = {
     "decision": "choose softly: gumbel_softmax(logits, temperature) (or softmax(logits)) "
     "instead of one_hot(argmax(logits), K)",
     "count": "penalise sum(abs(x)) instead: the L1 norm is the convex surrogate of a count",
+    "order": "rank softly: soft_rank(x, temperature) tends to rank(x) and passes a gradient "
+    "(sort and quantile pass one to the values they pick)",
     "metric": "train on a smooth surrogate such as bce(p, y), and keep {op} as a metric",
     "guard": "a guard is a hard limit; for a limit that learns, use a Φ-rule (a soft guard), "
     "or action project, whose bound gets a gradient where the limit is active",
@@ -247,6 +251,8 @@ class _Flow:
             return f"the decision rule {name}(…)"
         if reason in ("count", "metric"):
             return f"the {reason} {name}(…)"
+        if reason == "order":
+            return f"the ordering {name}(…)"
         if reason == "guard":
             guard = next((gd for gd in self.graph.guards if gd.span == v.span), None)
             if guard is not None:

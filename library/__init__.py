@@ -13,6 +13,7 @@ from ddm.library import (
     hedging,
     linalg,
     losses,
+    order,
     reductions,
     relaxations,
     shape_ops,
@@ -32,6 +33,7 @@ OPS = table(
     guards.OPS,
     relaxations.OPS,
     choices.OPS,
+    order.OPS,
 )
 
 # What the expression syntax means in terms of ops.

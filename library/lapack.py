@@ -56,6 +56,10 @@ def _primitive(name: str, fn, ranks: tuple[int, ...], cost):
 
     def chunked(*args):
         lead = args[0].shape[: args[0].ndim - ranks[0]]
+        if not all(isinstance(d, int) for d in lead):
+            # a symbolic batch (jax.export with a polymorphic batch axis): its size is not
+            # known until the exported function is called, so one call (docs/export.md)
+            return batched(*args)
         size = 1
         for d in lead:
             size *= d

@@ -20,9 +20,10 @@ REQUIRED = object()
 #   int float bool str – a compile-time literal of that type
 #   dim     – a dim name or an int literal (eye(N))
 #   axes    – an int or a list of ints (negative allowed), or none
+#   probs   – a number in [0, 1] or a non-empty list of them (quantile levels): float or tuple
 #   dims    – a list of dim names / ints / -1 (reshape)
 #   tensors – a list of expressions (concat, stack)
-ARG_KINDS = ("tensor", "int", "float", "bool", "str", "dim", "axes", "dims", "tensors")
+ARG_KINDS = ("tensor", "int", "float", "bool", "str", "dim", "axes", "probs", "dims", "tensors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ NO_GRAD_REASONS = (
     "condition",
     "decision",
     "count",
+    "order",
     "metric",
     "guard",
 )

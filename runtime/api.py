@@ -134,13 +134,15 @@ def train(
     resume: bool = False,
     console=None,
     x64: bool = False,
+    plots: bool = True,
     **settings,
 ):
     """Train ``program`` (a Program or a ``.ddm`` path) on ``data`` (module docstring) with
     ``settings``; write the run's artefacts to ``out`` (none when None). Returns the
     :class:`~ddm.runtime.train.RunResult` (``params``, ``history``, ``metrics``, ``out_dir``).
 
-    ``console``: a ``rich.console.Console`` for progress and the report (silent when None)."""
+    ``console``: a ``rich.console.Console`` for progress and the report (silent when None);
+    ``plots``: draw learning curves, gradient norms and the P&L distribution into ``out``."""
     from ddm.runtime import train as training
 
     prog = as_program(program, x64)
@@ -149,7 +151,7 @@ def train(
         from rich.console import Console
 
         console = Console(quiet=True)
-    return training.run(prog, cfg, out, console, resume=resume, data=arrays)
+    return training.run(prog, cfg, out, console, resume=resume, data=arrays, draw=plots)
 
 
 def evaluate(program, params, data=None, **settings) -> dict[str, Any]:

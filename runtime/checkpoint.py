@@ -5,6 +5,9 @@ A temporary file is named ``.ddm-tmp-PID-XXXXXXXX`` (the writing process's id): 
 removes it when the write fails, and a process killed mid-write (``kill -9``) leaves one
 that the next write into that folder, or the next read of a checkpoint there, removes — only
 ours (that pattern) and only when the process that wrote it is gone.
+
+The file gets the mode an ``open(path, "w")`` would give it, ``0o666`` less the user's umask
+(``tempfile.mkstemp`` creates it ``0o600``, private whatever the umask says).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def atomic_write(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):  # POSIX; elsewhere the mode bits mean little
+                os.fchmod(fh.fileno(), 0o666 & ~umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -65,6 +70,21 @@ def atomic_write(path: str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def umask() -> int:
+    """The process's umask. Linux (4.7+) reports it in /proc/self/status; elsewhere it is read
+    by setting and restoring it, and a file another thread creates in that instant gets 0o022."""
+    try:
+        with open("/proc/self/status", "rb") as fh:  # binary: the Name: line may be any bytes
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(directory: str) -> list[str]:

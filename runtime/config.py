@@ -365,6 +365,8 @@ class RunConfig:
         if source.maps_inputs:  # the other keywords map inputs: checked against the program's
             mapped = {k: x for k, x in data.items() if k not in {a.name for a in source.kwargs}}
             mapped.pop("name")
+            if isinstance(mapped.get("inputs"), dict):  # a validated config read back (resume)
+                mapped.update(mapped.pop("inputs"))
             for k, x in mapped.items():
                 ok = isinstance(x, str) or (
                     isinstance(x, list) and x and all(isinstance(c, str) for c in x)
@@ -376,7 +378,7 @@ class RunConfig:
                         f'a list of names or "PREFIX*"; got {excerpt(x)}',
                         hint="its settings: " + ", ".join(a.name for a in source.kwargs),
                     )
-            data = {k: x for k, x in data.items() if k not in mapped}
+            data = {k: x for k, x in data.items() if k not in mapped and k != "inputs"}
         v["data"] = _kwargs(self, "data", data, source.kwargs, source.ranges)
         if mapped:
             v["data"]["inputs"] = mapped

@@ -1,5 +1,9 @@
 """The IR as a diagram, drawn as the seed article draws decision pipelines — built as data.
 
+Two levels of detail share the data types here: the named things a program declares
+(``ddm.runtime.pipeline_view.pipeline``, ``ddmc render``'s default, ``--detail nodes``), and
+every IR value (:func:`diagram`, ``--detail ops``), described below.
+
 :func:`diagram` turns a graph into a :class:`Diagram`: nodes (each with its kind, which the
 article's vocabulary colours: inputs, params, imperative and declarative nodes, decisions,
 sequential nodes, losses, metrics), edges carrying their tensor's name and type, whether the
@@ -35,6 +39,7 @@ class Node:
     kind: str  # input | param | const | imperative | declarative | … | loss | metric
     label: str
     tooltip: str = ""
+    output: bool = False  # an output of the program (drawn in the named-node view)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Edge:
     dst: str
     label: str
     backward: bool  # the adjoint flows along it (from dst back to src)
+    constraint: str = ""  # the constraint, where src enters the argmin dst through one
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,11 @@ class Diagram:
     show: str = "forward"  # which edges to draw: forward | backward | both
     grads: Mapping[str, float] | None = None  # measured ‖∂L/∂·‖ by node key
     rankdir: str = "LR"
+    detail: str = "ops"  # ops: every IR value (this module) | nodes: named things (pipeline_view)
+    folded_metrics: int = 0  # metrics left out of a named-node view
+
+
+DETAILS = ("nodes", "ops")
 
 
 def diagram(

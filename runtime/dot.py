@@ -1,4 +1,4 @@
-"""A :class:`~ddm.runtime.diagram.Diagram` as DOT text, and DOT as a file (DOT, SVG, PNG).
+"""A :class:`~ddm.runtime.diagram.Diagram` as DOT text, and DOT as a file (DOT, SVG, PNG, PDF).
 
 Kinds have distinct shapes and colours (a legend is included); forward edges are solid and
 labelled with their tensor; backward edges — the adjoint flowing from the loss to the params,
@@ -38,6 +38,7 @@ STYLE = {
     "state": ("ellipse", "#e6d7f0", "filled,dashed"),
     "loss": ("doubleoctagon", "#f4cccc", "filled,bold"),
     "metric": ("octagon", "#fff2cc", "filled"),
+    "rule": ("note", "#fce8e6", "filled"),  # the named-node view's Φ-rules
 }
 CLUSTER_COLOUR = {
     "argmin": "#93c47d",
@@ -57,10 +58,28 @@ LEGEND = (
     ("loss", "loss"),
     ("metric", "metric"),
 )
+# the named-node view lists the kinds it drew, in this order
+NODES_LEGEND = (
+    ("input", "input (data)"),
+    ("param", "param (trained)"),
+    ("imperative", "node: an expression"),
+    ("declarative", "node: argmin / argmax (class, solver, backward)"),
+    ("sequential", "node: scan"),
+    ("rule", "Φ-rule: its term is added to the loss"),
+    ("loss", "loss"),
+    ("metric", "metric"),
+)
+CONSTRAINT_COLOUR = "#38761d"
+# PNG is 96 dpi: a named-node diagram wider than this many inches is scaled down to fit
+NODES_MAX_WIDTH_IN = 26
+METRICS_PER_ROW = 4  # drawn metrics (--metrics) stacked in rows of this many
 
 
 def to_dot(d: Diagram) -> str:
-    """The DOT text of ``d``."""
+    """The DOT text of ``d``: every IR value (``d.detail == "ops"``) or the named things
+    (``"nodes"``, :func:`_named_dot`)."""
+    if d.detail == "nodes":
+        return _named_dot(d)
     out = [
         "digraph ddm {",
         f'  graph [rankdir={d.rankdir}, fontname="Helvetica", fontsize=11, newrank=true, '
@@ -82,6 +101,81 @@ def to_dot(d: Diagram) -> str:
     out += _legend(d.show, d.grads is not None)
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _named_dot(d: Diagram) -> str:
+    """The named-node view: no clusters (bodies are inside their nodes), edges unlabelled
+    (the nodes say what they hold; the label is the tooltip) but for constraints, outputs with
+    a double border, a legend of the kinds drawn, and a width cap."""
+    out = [
+        "digraph ddm {",
+        f'  graph [rankdir={d.rankdir}, fontname="Helvetica", fontsize=11, newrank=true, '
+        f"label={_q(d.title)}, labelloc=t, nodesep=0.25, ranksep=0.35, "
+        f'size="{NODES_MAX_WIDTH_IN},1000"];',
+        '  node [fontname="Helvetica", fontsize=10, margin="0.12,0.04"];',
+        '  edge [fontname="Helvetica", fontsize=8, color="#666666"];',
+    ]
+    for n in d.nodes:
+        line = _node(n)
+        out.append("  " + (line[:-2] + ", peripheries=2];" if n.output else line))
+    for e in d.edges:
+        if d.show in ("forward", "both"):
+            if e.constraint:
+                attrs = (
+                    f"label={_q(e.constraint)}, "
+                    f'color="{CONSTRAINT_COLOUR}", fontcolor="{CONSTRAINT_COLOUR}", '
+                    f"tooltip={_q(e.label)}"
+                )
+            else:
+                attrs = f"tooltip={_q(e.label)}"
+            out.append(f'  "{e.src}" -> "{e.dst}" [{attrs}];')
+        if d.show in ("backward", "both") and e.backward:
+            out.append("  " + _backward_edge(e, d.grads))
+    # metrics are sinks, so dot puts them all on its last rank: stack them in rows instead
+    metrics = [n.key for n in d.nodes if n.kind == "metric"]
+    for above, below in zip(metrics, metrics[METRICS_PER_ROW:]):
+        out.append(f'  "{above}" -> "{below}" [style=invis];')
+    out += _named_legend(d)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _named_legend(d: Diagram) -> list[str]:
+    kinds = {n.kind for n in d.nodes}
+    rows = []
+    for kind, text in NODES_LEGEND:
+        if kind in kinds:
+            _, fill, _ = STYLE[kind]
+            rows.append(
+                f'<tr><td bgcolor="{fill}" border="1">  </td><td align="left">{text}</td></tr>'
+            )
+    if any(n.output for n in d.nodes):
+        rows.append('<tr><td border="3" sides="ltrb">  </td><td align="left">output</td></tr>')
+    if d.show != "backward":
+        rows.append('<tr><td>→</td><td align="left">reads</td></tr>')
+        if any(e.constraint for e in d.edges):
+            rows.append(
+                f'<tr><td><font color="{CONSTRAINT_COLOUR}">→</font></td>'
+                '<td align="left">enters the problem through this constraint</td></tr>'
+            )
+    if d.show != "forward":
+        back = (
+            "backward: ‖∂L/∂·‖ measured (blue vanishing, red exploding)"
+            if d.grads is not None
+            else "backward (dashed): the adjoint ∂L/∂·"
+        )
+        rows.append(f'<tr><td>⇠</td><td align="left">{back}</td></tr>')
+    if d.folded_metrics:
+        many = "s" if d.folded_metrics > 1 else ""
+        rows.append(
+            f'<tr><td></td><td align="left">{d.folded_metrics} metric{many} not drawn '
+            "(ddmc render --metrics)</td></tr>"
+        )
+    table = "".join(rows)
+    return [
+        f'  legend [shape=plaintext, fontsize=9, label=<<table border="0" cellspacing="2">'
+        f"{table}</table>>];",
+    ]
 
 
 def _node(n: Node) -> str:
@@ -179,7 +273,7 @@ def _q(text: str) -> str:
 
 # --- files -------------------------------------------------------------------------------------
 
-FORMATS = ("dot", "svg", "png")
+FORMATS = ("dot", "svg", "png", "pdf")
 
 
 class DotMissing(RuntimeError):
@@ -187,8 +281,9 @@ class DotMissing(RuntimeError):
 
 
 def render_file(dot_text: str, path: str, fmt: str | None = None) -> str:
-    """Write ``dot_text`` to ``path`` as DOT, SVG or PNG (from ``fmt`` or the extension);
-    returns the format written. SVG and PNG need graphviz's ``dot`` (:class:`DotMissing`)."""
+    """Write ``dot_text`` to ``path`` as DOT, SVG, PNG or PDF (from ``fmt`` or the
+    extension); returns the format written. All but DOT need graphviz's ``dot``
+    (:class:`DotMissing`)."""
     from ddm.runtime.checkpoint import atomic_write
 
     fmt = fmt or os.path.splitext(path)[1].lstrip(".").lower() or "dot"

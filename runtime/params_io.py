@@ -31,7 +31,7 @@ import numpy as np
 from ddm.dsl.diagnostics import DataDiagnostic
 from ddm.runtime import checkpoint
 
-__all__ = ["save_params", "load_params", "signature"]
+__all__ = ["save_params", "load_params", "read_meta", "signature"]
 
 META = "__ddm__"  # the metadata entry's key (never a param's: names are identifiers)
 
@@ -52,11 +52,14 @@ def _program_meta(program) -> dict[str, Any]:
     }
 
 
-def save_params(path: str, params, program=None) -> None:
+def save_params(path: str, params, program=None, dims: dict[str, int] | None = None) -> None:
     """Write ``params`` (a tree of arrays) to ``path`` atomically, with its checksum and, given
-    the ``program`` that trained them, the program's name, text digest and param signature."""
+    the ``program`` that trained them, the program's name, text digest and param signature;
+    ``dims``: the sizes the training data bound (what an export needs to fix the shapes)."""
     flat = checkpoint.flatten(params)
     meta = {**_program_meta(program), "signature": signature(params), "format": 1}
+    if dims:
+        meta["dims"] = {k: int(v) for k, v in dims.items()}
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **flat, **{META: np.array(json.dumps(meta))})
     data = buf.getvalue()
@@ -76,6 +79,16 @@ def resolve(path: str) -> str:
     if not os.path.exists(path):
         raise DataDiagnostic(None, f"{path}: no such params file or run folder")
     return path
+
+
+def read_meta(path: str) -> dict:
+    """The metadata :func:`save_params` stored beside the params (empty for older files)."""
+    path = resolve(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return json.loads(str(npz[META])) if META in npz.files else {}
+    except (OSError, ValueError, EOFError) as err:
+        raise DataDiagnostic(None, f"{path}: not a params file ({err})") from None
 
 
 def load_params(path: str, program=None) -> dict:

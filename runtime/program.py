@@ -328,6 +328,24 @@ class Program:
             f"{len(g.nodes)} nodes, outputs {[n for n, _ in g.outputs]}>"
         )
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        """How a notebook shows the program: its pipeline (``ddmc render``'s named-node view)
+        as SVG, drawn by the ``graphviz`` package (``pip install 'ddmc[notebook]'``) and its
+        ``dot`` binary. Without either, the DOT text (``text/vnd.graphviz``) beside the
+        repr; never an exception. Built when shown, not before."""
+        from ddm.runtime.dot import to_dot
+        from ddm.runtime.pipeline_view import pipeline
+
+        bundle = {"text/plain": repr(self)}
+        dot = to_dot(pipeline(self.graph, self.product.sources))
+        try:
+            import graphviz
+
+            bundle["image/svg+xml"] = graphviz.Source(dot).pipe(format="svg", encoding="utf-8")
+        except Exception:  # the package or its dot binary missing, or dot failed
+            bundle["text/vnd.graphviz"] = dot
+        return bundle
+
 
 def _finite(tree) -> bool:
     """Whether every float leaf of ``tree`` is finite (non-arrays count as finite)."""

@@ -65,6 +65,7 @@ def save(
     print_: str,
     clipped: int = 0,
     state: dict | None = None,
+    config: dict | None = None,
 ) -> str:
     """Write the checkpoint of ``step`` into ``out_dir``; returns the state file's path."""
     import jax
@@ -84,9 +85,22 @@ def save(
             "skipped_steps": skipped,
             "clipped_steps": clipped,
             "log": log,
+            "config": config,  # the run's effective settings: what --resume continues with
         },
     )
     return path
+
+
+def saved_config(out_dir: str) -> dict | None:
+    """The effective settings of the run whose checkpoint is in ``out_dir`` (None when there is
+    no readable checkpoint, or an older one without them: then the caller's settings stand,
+    and :func:`load` checks them)."""
+    try:
+        with open(os.path.join(out_dir, META), encoding="utf-8") as fh:
+            config = json.load(fh).get("config")
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def load(out_dir: str, params_like, opt_state_like, print_: str) -> Resumed:
@@ -134,3 +148,24 @@ def load(out_dir: str, params_like, opt_state_like, print_: str) -> Resumed:
         int(meta.get("clipped_steps", 0)),
         dict(state.get("state", {})),
     )
+
+
+def differences(saved: dict, now: dict) -> list[str]:
+    """``KEY: saved → now`` for every setting but ``steps`` that a resumed run would change."""
+
+    def plain(x):
+        return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if key == "steps":
+            continue
+        a, b = plain(saved.get(key)), plain(now.get(key))
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                for sub in sorted(set(a) | set(b)):
+                    if a.get(sub) != b.get(sub):
+                        out.append(f"{key}.{sub}: {a.get(sub)!r} → {b.get(sub)!r}")
+            else:
+                out.append(f"{key}: {a!r} → {b!r}")
+    return out

@@ -30,6 +30,7 @@ from ddm.runtime import (
     nonfinite,
     outdir,
     params_io,
+    plots,
     saliency,
     solver_report,
     train_step,
@@ -56,6 +57,7 @@ class RunResult:
     out_dir: str | None
     log: list = field(default_factory=list)  # the lines of log.jsonl
     moved: str | None = None  # why the results are not where they were asked to go
+    plots: list = field(default_factory=list)  # the pictures drawn into out_dir
 
     @property
     def history(self) -> list:
@@ -152,6 +154,7 @@ def run(
     console=None,
     resume: bool = False,
     data: Dataset | None = None,
+    draw: bool = True,
 ) -> RunResult:
     """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics.
 
@@ -162,7 +165,13 @@ def run(
     if resume:
         loop.restore()
     loop.train()
-    return loop.finish()
+    result = loop.finish()
+    if draw and result.out_dir:
+        try:
+            result.plots = plots.plot_run(result.out_dir)
+        except (OSError, ValueError, DdmError) as err:  # the run's results are written already
+            loop.say(f"warning: the run's plots were not drawn: {err}")
+    return result
 
 
 def variant(prog: Program, cfg: RunConfig) -> Program:
@@ -211,6 +220,8 @@ class _Run:
         self.data = (
             load_data(prog, cfg) if data is None else check_data(prog, cfg, data, "the data")
         )
+        if console is not None and self.data.info.get("description"):
+            console.print(f"data: {self.data.info['description']}", markup=False, highlight=False)
         needed = g.inputs_needed([g.loss] + [i for _, i in g.metrics])
         shapes = {s.name: np.shape(self.data.train[s.name]) for s in needed}
         dtypes = {s.name: np.asarray(self.data.train[s.name]).dtype for s in needed}
@@ -375,6 +386,7 @@ class _Run:
             self.fingerprint,
             int(tally.clipped),
             extra,
+            config=dict(self.v),
         )
         self.last_checkpoint[:] = [(done, path)]
 
@@ -410,6 +422,7 @@ class _Run:
                         )
                     idx = perm[pos * self.batch : (pos + 1) * self.batch]
                 self.state, report = self.step_fn(self.state, self.train_arrays, idx)
+                progress.stepped()
                 skip = self.after_step(s, report, idx)
                 log_now = (s + 1) % v["log_every"] == 0 or s + 1 == v["steps"]
                 if log_now:
@@ -651,12 +664,22 @@ class _Run:
         os.makedirs(out, exist_ok=True)
         write_json(os.path.join(out, "metrics.json"), metrics)
         write_json(os.path.join(out, "timing.json"), timing)
-        params_io.save_params(os.path.join(out, "params.npz"), self.state.params, self.prog)
+        params_io.save_params(
+            os.path.join(out, "params.npz"), self.state.params, self.prog, self.dims
+        )
         with open(os.path.join(out, "log.jsonl"), "w") as fh:
             for line in self.log:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
         if self.g.guards:
             write_json(os.path.join(out, "compliance.json"), metrics["compliance"])
+        pnl = plots.pnl_names(self.g)
+        if pnl:  # the decision's and the baselines' P&L per test sample, for pnl.png
+            import jax
+
+            roots = tuple(i for _, i in pnl)
+            evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
+            values, _ = evaluate(self.state.params, self.test)
+            plots.save_pnl(out, {name: np.asarray(values[i]) for name, i in pnl})
 
 
 def _adjoint_ids(product) -> list[int]:

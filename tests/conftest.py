@@ -4,6 +4,15 @@ before any test module imports JAX (see ddm/library/xla_env.py)."""
 import os
 
 os.environ.setdefault("NPROC", "4")
+# The CLI keeps a persistent XLA compilation cache (runtime/compile_cache.py): the suite's runs
+# use one of their own, fresh each session, never the user's ~/.cache/ddm/xla.
+if "DDM_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["DDM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ddm-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["DDM_CACHE_DIR"], ignore_errors=True)
 
 import pathlib  # noqa: E402
 

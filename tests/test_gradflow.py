@@ -289,6 +289,8 @@ BLOCKING = {
     "guard_reject": ("excess", "bound"),
     "argmax": ("x",),
     "one_hot": ("i",),
+    "argsort": ("x",),
+    "rank": ("x",),
 }
 
 
@@ -335,6 +337,7 @@ FLOAT_CALLS = [
     ("accuracy", (np.array([0.2, 0.7, 0.9]), np.array([0.0, 1.0, 0.0])), {}),
     ("auc", (np.array([0.2, 0.7, 0.9, 0.4]), np.array([0.0, 1.0, 0.0, 1.0])), {}),
     ("nonzero", (np.array([0.0, 0.5, -2.0]),), {"tol": 1e-6}),
+    ("rank", (np.array([0.3, -1.2, 0.3, 2.0]),), {}),
     ("guard_violated", (np.array(0.3), np.array(1.0)), {}),
     (
         "guard_reject",

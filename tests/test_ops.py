@@ -420,6 +420,40 @@ def one_hot_case(draw, op):
     return Case((T("i32", draw(shapes(0, 3))),), {**defaults(op), "K": draw(DIM)})
 
 
+@st.composite
+def order_case(draw, op):
+    """Numbers of rank >= 1 ordered along any axis: sorted either way, ranked by each method."""
+    x = draw(shapes(1))
+    static = {**defaults(op), "axis": draw(axis_of(len(x)))}
+    if "descending" in static:
+        static["descending"] = draw(st.booleans())
+    if "method" in static:
+        static["method"] = draw(st.sampled_from(op.params[-1].choices))
+    return Case((T(draw(st.sampled_from(NUM)), x),), static)
+
+
+@st.composite
+def quantile_case(draw, op):
+    """Floats of any rank, axes as for a reduction, one level in [0, 1] or a list of them."""
+    x = draw(shapes())
+    level = st.floats(0.0, 1.0)
+    static = {
+        **defaults(op),
+        "axis": draw(axes_of(len(x))),
+        "keepdims": draw(st.booleans()),
+        "q": draw(st.one_of(level, st.lists(level, min_size=1, max_size=3).map(tuple))),
+    }
+    return Case((T("f32", x),), static)
+
+
+@st.composite
+def soft_rank_case(draw, op):
+    """Numbers of rank >= 1 along any axis, and a scalar temperature."""
+    x = draw(shapes(1))
+    static = {**defaults(op), "axis": draw(axis_of(len(x)))}
+    return Case((T(draw(st.sampled_from(NUM)), x), T(draw(st.sampled_from(NUM)), ())), static)
+
+
 STRATEGIES = {
     "unary": unary_case,
     "binary": binary_case,
@@ -453,6 +487,9 @@ STRATEGIES = {
     "retrieval": retrieval_case,
     "argmax": argmax_case,
     "one_hot": one_hot_case,
+    "order": order_case,
+    "quantile": quantile_case,
+    "soft_rank": soft_rank_case,
 }
 
 

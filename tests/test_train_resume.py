@@ -74,10 +74,12 @@ def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path):
     assert proc.wait(timeout=120) == 130
     err = proc.stderr.read()
     assert "training interrupted after step" in err and f"--resume {cut}" in err
+    assert err.count("ddmc: Ctrl-C — stopping after the current step") == 1  # acknowledged
     stopped = json.loads(meta.read_text())["step"]
     assert 50 <= stopped < 400 and not (cut / "metrics.json").exists()
 
-    again = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--resume", str(cut))
+    # the checkpoint's own settings: none of the --set of the first run is repeated
+    again = ddmc("train", str(EXAMPLES / "credit.ddm"), "--resume", str(cut))
     assert again.wait(timeout=300) == 0, again.stderr.read()
     for name in ("params.npz", "params.npz.sha256", "metrics.json"):
         assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
@@ -95,6 +97,10 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
     out = tmp_path / "run"
     r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--set", "steps=60", "--out", str(out))
     assert r.wait(timeout=300) == 0, r.stderr.read()
+    # a finished run keeps its last checkpoint (step 50 of 60): extended by steps alone
+    r = ddmc("train", str(EXAMPLES / "credit.ddm"), "--set", "steps=40", "--resume", str(out))
+    assert r.wait(timeout=300) == 1
+    assert "steps may only be raised (the run was set to 60, this call says 40)" in r.stderr.read()
     r = ddmc(
         "train",
         str(EXAMPLES / "credit.ddm"),
@@ -105,7 +111,9 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
         str(out),
     )
     assert r.wait(timeout=300) == 1
-    assert "different program or run config" in r.stderr.read()
+    err = r.stderr.read()
+    assert "this call would change optimizer.lr: 0.003 → 0.5" in err, err
+    assert "only steps may change" in err
     r = ddmc("train", str(EXAMPLES / "credit.ddm"), *RUN, "--resume", str(tmp_path / "none"))
     assert r.wait(timeout=300) == 1
     assert "no checkpoint in" in r.stderr.read()

@@ -646,7 +646,7 @@ PARQUET = Source(
 )
 NPZ = Source(
     "npz",
-    _ARGS,
+    _ARGS[:4],  # no window: an array holds each sample's window itself
     load_npz,
     "Named arrays saved by numpy.savez: each input reads the array of its name (or NAME = "
     '"ARRAY"), first axis the sample, the rest the input\'s declared shape. Split by a date '

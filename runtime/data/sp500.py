@@ -1,8 +1,9 @@
 """Real daily prices of 20 S&P 500 stocks, 1990-01-02 … 2022-12-28, read from the installed
 ``skfolio`` wheel (``skfolio/datasets/data/sp500_dataset.csv.gz``, BSD-3). No network.
 
-``make`` installs that wheel without its dependencies (``pip install --no-deps skfolio``): ddm
-reads the file only and never imports skfolio.
+``make run`` / ``make data`` install that wheel without its dependencies (``pip install --no-deps
+skfolio==1.12.2``): ddm reads the file only and never imports skfolio. A plain ``pip install ddmc``
+does not bring it (an extra cannot skip dependencies): :func:`csv_path` names the command.
 
 Each sample is one trading day ``t``, in time order:
 
@@ -22,6 +23,8 @@ import gzip
 import importlib.util
 import io
 import os
+import shlex
+import sys
 
 import numpy as np
 
@@ -31,15 +34,19 @@ from ddm.runtime.data.base import Dataset, Source
 from ddm.runtime.ranges import COUNT, INT32_MAX, Range
 
 FILE = os.path.join("datasets", "data", "sp500_dataset.csv.gz")
+SKFOLIO = "skfolio==1.12.2"  # the version constraints.txt pins (tests/test_packaging.py checks)
 
 
 def csv_path() -> str:
     spec = importlib.util.find_spec("skfolio")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
+        # the exact command for the interpreter running ddm, whichever pip is on PATH
+        pip = f"{shlex.quote(sys.executable)} -m pip install --no-deps {SKFOLIO}"
         raise DataDiagnostic(
             None,
             "the S&P 500 prices come from the skfolio wheel, which is not installed",
-            hint="make installs it; by hand: pip install --no-deps skfolio==1.12.2",
+            hint=f"install it without its dependencies (ddm reads one file from it and never "
+            f"imports it): {pip}  (in a checkout of ddm: make data)",
         )
     path = os.path.join(list(spec.submodule_search_locations)[0], FILE)
     if not os.path.isfile(path):
