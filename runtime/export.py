@@ -38,11 +38,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from ddm.dsl.diagnostics import DataDiagnostic
-from ddm.runtime import checkpoint
+from ddm.runtime import checkpoint, outdir
 
 __all__ = ["export", "FORMAT"]
 
 FORMAT = 1
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 FILE = "decision.jaxexport"
 MANIFEST = "manifest.json"
 _NUMPY = {"f32": "float32", "f64": "float64", "i32": "int32", "bool": "bool"}
@@ -60,6 +61,13 @@ def export(
     from jax import export as jax_export
 
     g = prog.graph
+    unknown = [p for p in platforms or () if p not in PLATFORMS]
+    if unknown:
+        raise DataDiagnostic(
+            None,
+            f"unknown platform {', '.join(repr(p) for p in unknown)} to export for",
+            hint="platforms: " + ", ".join(PLATFORMS),
+        )
     if not g.outputs:
         raise DataDiagnostic(
             None,
@@ -139,7 +147,7 @@ def export(
         "file": FILE,
         "file_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    os.makedirs(out_dir, exist_ok=True)
+    outdir.prepare(out_dir, 2 * len(blob), flag="-o")  # a folder, writable, with room
     checkpoint.atomic_write(os.path.join(out_dir, FILE), blob)
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in flat.items()})

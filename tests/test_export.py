@@ -124,3 +124,13 @@ def test_export_refuses_another_programs_params(tmp_path):
     other.write_text("input x: f32\nparam v: f32 = 2.0\nnode y = v * x\noutput y\n")
     code, _, err = cli("export", other, "--params", tmp_path / "p.npz", "-o", tmp_path / "o")
     assert code == 1 and "missing 'v'; unexpected 'w'" in err and "Traceback" not in err
+
+
+def test_an_unknown_platform_and_an_output_that_is_a_file_are_named(tmp_path):
+    prog = ddm.loads("input x: f32\nparam w: f32 = 2.0\nnode y = w * x\noutput y", "a.ddm")
+    params = prog.init(jax.random.key(0))
+    with pytest.raises(ddm.DdmError, match="unknown platform 'bogus' to export for"):
+        export.export(prog, params, str(tmp_path / "o"), platforms=("bogus",))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ddm.DdmError, match="exists and is not a folder"):
+        export.export(prog, params, str(tmp_path / "file"))
