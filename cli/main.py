@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("paths", nargs="+", metavar="PATH", help=_PATH_HELP)
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    c.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="with an experiment file (EXPERIMENT.yaml): print what method NAME's variant "
+        "changes in the compiled graph",
+    )
 
     k = sub.add_parser(
         "compile",
@@ -168,6 +174,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (--out of a run)")
 
+    ex = sub.add_parser(
+        "experiment",
+        help="train, evaluate and compare methods and baselines: paired statistics, scorecard",
+        description="Run EXPERIMENT.yaml (docs/experiments.md): every learned method "
+        "(a variant of the program) for every seed, every baseline, all on the same test "
+        "paths; write OUT/results.json (every number; the same seeds give the same bits), "
+        "OUT/timing.json, OUT/report.md with the scorecard, and OUT/figures/.",
+    )
+    ex.add_argument("file", metavar="EXPERIMENT.yaml", help="the experiment file")
+    ex.add_argument("--out", metavar="DIR", help="output folder (default: runs/experiments/NAME)")
+    ex.add_argument(
+        "--resume", action="store_true", help="continue an interrupted experiment in --out"
+    )
+    ex.add_argument("--reduced", action="store_true", help="run the file's reduced configuration")
+    ex.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    ex.add_argument(
+        "--no-cache", action="store_true", help="do not use the persistent compile cache"
+    )
+
     so = sub.add_parser(
         "sources",
         help="list the data sources: inputs, settings, defaults",
@@ -254,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": cmd_export,
             "plot": cmd_plot,
             "sources": cmd_sources,
+            "experiment": cmd_experiment,
         }[args.command](args)
     except DdmError as err:
         print(terminal.paint(str(err)), file=sys.stderr)
@@ -277,6 +303,9 @@ def _warn(graph, sources) -> None:
 def cmd_check(args) -> int:
     from ddm.compiler.driver import front_end_file
 
+    experiments = [p for p in args.paths if p.endswith((".yaml", ".yml"))]
+    if experiments or args.variant:
+        return _check_experiment(args, experiments)
     files = _ddm_files(args.paths)
     failed = 0
     for path in files:
@@ -293,6 +322,86 @@ def cmd_check(args) -> int:
         errors = f"{failed} with errors" if failed else "no errors"
         print(f"{len(files)} files checked, {errors}", file=sys.stderr)
     return EXIT_USER if failed else EXIT_OK
+
+
+def _check_experiment(args, experiments: list[str]) -> int:
+    """``ddmc check EXPERIMENT.yaml [--variant NAME]``: the file's methods and baselines, or
+    what one method's variant changes in the compiled graph."""
+    from ddm.compiler.driver import front_end_file
+    from ddm.runtime.experiment import spec
+
+    if len(experiments) != 1 or len(args.paths) != 1:
+        print(
+            "ddmc check: --variant takes exactly one experiment file (EXPERIMENT.yaml)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    exp = spec.load(experiments[0])
+    graph, sources = front_end_file(exp.program)
+    _warn(graph, sources)
+    if args.variant is None:
+        if not args.quiet:
+            print(
+                f"{experiments[0]}: ok — program {os.path.relpath(exp.program)}, "
+                f"seeds {list(exp.seeds)}"
+            )
+            for m in exp.methods:
+                print(
+                    f"  method {m.name}: output {m.output}"
+                    + (f", variant {dict(m.variant)}" if m.variant else "")
+                )
+            for b in exp.baselines:
+                print(f"  baseline {b.name}: {b.kind}" + (f" {dict(b.args)}" if b.args else ""))
+        return EXIT_OK
+    from ddm.compiler import variants
+
+    names = [m.name for m in exp.methods]
+    if args.variant not in names:
+        import difflib
+
+        close = difflib.get_close_matches(args.variant, names, n=1)
+        print(
+            f"{experiments[0]}: error: no method '{args.variant}'"
+            + (f"; did you mean '{close[0]}'?" if close else f"; methods: {', '.join(names)}"),
+            file=sys.stderr,
+        )
+        return EXIT_USER
+    method = next(m for m in exp.methods if m.name == args.variant)
+    v = variants.variant_from_mapping(method.name, dict(method.variant))
+    try:
+        lines = variants.describe(graph, v)
+    except DdmError as err:
+        raise sources.locate(err) from None
+    changes = [x for x in lines if not x.startswith("no change")]
+    print(
+        f"{method.name}: {len(changes) or 'no'} change{'s' if len(changes) != 1 else ''} "
+        f"to {os.path.basename(graph.file)}"
+    )
+    for line in lines:
+        print(f"  {line}")
+    if method.settings:
+        print(f"  run settings: {dict(method.settings)}")
+    return EXIT_OK
+
+
+def cmd_experiment(args) -> int:
+    from ddm.runtime.experiment import report, spec
+    from ddm.runtime.experiment.run import run_experiment
+
+    exp = spec.load(args.file, reduced=args.reduced)
+    out = args.out or os.path.join(
+        "runs", "experiments", exp.name + ("-reduced" if args.reduced else "")
+    )
+    _cache(args)
+    console = terminal.console(stderr=True)
+    results = run_experiment(exp, out, resume=args.resume, console=console)
+    command = "ddmc experiment " + args.file + (" --reduced" if args.reduced else "")
+    report.write(exp, results, out, figures=not args.no_figures, command=command)
+    print(
+        f"{exp.name}: results in {out}/ (report.md, results.json, timing.json"
+        + (")" if args.no_figures else ", figures/)")
+    )
+    return EXIT_OK
 
 
 def _ddm_files(paths: list[str]) -> list[str]:

@@ -8,9 +8,11 @@ adjoint flows backwards along the IR's edges — through an argmin's or a scan's
   cast to an integer, ``sign``, ``argmax``/``one_hot``, ``argsort``/``rank``,
   ``stop_gradient``, a guard's reject check, ``accuracy``/``auc``, …): the derivative there
   is zero or undefined;
-- into or out of a value that is not a float (an integer or a bool carries no gradient).
+- into or out of a value that is not a float (an integer or a bool carries no gradient);
+- into the inputs of a value a variant stopped (``Value.stopped``, compiler/variants.py).
 
-For each param (a Φ-rule's memory excepted: it is stop-gradient'ed by design) :func:`lint`
+For each param (a Φ-rule's memory and a variant's frozen params excepted: they are held by
+design) :func:`lint`
 warns, at the param's declaration, when
 
 - no loss depends on it at all: *never used by the loss* (only by a metric, an output, a node,
@@ -47,6 +49,7 @@ WHY = {
     "condition": "which only chooses a branch",
     "stop_gradient": "which stops the gradient",
     "guard": "which only compares with the limit",
+    "variant": "where the variant stops the gradient",
 }
 HINTS = {
     "comparison": "relax it: sigmoid(κ * (a - b)) is a smooth 'a > b' (what a Φ-rule's 'when' "
@@ -68,6 +71,8 @@ HINTS = {
     "metric": "train on a smooth surrogate such as bce(p, y), and keep {op} as a metric",
     "guard": "a guard is a hard limit; for a limit that learns, use a Φ-rule (a soft guard), "
     "or action project, whose bound gets a gradient where the limit is active",
+    "variant": "drop the node from the variant's stop_gradient if the param should learn "
+    "through it",
     None: "keep the computation in floats up to the loss",
 }
 UNUSED_HINT = "use it in the loss, or delete it"
@@ -86,11 +91,11 @@ def lint(graph: Graph, ops: Mapping[str, Op] = OPS) -> tuple[Warning_, ...]:
     live = flow.live([vid for _, vid in losses])
     needs = [(label, flow.ancestors([vid])) for label, vid in losses]
     needed = set().union(*(need for _, need in needs))
-    memories = {r.memory for r in graph.rules if getattr(r, "memory", None)}
+    held = {r.memory for r in graph.rules if getattr(r, "memory", None)} | set(graph.frozen)
     out = []
     for p in graph.params:
         sources = flow.sources.get(p.name, [])
-        if p.name in memories or any(s in live for s in sources):
+        if p.name in held or any(s in live for s in sources):
             continue
         reached = [label for label, need in needs if any(s in need for s in sources)]
         if reached:
@@ -98,6 +103,43 @@ def lint(graph: Graph, ops: Mapping[str, Op] = OPS) -> tuple[Warning_, ...]:
         else:
             out.append(flow.unused(p.name, p.span, sources))
     return tuple(out)
+
+
+def trained(graph: Graph, ops: Mapping[str, Op] = OPS) -> frozenset[str]:
+    """The params the trained loss (``graph.loss``) sends a gradient to: those with a path to
+    it that no blocking edge cuts, frozen params excepted.
+
+    >>> from ddm.compiler.driver import front_end
+    >>> g, _ = front_end("input x: f32\\nparam a: f32 = 1.0\\nparam c: f32 = 1.0\\n"
+    ...                  "node y = a * x + stop_gradient(c)\\nloss = mean(y ** 2)", "<doc>")
+    >>> sorted(trained(g))
+    ['a']
+    """
+    if graph.loss is None:
+        return frozenset()
+    flow = _Flow(graph, ops)
+    live = flow.live([graph.loss])
+    return frozenset(
+        name
+        for name, sources in flow.sources.items()
+        if name not in graph.frozen and any(s in live for s in sources)
+    )
+
+
+def through(graph: Graph, vid: int, ops: Mapping[str, Op] = OPS) -> frozenset[str]:
+    """The params whose gradient from the trained loss flows through value ``vid``: what a
+    ``stop_gradient`` there would cut (some may still learn along another path)."""
+    if graph.loss is None:
+        return frozenset()
+    flow = _Flow(graph, ops)
+    if vid not in flow.live([graph.loss]):
+        return frozenset()
+    behind = flow.live([vid])
+    return frozenset(
+        name
+        for name, sources in flow.sources.items()
+        if name not in graph.frozen and any(s in behind for s in sources)
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +170,8 @@ class _Flow:
                 blocked = self._blocked_positions(v)
                 feeds.update(v.inputs)
                 grads.update(s for k, s in enumerate(v.inputs) if k not in blocked)
+            if v.stopped:  # the variant's stop_gradient: the adjoint ends here
+                grads = set()
             self.feeds.append(feeds)
             self.grads.append(grads)
         self.sources: dict[str, list[int]] = {}
@@ -235,6 +279,8 @@ class _Flow:
         # a float culprit stops the gradient at a declared argument; one that is not a float
         # stops it whatever its op (a declared op says why, any other is named by its dtype)
         op = self.ops.get(v.op)
+        if v.stopped:
+            return _Culprit(v, op, "variant")
         return _Culprit(v, op, op.no_grad.reason if op is not None and op.no_grad else None)
 
     def _describe(self, c: _Culprit) -> str:
@@ -253,6 +299,8 @@ class _Flow:
             return f"the {reason} {name}(…)"
         if reason == "order":
             return f"the ordering {name}(…)"
+        if reason == "variant":
+            return f"node '{v.name}'" if v.name else f"{name}(…)"
         if reason == "guard":
             guard = next((gd for gd in self.graph.guards if gd.span == v.span), None)
             if guard is not None:

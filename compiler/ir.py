@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: ir stays a leaf that every stage imports,
     from ddm.compiler.declarative import Problem
     from ddm.compiler.sequential import ScanSpec
 
+STOP_GRADIENT = "_stop_gradient"  # the attribute that marks a value stopped (Value.stopped)
 KINDS = ("input", "param", "const", "imperative", "declarative", "decision", "sequential", "state")
 STAGES = ("static", "sample", "batch")
 
@@ -38,6 +39,13 @@ class Value:
     span: Span
     name: str | None = None  # set on the value a node/let declaration defines
     scope: str | None = None  # "fn@line:col" when inlined from a call of a fn
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the evaluator passes this value through ``jax.lax.stop_gradient`` once it
+        is computed (a variant's ``stop_gradient``, compiler/variants.py): its attribute key
+        starts with ``_``, so its op never receives it."""
+        return self.attr(STOP_GRADIENT, False)
 
     # check sets ``problem`` on every argmin value and ``scan`` on every scan value; readers
     # test ``v.op`` first, so those two keys are typed as present. Any other attribute is
@@ -154,6 +162,9 @@ class Graph:
     task_loss: int | None = None
     task_losses: tuple[tuple[str, int], ...] = ()
     rules_off: bool = False  # trains the task loss (``without_rules``), whichever is chosen
+    # params a variant freezes (compiler/variants.py): every evaluation reads them through
+    # stop_gradient and the training step leaves them bit-identical, weight decay included
+    frozen: tuple[str, ...] = ()
 
     def with_loss(self, name: str) -> "Graph":
         """This graph training its named loss ``name`` instead of the default."""
@@ -276,6 +287,7 @@ def format_ir(graph: Graph) -> str:
         lines.append(f"dim {d.name}" + (f" = {d.value}" if d.value is not None else ""))
     for p in graph.params:
         extra = " positive (stored as log)" if p.positive else ""
+        extra += " frozen" if p.name in graph.frozen else ""
         lines.append(f"param {p.name}: {p.type}{extra}")
     for v in graph.values:
         args = ", ".join(f"%{i}" for i in v.inputs)
@@ -286,6 +298,8 @@ def format_ir(graph: Graph) -> str:
             tags.append(f"node {v.name}")
         if v.scope:
             tags.append(f"in {v.scope}")
+        if v.stopped:
+            tags.append("stop_gradient")
         lines.append(
             f"%{v.id} = {body} : {v.type}    # {' '.join(tags)} ({v.span.line}:{v.span.column})"
         )

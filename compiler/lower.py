@@ -143,12 +143,12 @@ class Evaluator:
             from ddm.compiler.lower_argmin import solve_node
 
             x, info = solve_node(self, v, env, params, inputs, dims, batched)
-            return self._typed(v, x), {v.id: info}
+            return _stop(v, self._typed(v, x)), {v.id: info}
         if v.op == "scan":
             from ddm.compiler.lower_scan import scan_node
 
             out, infos = scan_node(self, v, env, params, inputs, dims, batched, key)
-            return self._typed(v, out), infos
+            return _stop(v, self._typed(v, out)), infos
         return self.value(v, env, params, inputs, dims, batched, key), {}
 
     # --- one value -----------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class Evaluator:
         ``v.id`` into (``None``: they are deterministic)."""
         if v.op in ("argmin", "scan"):  # nested in a problem's body: its infos are not kept
             return self.node(v, env, params, inputs, dims, batched, key)[0]
-        return self._typed(v, self._compute(v, env, params, inputs, dims, batched, key))
+        return _stop(v, self._typed(v, self._compute(v, env, params, inputs, dims, batched, key)))
 
     def _typed(self, v: Value, out):
         if v.type.weak:
@@ -263,6 +263,12 @@ class Evaluator:
         if isinstance(value, tuple) and any(isinstance(x, SymDim) for x in value):
             return tuple(resolve_dim(x, dims, v.span) for x in value)
         return value
+
+
+def _stop(v: Value, out):
+    """``out`` through ``jax.lax.stop_gradient`` where a variant stopped ``v`` (every path that
+    computes a value — :meth:`Evaluator.run`, a scan's step, an argmin's body — ends here)."""
+    return jax.lax.stop_gradient(out) if v.stopped else out
 
 
 def evaluator(graph: Graph, x64: bool = False, ops: Mapping[str, Op] = OPS) -> Evaluator:

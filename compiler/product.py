@@ -257,6 +257,7 @@ class _Build:
     def apply(self, params, inputs):
         roots = [i for _, i in self.g.outputs]
         self._check_params(params, "apply")
+        params = self._hold(params)
         inputs, dims = self._bind(inputs, roots + list(self.guard_roots), False, "apply")
         values, infos = self.ev.sample(params, inputs, dims, roots + list(self.guard_roots))
         return self._outputs(values), self._aux(values, infos)
@@ -264,6 +265,7 @@ class _Build:
     def apply_batch(self, params, inputs):
         roots = [i for _, i in self.g.outputs]
         self._check_params(params, "apply_batch")
+        params = self._hold(params)
         inputs, dims = self._bind(inputs, roots + list(self.guard_roots), True, "apply_batch")
         if not roots:
             return {}, Aux({}, {}, {})
@@ -274,6 +276,7 @@ class _Build:
         if self.g.loss is None:
             raise DataDiagnostic(None, f"{self.g.file} declares no loss")
         self._check_params(params, "loss")
+        params = self._hold(params)
         roots = [self.g.loss, *self.rule_roots, *self.guard_roots]
         inputs, dims = self._bind(batch, roots, True, "loss")
         values, infos = self.ev.batch(params, inputs, dims, roots, key=key)
@@ -284,6 +287,7 @@ class _Build:
         if self.g.loss is not None:
             roots.append(self.g.loss)
         self._check_params(params, "metrics")
+        params = self._hold(params)
         inputs, dims = self._bind(batch, roots + list(self.guard_roots), True, "metrics")
         values, infos = self.ev.batch(params, inputs, dims, roots + list(self.guard_roots))
         out = {name: values[i] for name, i in self.g.metrics}
@@ -294,6 +298,7 @@ class _Build:
     def values(self, params, batch, roots, taps=None, key=None):
         roots = list(roots)
         self._check_params(params, "values")
+        params = self._hold(params)
         inputs, dims = self._bind(batch, roots, True, "values")
         values, infos = self.ev.batch(params, inputs, dims, roots, taps=taps, key=key)
         return values, self._aux({}, infos)
@@ -301,6 +306,7 @@ class _Build:
     def sample_values(self, params, sample, roots, batched: bool = False):
         roots = list(roots)
         self._check_params(params, "values")
+        params = self._hold(params)
         inputs, dims = self._bind(sample, roots, False, "values")
         values, infos = self.ev.sample(params, inputs, dims, roots, batched=batched)
         return values, self._aux({}, infos)
@@ -334,6 +340,14 @@ class _Build:
                 f"{what}: params has no entry '{missing[0].name}'",
                 hint="make params with prog.init(key)",
             )
+
+    def _hold(self, params):
+        """``params`` with the frozen ones (a variant's ``freeze``) behind ``stop_gradient``:
+        no evaluation sends them a gradient (the training step also keeps their values)."""
+        if not self.g.frozen:
+            return params
+        stop = jax.lax.stop_gradient
+        return {k: stop(v) if k in self.g.frozen else v for k, v in params.items()}
 
     def _bind(self, inputs, roots, batched: bool, what: str):
         needed = self.g.inputs_needed(roots)

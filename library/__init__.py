@@ -17,6 +17,7 @@ from ddm.library import (
     reductions,
     relaxations,
     shape_ops,
+    simulators,
     stats,
 )
 from ddm.library.layers import INITIALIZERS, LAYERS
@@ -34,6 +35,7 @@ OPS = table(
     relaxations.OPS,
     choices.OPS,
     order.OPS,
+    simulators.OPS,
 )
 
 # What the expression syntax means in terms of ops.

@@ -23,7 +23,7 @@ arrays, and raises a located :class:`SolverDiagnostic` when a solve fails.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from ddm.compiler.product import Aux, Product, lower
 from ddm.dsl.diagnostics import DataDiagnostic, DdmError
 from ddm.library.lazy import jax
 from ddm.runtime import solver_report
+
+if TYPE_CHECKING:
+    from ddm.compiler.variants import Variant
 
 
 def load(path: str, x64: bool = False, strict: bool = True) -> "Program":
@@ -136,6 +139,32 @@ class Program:
         """The same program trained without its Φ-rules' loss terms ("pure DP"); the rules'
         activations are still measured. Guards, being hard limits, stay."""
         return self._derive(self.graph.without_rules())
+
+    def variant(self, v: "Variant") -> "Program":
+        """The same program rewritten as the :class:`~ddm.compiler.variants.Variant` ``v``
+        says — stop a gradient, freeze a param, soften a guard, keep some rules, train a named
+        loss, read a node from the data — a typed rewrite of the compiled graph
+        (:mod:`ddm.compiler.variants`, docs/experiments.md). Composes with :meth:`with_loss`
+        and :meth:`without_rules` in either order.
+
+        >>> import ddm, jax
+        >>> from ddm.compiler.variants import Variant
+        >>> prog = ddm.loads("input x: f32\\nparam a: f32 = 2.0\\nnode y = a * x\\noutput y\\n"
+        ...                  "loss = mean(y ** 2)")
+        >>> held = prog.variant(Variant("held", stop_gradient=("y",)))
+        >>> params, batch = prog.init(None), {"x": [1.0]}
+        >>> def grad_a(p):
+        ...     return float(jax.grad(p.loss)(params, batch)["a"])
+        >>> grad_a(prog), grad_a(held), grad_a(held.without_rules())
+        (4.0, 0.0, 0.0)
+        """
+        from ddm.compiler.variants import apply
+
+        try:
+            graph = apply(self.graph, v)
+        except DdmError as err:
+            raise self.product.locate(err) from None
+        return self._derive(graph)
 
     def _derive(self, graph: Graph) -> "Program":
         return Program(lower(graph, self.product.sources, self.x64), self.strict)

@@ -523,7 +523,12 @@ def _power(effect: float, n: int, alpha: float, paired: bool) -> float:
     df = n - 1 if paired else 2 * n - 2
     ncp = effect * math.sqrt(n if paired else n / 2)
     t = sps.t.ppf(1 - alpha / 2, df)
-    return float(sps.nct.sf(t, df, ncp) + sps.nct.cdf(-t, df, ncp))
+    out = float(sps.nct.sf(t, df, ncp) + sps.nct.cdf(-t, df, ncp))
+    if not math.isfinite(out):
+        # scipy's noncentral t gives NaN far in its tail (ncp ≳ 15: thousands of pairs at
+        # effect 0.3); there df is large and T is normal to many digits
+        out = float(sps.norm.sf(t - ncp) + sps.norm.cdf(-t - ncp))
+    return out
 
 
 def _power_inputs(effect: float, alpha: float) -> float:

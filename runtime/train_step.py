@@ -5,7 +5,9 @@ it; nothing here touches the host. Multi-device training reuses the same step.
 
 What a step does: the loss of the compiled product and its gradient (with the orthogonality
 penalty and, for rules whose memory is boosted, the inputs' gradient from the same pass); one
-optimiser update; each decaying Φ-rule's memory stepped; the guards' violations counted.
+optimiser update, except for the params a variant froze (``graph.frozen``), which keep their
+values bit for bit whatever the optimiser (adamw's weight decay included); each decaying
+Φ-rule's memory stepped; the guards' violations counted.
 A step whose error-policy solve failed, or whose loss or gradient is not finite, leaves params
 and optimiser state as they were (``report.ok``, ``report.finite`` tell the host why). In a
 program without declarative nodes the first non-finite step is recorded in ``tally.bad`` and
@@ -86,6 +88,7 @@ def make(
 
     g = product.graph
     declarative = any(v.op == "argmin" for v in g.values)
+    frozen = g.frozen  # their gradient is already zero (product.py); the update is masked here
     setup: PhiSetup | NoPhi = NoPhi() if phi is None else phi
 
     def objective(params, batch, key):
@@ -116,7 +119,11 @@ def make(
             )
             xgrads = {}
         updates, new_state = optimizer.update(grads, opt_state, params)
-        new_params = setup.remember(optax.apply_updates(params, updates), params, batch, xgrads)
+        new_params: Any = setup.remember(  # a dict of params, as ``init`` made it
+            optax.apply_updates(params, updates), params, batch, xgrads
+        )
+        if frozen:  # a variant's frozen params keep their bits: no decay, no memory step
+            new_params = {k: params[k] if k in frozen else new_params[k] for k in params}
         ok, stats = solver_report.step_stats(product, aux.solvers)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)

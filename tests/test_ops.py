@@ -454,6 +454,35 @@ def soft_rank_case(draw, op):
     return Case((T(draw(st.sampled_from(NUM)), x), T(draw(st.sampled_from(NUM)), ())), static)
 
 
+@st.composite
+def simulator_case(draw, op):
+    """A path id (i32 scalar), numeric parameters (scalars; per-state vectors [2] for
+    regime_path's mu and sigma), a short grid and any output."""
+    tensors = [a for a in op.params if a.kind == "tensor"][1:]
+    per_state = ("mu", "sigma") if op.name == "regime_path" else ()
+    args = tuple(
+        T(draw(st.sampled_from(NUM)), (2,) if a.name in per_state else ()) for a in tensors
+    )
+    static = {**defaults(op), "steps": draw(st.integers(1, 5))}
+    choices = {a.name: a.choices for a in op.params if a.kind == "str"}
+    if "output" in choices:
+        static["output"] = draw(st.sampled_from(choices["output"]))
+    if "stay" in static:
+        p = st.floats(0.0, 1.0)
+        static["stay"] = draw(st.one_of(p, st.tuples(p, p)))
+    return Case((T("i32", ()),) + args, static)
+
+
+@st.composite
+def mix_case(draw, op):
+    """Replayed and simulated of one float shape, a regime over its leading axes."""
+    shape = draw(shapes(1, 3))
+    lead = shape[: draw(st.integers(1, len(shape)))]
+    regime = T(draw(st.sampled_from(("i32", "bool"))), lead)
+    static = {**defaults(op), "history": draw(st.integers(0, 1))}
+    return Case((T("f32", shape), T("f32", shape), regime), static)
+
+
 STRATEGIES = {
     "unary": unary_case,
     "binary": binary_case,
@@ -490,6 +519,8 @@ STRATEGIES = {
     "order": order_case,
     "quantile": quantile_case,
     "soft_rank": soft_rank_case,
+    "simulator": simulator_case,
+    "mix": mix_case,
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from ddm.runtime.data import credit, files, regimes, simulated, sp500
+from ddm.runtime.data import credit, files, path_ids, regimes, simulated, sp500
 from ddm.runtime.data.base import Dataset, Source
 
 SOURCES: Mapping[str, Source] = MappingProxyType(
@@ -20,6 +20,7 @@ SOURCES: Mapping[str, Source] = MappingProxyType(
             sp500.SOURCE,
             simulated.GBM,
             simulated.HESTON,
+            path_ids.SOURCE,
             regimes.SOURCE,
             files.CSV,
             files.NPZ,

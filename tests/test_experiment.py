@@ -1,0 +1,267 @@
+"""``ddmc experiment``: the experiment file, paired per-path results, resume, seeds trained
+together, and what the report computes (docs/experiments.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddm.runtime import stats
+from ddm.runtime.experiment import analysis, experiment, spec
+
+HERE = os.path.join(os.path.dirname(__file__), "experiment")
+EXP = os.path.join(HERE, "hedge5.yaml")
+
+
+def _copy(tmp_path) -> str:
+    for name in os.listdir(HERE):
+        shutil.copy(os.path.join(HERE, name), tmp_path / name)
+    return str(tmp_path / "hedge5.yaml")
+
+
+def _ddmc(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ddm.cli.main", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+# --- the experiment file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit, message, line",
+    [
+        (("methods:", "method:"), "unknown experiment key 'method'", None),
+        (("seeds: 2", "seeds: -1"), "'seeds' is a count", 2),
+        (("against: [delta, ww, dp]", "against: [delat, ww, dp]"), "did you mean 'delta'", 13),
+        (("stat: sharpe", "stat: sharp"), "unknown stat 'sharp'", None),
+        (("kind: whalley_wilmott", "kind: whaley_wilmott"), "did you mean 'whalley_wilmott'", None),
+        (("resamples: 300", "resamples: 10"), "resamples must be at least 100", None),
+        (("program: hedge5.ddm", "program: missing.ddm"), "no such program", 1),
+    ],
+)
+def test_a_mistake_in_the_experiment_file_is_located_with_a_caret(tmp_path, edit, message, line):
+    from ddm.runtime.errors import ConfigDiagnostic
+
+    path = _copy(tmp_path)
+    text = open(path).read()
+    assert edit[0] in text
+    open(path, "w").write(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ConfigDiagnostic) as caught:
+        spec.load(path)
+    shown = str(caught.value)
+    assert message in shown
+    first = shown.splitlines()[0]
+    assert first.startswith(path + ":") and ": error: " in first
+    if line is not None:
+        assert first.split(":")[1] == str(line)
+    assert "^" in shown
+
+
+def test_ddmc_experiment_reports_a_mistake_with_exit_1_and_no_traceback(tmp_path):
+    path = _copy(tmp_path)
+    text = open(path).read()
+    open(path, "w").write(text.replace("methods:", "method:"))
+    done = _ddmc("experiment", path, "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{path}:3:1: error: unknown experiment key 'method'")
+    assert "did you mean 'methods'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_reduced_overrides_the_file_and_must_exist(tmp_path):
+    exp = spec.load(EXP, reduced=True)
+    assert exp.seeds == (0,) and exp.settings["steps"] == 5
+    path = _copy(tmp_path)
+    text = open(path).read().split("reduced:")[0]
+    open(path, "w").write(text)
+    with pytest.raises(Exception, match="no 'reduced' section"):
+        spec.load(path, reduced=True)
+
+
+def test_methods_with_the_same_variant_share_their_training():
+    exp = spec.load(EXP)
+    (net,) = exp.methods
+    assert net.group == spec.Method("other", "pnl_delta").group
+    assert net.group != spec.Method("x", "pnl", variant={"freeze": ["phi"]}).group
+
+
+# --- statistics of per-path values --------------------------------------------------------------
+
+
+def test_a_comparison_is_the_paired_difference_oriented_so_that_positive_is_better():
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.0, 1.0, (1, 400))
+    a = b + 0.3 + rng.normal(0.0, 0.5, (2, 400))  # two seeds, better by 0.3 on every path
+    settings = {**{k: d for k, (_, d) in spec.STATISTICS.items()}, "resamples": 500}
+    mean = spec.Metric("mean", "mean", "higher")
+    c = analysis.compare(spec.Comparison("a", "b", "mean"), mean, a, b, settings, 0)
+    assert c["delta"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert c["ci"][0] < c["delta"] < c["ci"][1] and c["ci"][0] > 0
+    # the effect size is of the per-path values averaged over seeds, paired
+    assert c["hedges_g"] == pytest.approx(stats.hedges_g(a.mean(0), b[0], paired=True))
+    # "lower is better": the same data, the sign flips so that Δ > 0 still means better
+    low = spec.Metric("mean", "mean", "lower")
+    d = analysis.compare(spec.Comparison("a", "b", "mean"), low, a, b, settings, 0)
+    assert d["delta"] == pytest.approx(-c["delta"])
+    assert d["p_value"] == c["p_value"]
+    assert c["power"] == pytest.approx(stats.power(0.3, 400))
+
+
+def test_every_metric_matches_its_textbook_definition():
+    x = np.array([[0.5, -1.0, 2.0, 0.25, -0.5, 1.5, 0.0, -2.0]])
+    m = lambda stat, **a: analysis.metric_value(spec.Metric("m", stat, "higher", a), x)["value"]  # noqa: E731
+    assert m("mean") == pytest.approx(x.mean())
+    assert m("std") == pytest.approx(x.std(ddof=1))
+    assert m("entropic_risk", risk_aversion=2.0) == pytest.approx(
+        np.log(np.mean(np.exp(-2 * x))) / 2
+    )
+    assert m("expected_shortfall", level=0.25) == pytest.approx(1.5)  # worst two: −2, −1
+    # the Sharpe ratio as the language's sharpe op computes it: population sd
+    assert m("sharpe", periods=4) == pytest.approx(2 * x.mean() / x.std())
+
+
+# --- running an experiment ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The reduced hedging experiment, run once for the tests below."""
+    folder = tmp_path_factory.mktemp("experiment")
+    path = _copy(folder)
+    out = str(folder / "out")
+    results = experiment(path, out, figures=True)
+    return path, out, results
+
+
+def test_every_method_is_evaluated_on_the_same_test_paths_and_kept_per_path(finished):
+    path, out, results = finished
+    m = results["markets"]["default"]
+    with np.load(os.path.join(out, "default", "paths.npz")) as z:
+        assert z["net"].shape == (2, 1024)  # two seeds × the test paths
+        assert z["delta"].shape == z["ww"].shape == z["dp"].shape == (1, 1024)
+        vol_regimes = z["_regime"]
+    assert np.bincount(vol_regimes).tolist() == m["regimes"]["paths"] == [256, 512, 205, 51]
+    # the DP optimum simulated on the test paths agrees with its computed value
+    dp = m["baselines"]["dp"]
+    assert abs(dp["z"]) < 4
+    # every comparison carries its interval, effect size, BH-adjusted p and power
+    assert len(m["comparisons"]) == 6  # 3 baselines × 2 metrics
+    for c in m["comparisons"]:
+        assert c["ci"][0] <= c["delta"] <= c["ci"][1]
+        assert 0 < c["p_adjusted"] <= 1 and c["p_adjusted"] >= c["p_value"] - 1e-15
+    assert all(how.startswith("vmapped") for how in m["training"].values())
+
+
+def test_the_report_fills_the_scorecard_from_the_results(finished):
+    path, out, results = finished
+    card = results["markets"]["default"]["scorecard"]
+    assert card["reproducibility"]["pass"] is True
+    assert card["gradient_health"]["value"] is not None
+    assert card["interpretability"]["pass"] is None  # not configured: not measured, not passed
+    assert "latency" not in card  # a clock reading: in timing.json, not results.json
+    timing = json.load(open(os.path.join(out, "timing.json")))
+    assert "markets.default.scorecard.latency" in timing
+    report = open(os.path.join(out, "report.md")).read()
+    perf = card["performance"]
+    assert f"{perf['value']:.4g}" in report  # formatted from the results, not typed
+    assert ("**pass**" if perf["pass"] else "**fail**") in report.split("| performance |")[1]
+    for name in ("learning_curves", "gradient_norms", "effect_sizes", "pnl", "pnl_by_regime"):
+        assert os.path.getsize(os.path.join(out, "figures", f"{name}.png")) > 1000
+
+
+def test_the_same_experiment_and_seed_twice_give_identical_results(finished, tmp_path):
+    path, out, _ = finished
+    again = str(tmp_path / "again")
+    experiment(path, again, figures=False)
+    first = open(os.path.join(out, "results.json"), "rb").read()
+    assert open(os.path.join(again, "results.json"), "rb").read() == first
+
+
+def test_resume_reads_finished_work_back_and_refuses_another_experiment(finished, tmp_path):
+    path, out, _ = finished
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    os.remove(os.path.join(copy, "default", "baselines", "dp.npz"))  # interrupted before dp
+    os.remove(os.path.join(copy, "results.json"))
+    done = _ddmc("experiment", path, "--out", copy, "--no-figures")
+    assert done.returncode == 1 and "--resume" in done.stderr
+    done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
+    assert done.returncode == 0, done.stderr
+    assert "seeds [0, 1] read back" in done.stderr and "training seeds" not in done.stderr
+    assert (
+        "baseline delta: read back" in done.stderr and "baseline dp: read back" not in done.stderr
+    )
+    resumed = json.load(open(os.path.join(copy, "results.json")))
+    first = json.load(open(os.path.join(out, "results.json")))
+    assert resumed.pop("command").startswith("ddmc experiment")  # the CLI's; first: the API's
+    first.pop("command")
+    first["markets"]["default"]["training"] = resumed["markets"]["default"]["training"]
+    assert resumed == first  # the same bits: read back, never retrained
+
+    # a seed missing from its group is trained alone: in float32 the last bits may differ
+    # from the vmapped group's (batched kernels reduce in another order)
+    (group,) = os.listdir(os.path.join(copy, "default", "runs"))
+    shutil.rmtree(os.path.join(copy, "default", "runs", group, "seed1"))
+    done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
+    assert done.returncode == 0 and "training seeds [1]" in done.stderr
+    again = json.load(open(os.path.join(copy, "results.json")))["markets"]["default"]
+    ref = json.load(open(os.path.join(out, "results.json")))["markets"]["default"]
+    assert again["metrics"]["net"]["entropic"]["value"] == pytest.approx(
+        ref["metrics"]["net"]["entropic"]["value"], rel=1e-5
+    )
+
+    text = open(path).read().replace("resamples: 300", "resamples: 400")
+    open(path, "w").write(text)
+    done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
+    assert done.returncode == 1 and "changed: statistics" in done.stderr
+    open(path, "w").write(text.replace("resamples: 400", "resamples: 300"))
+
+
+def test_seeds_trained_together_match_seeds_trained_one_by_one(float64):
+    import jax
+
+    from ddm.runtime import train as training
+    from ddm.runtime.experiment import run as running
+    from ddm.runtime.experiment import seeds as seeding
+    from ddm.runtime.program import load
+
+    exp = spec.load(EXP, reduced=True)
+    prog = load(exp.program, x64=True)
+    cfg = running.config_for(exp, prog, {"n_train": 512, "n_test": 64})
+    data = training.load_data(prog, cfg)
+    together = seeding.train_vmapped(prog, cfg, data, [3, 7])
+    for run in together:
+        alone = seeding.train_sequential(prog, cfg, data, run.seed)
+        for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+        assert [x["loss"] for x in run.curve] == pytest.approx(
+            [x["loss"] for x in alone.curve if "loss" in x], rel=1e-9
+        )
+
+
+def test_a_baseline_node_that_learns_is_refused(tmp_path):
+    path = _copy(tmp_path)
+    text = open(path).read().replace("delta: {node: pnl_delta}", "delta: {node: pnl}")
+    open(path, "w").write(text)
+    done = _ddmc("experiment", path, "--out", str(tmp_path / "o"), "--no-figures")
+    assert done.returncode == 1
+    assert "depends on the params phi" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ddmc_check_prints_what_a_variant_changes():
+    trading = os.path.join(
+        os.path.dirname(__file__), "..", "examples", "experiments", "trading.yaml"
+    )
+    done = _ddmc("check", trading, "--variant", "blocked_predictor")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "blocked_predictor: 1 change to trading.ddm"
+    assert "stop_gradient after node b (trading.ddm:31)" in done.stdout
+    assert "params left without any gradient path: net" in done.stdout
+    done = _ddmc("check", trading, "--variant", "e2f")
+    assert done.returncode == 1 and "did you mean 'e2e'" in done.stderr
