@@ -29,12 +29,14 @@ __all__ = [
     "evaluate",
     "save_params",
     "load_params",
+    "experiment",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers (nothing is imported here)
     from ddm.dsl.diagnostics import DdmError
     from ddm.runtime.api import evaluate, train
+    from ddm.runtime.experiment import experiment
     from ddm.runtime.params_io import load_params, save_params
     from ddm.runtime.program import Program, load, loads
 
@@ -52,6 +54,10 @@ def __getattr__(name: str):
         from ddm.runtime import params_io
 
         return getattr(params_io, name)
+    if name == "experiment":
+        from ddm.runtime.experiment import experiment
+
+        return experiment
     if name == "DdmError":
         from ddm.dsl.diagnostics import DdmError
 

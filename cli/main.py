@@ -389,9 +389,9 @@ def cmd_experiment(args) -> int:
     from ddm.runtime.experiment.run import run_experiment
 
     exp = spec.load(args.file, reduced=args.reduced)
-    out = args.out or os.path.join(
-        "runs", "experiments", exp.name + ("-reduced" if args.reduced else "")
-    )
+    from ddm.runtime.experiment.run import default_out
+
+    out = args.out or default_out(exp)
     _cache(args)
     console = terminal.console(stderr=True)
     results = run_experiment(exp, out, resume=args.resume, console=console)

@@ -391,6 +391,17 @@ def _g(a, b, *, paired: bool, exact: bool, axis: int = -1):
     return hedges_correction(df, exact) * d
 
 
+def hedges_g_along(a, b, *, paired: bool, exact: bool = True, axis: int = -1):
+    """:func:`hedges_g` along ``axis`` of arrays, vectorised and unchecked (NaN or ±inf where
+    the spread is 0): what a bootstrap evaluates on every resample at once.
+
+    >>> hedges_g_along(np.array([[3.0, 4.0, 5.0, 6.0]]), np.array([[1.0, 2.0, 3.0, 4.0]]),
+    ...                paired=False).round(4).tolist()
+    [1.3457]
+    """
+    return _g(np.asarray(a), np.asarray(b), paired=paired, exact=exact, axis=axis)
+
+
 def _effect_inputs(a, b, paired: bool) -> tuple[np.ndarray, np.ndarray]:
     if paired:
         a = _vector(a, "a", 3, "a paired Hedges' g (df = n − 1 ≥ 2)")

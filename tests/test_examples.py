@@ -43,7 +43,14 @@ def test_credit_reaches_the_bayes_auc(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, klass", [("hedge.ddm", 1), ("hedge_longonly.ddm", 2), ("sparse_hedge.ddm", 4)]
+    "name, klass",
+    [
+        ("hedge.ddm", 1),
+        ("hedge_longonly.ddm", 2),
+        # class 4 trains in the deep-hedge smoke test (its band is a prox argmin) and the
+        # hedging experiment's reduced run; this one-minute run is in make test-slow
+        pytest.param("sparse_hedge.ddm", 4, marks=pytest.mark.slow),
+    ],
 )
 def test_hedge_short_run_reports_sharpe_beside_the_baselines(tmp_path, name, klass):
     """Each portfolio example says its decision's class, trains, and reports out-of-sample

@@ -39,11 +39,19 @@ def _ddmc(*args, cwd=None):
     [
         (("methods:", "method:"), "unknown experiment key 'method'", None),
         (("seeds: 2", "seeds: -1"), "'seeds' is a count", 2),
-        (("against: [delta, ww, dp]", "against: [delat, ww, dp]"), "did you mean 'delta'", 13),
+        (("against: [delta, ww, ppo]", "against: [delat, ww, ppo]"), "did you mean 'delta'", 17),
         (("stat: sharpe", "stat: sharp"), "unknown stat 'sharp'", None),
         (("kind: whalley_wilmott", "kind: whaley_wilmott"), "did you mean 'whalley_wilmott'", None),
         (("resamples: 300", "resamples: 10"), "resamples must be at least 100", None),
         (("program: hedge5.ddm", "program: missing.ddm"), "no such program", 1),
+        (("delta: {node: pnl_delta}", "delta:"), "baseline 'delta' names no kind", 9),
+        (("against: [delta, ww, ppo]", "against: 3"), "is a name or a list of names", 17),
+        (("- {method: net, against: [delta, ww, ppo]}", "- {method: net}"), "'against'", 17),
+        (("net: {output: pnl}", "net: {output: pnl}\n  net: {output: pnl}"), "given twice", 8),
+        (("stat: entropic_risk,", "stat: entropic_risk, risk_aversoin: 2,"), "did you mean", 14),
+        (("performance: {against: delta}", "performance: delta"), "must be a mapping", None),
+        (("performance: {against: delta}", "performance: {against: dleta}"), "dleta", None),
+        (("resamples: 300", "resamples: 300, effect: 0"), "effect must be positive", None),
     ],
 )
 def test_a_mistake_in_the_experiment_file_is_located_with_a_caret(tmp_path, edit, message, line):
@@ -70,7 +78,7 @@ def test_ddmc_experiment_reports_a_mistake_with_exit_1_and_no_traceback(tmp_path
     open(path, "w").write(text.replace("methods:", "method:"))
     done = _ddmc("experiment", path, "--out", str(tmp_path / "out"))
     assert done.returncode == 1
-    assert done.stderr.startswith(f"{path}:3:1: error: unknown experiment key 'method'")
+    assert done.stderr.startswith(f"{path}:6:1: error: unknown experiment key 'method'")
     assert "did you mean 'methods'" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -103,8 +111,15 @@ def test_a_comparison_is_the_paired_difference_oriented_so_that_positive_is_bett
     c = analysis.compare(spec.Comparison("a", "b", "mean"), mean, a, b, settings, 0)
     assert c["delta"] == pytest.approx(np.mean(a) - np.mean(b))
     assert c["ci"][0] < c["delta"] < c["ci"][1] and c["ci"][0] > 0
-    # the effect size is of the per-path values averaged over seeds, paired
-    assert c["hedges_g"] == pytest.approx(stats.hedges_g(a.mean(0), b[0], paired=True))
+    # the effect size: the paired g of each trained run against the baseline, averaged
+    per_run = [stats.hedges_g(run, b[0], paired=True) for run in a]
+    assert c["hedges_g"] == pytest.approx(np.mean(per_run))
+    # on a Sharpe metric, g standardises the Sharpe difference: per-path values over their sd
+    sharpe = spec.Metric("sharpe", "sharpe", "higher")
+    e = analysis.compare(spec.Comparison("a", "b", "sharpe"), sharpe, a, b, settings, 0)
+    scaled = [stats.hedges_g(r / r.std(), b[0] / b[0].std(), paired=True) for r in a]
+    assert e["hedges_g"] == pytest.approx(np.mean(scaled))
+    assert np.sign(e["hedges_g"]) == np.sign(e["delta"])
     # "lower is better": the same data, the sign flips so that Δ > 0 still means better
     low = spec.Metric("mean", "mean", "lower")
     d = analysis.compare(spec.Comparison("a", "b", "mean"), low, a, b, settings, 0)
@@ -141,38 +156,51 @@ def finished(tmp_path_factory):
 
 def test_every_method_is_evaluated_on_the_same_test_paths_and_kept_per_path(finished):
     path, out, results = finished
-    m = results["markets"]["default"]
-    with np.load(os.path.join(out, "default", "paths.npz")) as z:
+    m = results["markets"]["cost1e-3"]
+    with np.load(os.path.join(out, "cost1e-3", "paths.npz")) as z:
         assert z["net"].shape == (2, 1024)  # two seeds × the test paths
-        assert z["delta"].shape == z["ww"].shape == z["dp"].shape == (1, 1024)
+        assert z["delta"].shape == z["ww"].shape == z["dp"].shape == z["ppo"].shape == (1, 1024)
         vol_regimes = z["_regime"]
     assert np.bincount(vol_regimes).tolist() == m["regimes"]["paths"] == [256, 512, 205, 51]
     # the DP optimum simulated on the test paths agrees with its computed value
     dp = m["baselines"]["dp"]
     assert abs(dp["z"]) < 4
     # every comparison carries its interval, effect size, BH-adjusted p and power
-    assert len(m["comparisons"]) == 6  # 3 baselines × 2 metrics
+    assert len(m["comparisons"]) == 7  # 3 baselines × 2 metrics, and the hypothesis
     for c in m["comparisons"]:
         assert c["ci"][0] <= c["delta"] <= c["ci"][1]
         assert 0 < c["p_adjusted"] <= 1 and c["p_adjusted"] >= c["p_value"] - 1e-15
-    assert all(how.startswith("vmapped") for how in m["training"].values())
+    (hyp,) = [c for c in m["comparisons"] if "within" in c]
+    assert hyp["holds"] == (hyp["ci"][0] >= -0.5)  # decided on the interval
+    # Benjamini–Hochberg runs over every market's comparisons together
+    other = results["markets"]["cost0"]
+    assert len(other["comparisons"]) == 5  # ww skipped at cost 0: 2 baselines × 2 + 1
+    assert "ww" not in other["metrics"]
+    ps = [c["p_value"] for r in results["markets"].values() for c in r["comparisons"]]
+    adjusted = stats.benjamini_hochberg(ps).adjusted
+    got = [c["p_adjusted"] for r in results["markets"].values() for c in r["comparisons"]]
+    assert got == pytest.approx(list(adjusted))
+    timing = json.load(open(os.path.join(out, "timing.json")))
+    assert all(how.startswith("vmapped") for how in timing["markets.cost1e-3.training"].values())
 
 
 def test_the_report_fills_the_scorecard_from_the_results(finished):
     path, out, results = finished
-    card = results["markets"]["default"]["scorecard"]
+    card = results["markets"]["cost1e-3"]["scorecard"]
     assert card["reproducibility"]["pass"] is True
     assert card["gradient_health"]["value"] is not None
     assert card["interpretability"]["pass"] is None  # not configured: not measured, not passed
     assert "latency" not in card  # a clock reading: in timing.json, not results.json
     timing = json.load(open(os.path.join(out, "timing.json")))
-    assert "markets.default.scorecard.latency" in timing
+    assert timing["markets.cost1e-3.scorecard.latency"]["pass"] in (True, False)
+    assert results["markets"]["cost1e-3"]["curves"]["ppo"][0][-1]["step"] > 0
     report = open(os.path.join(out, "report.md")).read()
     perf = card["performance"]
     assert f"{perf['value']:.4g}" in report  # formatted from the results, not typed
     assert ("**pass**" if perf["pass"] else "**fail**") in report.split("| performance |")[1]
     for name in ("learning_curves", "gradient_norms", "effect_sizes", "pnl", "pnl_by_regime"):
-        assert os.path.getsize(os.path.join(out, "figures", f"{name}.png")) > 1000
+        for market in ("cost1e-3", "cost0"):
+            assert os.path.getsize(os.path.join(out, "figures", f"{name}_{market}.png")) > 1000
 
 
 def test_the_same_experiment_and_seed_twice_give_identical_results(finished, tmp_path):
@@ -187,7 +215,7 @@ def test_resume_reads_finished_work_back_and_refuses_another_experiment(finished
     path, out, _ = finished
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
-    os.remove(os.path.join(copy, "default", "baselines", "dp.npz"))  # interrupted before dp
+    os.remove(os.path.join(copy, "cost1e-3", "baselines", "dp.npz"))  # interrupted before dp
     os.remove(os.path.join(copy, "results.json"))
     done = _ddmc("experiment", path, "--out", copy, "--no-figures")
     assert done.returncode == 1 and "--resume" in done.stderr
@@ -195,32 +223,33 @@ def test_resume_reads_finished_work_back_and_refuses_another_experiment(finished
     assert done.returncode == 0, done.stderr
     assert "seeds [0, 1] read back" in done.stderr and "training seeds" not in done.stderr
     assert (
-        "baseline delta: read back" in done.stderr and "baseline dp: read back" not in done.stderr
+        "baseline delta: read back" in done.stderr
+        and done.stderr.count("baseline dp: read back") == 1  # cost0's
     )
     resumed = json.load(open(os.path.join(copy, "results.json")))
     first = json.load(open(os.path.join(out, "results.json")))
     assert resumed.pop("command").startswith("ddmc experiment")  # the CLI's; first: the API's
     first.pop("command")
-    first["markets"]["default"]["training"] = resumed["markets"]["default"]["training"]
     assert resumed == first  # the same bits: read back, never retrained
 
-    # a seed missing from its group is trained alone: in float32 the last bits may differ
-    # from the vmapped group's (batched kernels reduce in another order)
-    (group,) = os.listdir(os.path.join(copy, "default", "runs"))
-    shutil.rmtree(os.path.join(copy, "default", "runs", group, "seed1"))
+    # a group with a seed missing is trained again as a whole, as the same group: same bits
+    (group,) = os.listdir(os.path.join(copy, "cost1e-3", "runs"))
+    shutil.rmtree(os.path.join(copy, "cost1e-3", "runs", group, "seed1"))
     done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
-    assert done.returncode == 0 and "training seeds [1]" in done.stderr
-    again = json.load(open(os.path.join(copy, "results.json")))["markets"]["default"]
-    ref = json.load(open(os.path.join(out, "results.json")))["markets"]["default"]
-    assert again["metrics"]["net"]["entropic"]["value"] == pytest.approx(
-        ref["metrics"]["net"]["entropic"]["value"], rel=1e-5
-    )
+    assert done.returncode == 0 and "training seeds [0, 1]" in done.stderr
+    again = json.load(open(os.path.join(copy, "results.json")))
+    again.pop("command")
+    assert again == first
 
-    text = open(path).read().replace("resamples: 300", "resamples: 400")
-    open(path, "w").write(text)
+    # statistics are recomputed on a resume; what trained the saved results must not change
+    text = open(path).read()
+    open(path, "w").write(text.replace("resamples: 300", "resamples: 400"))
     done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
-    assert done.returncode == 1 and "changed: statistics" in done.stderr
-    open(path, "w").write(text.replace("resamples: 400", "resamples: 300"))
+    assert done.returncode == 0, done.stderr
+    open(path, "w").write(text.replace("seeds: 2", "seeds: 3"))
+    done = _ddmc("experiment", path, "--out", copy, "--resume", "--no-figures")
+    assert done.returncode == 1 and "changed: seeds" in done.stderr
+    open(path, "w").write(text)
 
 
 def test_seeds_trained_together_match_seeds_trained_one_by_one(float64):

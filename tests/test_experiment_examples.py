@@ -48,6 +48,7 @@ def test_the_trading_experiment_compares_every_method_on_the_same_days(tmp_path)
     assert "## Scorecard (e2e, market default)" in report and "Kill criteria" in report
 
 
+@pytest.mark.slow  # its pieces run in test_experiment.py on a five-date hedge
 @pytest.mark.timeout(900)
 def test_the_hedging_experiment_reaches_the_dp_optimum_s_own_value(tmp_path):
     results = _run("hedging", str(tmp_path / "out"))

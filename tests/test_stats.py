@@ -423,3 +423,12 @@ def test_a_statistic_undefined_on_some_resamples_is_named():
     # three equal values in six: some resamples of the group are constant, g divides by 0
     with pytest.raises(ValueError, match="resampled statistics are not finite"):
         stats.hedges_g_ci([1.0, 1.0, 1.0], [1.0, 1.0, 2.0], seed=0, resamples=2000)
+
+
+def test_power_far_in_the_tail_is_finite():
+    # scipy's noncentral t gives NaN at a noncentrality of ~19 (4096 pairs at effect 0.3):
+    # the normal limit takes over there, and power stays monotone in n
+    values = [stats.power(0.3, n) for n in (1000, 4096, 100_000)]
+    assert all(np.isfinite(values)) and values == sorted(values)
+    assert values[-1] == pytest.approx(1.0)
+    assert stats.power(0.01, 100_000) == pytest.approx(0.885, abs=0.002)

@@ -15,18 +15,26 @@ __all__ = ["experiment"]
 
 def experiment(
     path: str,
-    out: str,
+    out: str | None = None,
     *,
     resume: bool = False,
     reduced: bool = False,
     console=None,
     figures: bool = True,
 ) -> dict[str, Any]:
-    """Run the experiment file at ``path`` into the folder ``out``; returns results.json's
-    content (also written there with report.md and the figures)."""
+    """Run the experiment file at ``path`` into the folder ``out`` (default
+    ``runs/experiments/NAME``, as ``ddmc experiment``); returns results.json's content (also
+    written there with report.md, timing.json and the figures). ``console``: a
+    ``rich.console.Console`` for progress (silent when None).
+
+    >>> import ddm
+    >>> ddm.experiment  # doctest: +ELLIPSIS
+    <function experiment at ...>
+    """
     from ddm.runtime.experiment import report, spec
-    from ddm.runtime.experiment.run import run_experiment
+    from ddm.runtime.experiment.run import default_out, run_experiment
 
     exp = spec.load(path, reduced=reduced)
+    out = out or default_out(exp)
     results = run_experiment(exp, out, resume=resume, console=console)
     return report.write(exp, results, out, figures=figures)

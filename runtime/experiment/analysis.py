@@ -12,10 +12,12 @@ row), one column per test path, the same paths for every method. Definitions
   replacement and applies the same indices to every run of both methods (scipy's resampling,
   :func:`ddm.runtime.stats.bootstrap` over the index vector), so the seeds stay and the pairing
   is kept;
-- the **effect size** is the paired Hedges' g of the per-path values averaged over runs,
-  ā_i − b̄_i: positive when a's per-path values (P&L) are higher, whatever the metric, with a
+- the **effect size** is the paired Hedges' g of the per-path values of one run of a against
+  one run of b, averaged over every pair of runs (the effect of one trained model, not of an
+  ensemble): positive when a's per-path values (P&L) are higher, whatever the metric, with a
   bootstrap interval over paths;
-- p-values of all comparisons are adjusted together by Benjamini–Hochberg;
+- p-values of all comparisons of the experiment (every market) are adjusted together by
+  Benjamini–Hochberg (:func:`adjust`);
 - the **power** of each comparison is that of the paired t-test at the planned effect on its
   number of paths, and the paths needed for the planned power.
 """
@@ -105,16 +107,19 @@ def compare(
         fb = np.mean(f(b[:, i], axis=-1), axis=0)
         return sign * (fa - fb)
 
+    # a resample block holds [runs, k, n] values per method: keep it near 4 Mi values
+    batch = max(1, 2**22 // (n * max(a.shape[0] * b.shape[0], a.shape[0] + b.shape[0])))
+    interval = "bca" if bool(settings["bca"]) and n <= 5000 else "percentile"
     boot = stats.bootstrap(
         delta,
         [np.arange(n, dtype=np.float64)],
         seed=seed,
         resamples=int(settings["resamples"]),
         confidence=float(settings["confidence"]),
-        bca=bool(settings["bca"]) and n <= 5000,
+        bca=interval == "bca",
         vectorized=True,
+        batch=batch,
     )
-    da, db = a.mean(axis=0), b.mean(axis=0)
     out: dict[str, Any] = {
         "method": c.method,
         "against": c.against,
@@ -122,27 +127,15 @@ def compare(
         "better": metric.better,
         "delta": boot.estimate,
         "ci": list(boot.bca or boot.percentile),
+        "interval": interval,
         "p_value": boot.p_value,
         "paths": n,
     }
     if c.within is not None:
+        # decided on the interval: the whole interval lies above −within
         out["within"] = c.within
-        out["holds"] = bool(boot.estimate >= -c.within)
-    try:
-        g = stats.hedges_g_ci(
-            da,
-            db,
-            paired=True,
-            seed=[int(settings["seed"]), index, 1],
-            resamples=int(settings["resamples"]),
-            confidence=float(settings["confidence"]),
-            bca=False,
-        )
-        out["hedges_g"] = g.estimate
-        out["hedges_g_ci"] = list(g.percentile)
-    except ValueError as err:  # identical methods: no spread of the differences
-        out["hedges_g"] = None
-        out["hedges_g_note"] = str(err)
+        out["holds"] = bool(out["ci"][0] >= -c.within)
+    out.update(_effect(a, b, settings, index, batch, scaled=metric.stat == "sharpe"))
     effect = float(settings["effect"])
     out["power"] = stats.power(effect, n, alpha=float(settings["alpha"]), paired=True)
     out["paths_for_power"] = stats.samples_for_power(
@@ -151,9 +144,44 @@ def compare(
     return out
 
 
+def _effect(
+    a: np.ndarray, b: np.ndarray, settings, index: int, batch: int, scaled: bool = False
+) -> dict[str, Any]:
+    """The paired Hedges' g of a against b, per pair of runs (a's seed s, b's seed s') on the
+    same paths and averaged over the pairs — the effect of one trained model, not of an
+    ensemble — with a bootstrap interval over paths (the same indices for every run).
+    ``scaled`` (a Sharpe metric): each run's per-path values divided by its own standard
+    deviation (ddof 0, as the Sharpe ratio) first, so that the mean difference is exactly the
+    difference of the per-period Sharpe ratios: g is a standardised Sharpe difference."""
+    diff = a[:, None, :] - b[None, :, :]
+    if np.all(diff == diff[..., :1]):
+        return {"hedges_g": None, "hedges_g_note": "the per-path differences are constant"}
+
+    def g(idx, axis=-1):
+        i = np.asarray(idx, np.intp)
+        x, y = a[:, i], b[:, i]  # [S, k, n]
+        if scaled:
+            x = x / np.std(x, axis=-1, keepdims=True)
+            y = y / np.std(y, axis=-1, keepdims=True)
+        values = stats.hedges_g_along(x[:, None], y[None, :], paired=True)  # [Sa, Sb, k]
+        return np.mean(values, axis=(0, 1))
+
+    r = stats.bootstrap(
+        g,
+        [np.arange(a.shape[-1], dtype=np.float64)],
+        seed=[int(settings["seed"]), index, 1],
+        resamples=int(settings["resamples"]),
+        confidence=float(settings["confidence"]),
+        bca=False,
+        vectorized=True,
+        batch=batch,
+    )
+    return {"hedges_g": r.estimate, "hedges_g_ci": list(r.percentile)}
+
+
 def analyse(exp: Experiment, values: Mapping[str, np.ndarray], skipped=()) -> dict[str, Any]:
     """Every metric of every method and every comparison of one market (those with a baseline
-    the market skips left out), BH-adjusted over the market's comparisons."""
+    the market skips left out); :func:`adjust` adds the BH-adjusted p-values over all markets."""
     metrics = {
         name: {m.name: metric_value(m, v) for m in exp.metrics} for name, v in values.items()
     }
@@ -163,14 +191,19 @@ def analyse(exp: Experiment, values: Mapping[str, np.ndarray], skipped=()) -> di
         for k, c in enumerate(exp.comparisons)
         if c.method not in skipped and c.against not in skipped
     ]
-    if comparisons:
-        fdr = stats.benjamini_hochberg(
-            [c["p_value"] for c in comparisons], q=float(exp.statistics["alpha"])
-        )
-        for c, adj, rej in zip(comparisons, fdr.adjusted, fdr.rejected):
-            c["p_adjusted"] = float(adj)
-            c["significant"] = bool(rej)
     return {"metrics": metrics, "comparisons": comparisons}
+
+
+def adjust(markets: Mapping[str, Mapping[str, Any]], q: float) -> None:
+    """Benjamini–Hochberg over every comparison of every market, in place: ``p_adjusted`` and
+    ``significant`` on each."""
+    rows = [c for m in markets.values() for c in m["comparisons"]]
+    if not rows:
+        return
+    fdr = stats.benjamini_hochberg([c["p_value"] for c in rows], q=q)
+    for c, adj, rej in zip(rows, fdr.adjusted, fdr.rejected):
+        c["p_adjusted"] = float(adj)
+        c["significant"] = bool(rej)
 
 
 def regime_table(
@@ -190,9 +223,9 @@ def regime_table(
         for r in range(4):
             sel = labels == r
             row.append(float(np.mean(f(v[:, sel], axis=-1))) if sel.sum() >= 2 else None)
-        cs = [stats.conditional_sharpe(run, vol) for run in v]
-        out[name] = {
+        cs = np.asarray([stats.conditional_sharpe(run, vol) for run in v], np.float64)
+        out[name] = {  # undefined (None) when any run's median regime Sharpe is not positive
             "by_regime": row,
-            "conditional_sharpe": float(np.nanmean(cs)) if np.any(np.isfinite(cs)) else None,
+            "conditional_sharpe": float(np.mean(cs)) if np.all(np.isfinite(cs)) else None,
         }
     return out

@@ -331,9 +331,6 @@ def ppo_hedge(ctx: Context, **args) -> BaselineResult:
     reward = args.pop("reward", "entropic")
     n_seeds = int(args.pop("seeds", 1))
     configs = [_ppo_config(dict(args), s) for s in ctx.seeds[:n_seeds]]
-    for k in list(args):
-        if k not in {f.name for f in dataclasses.fields(ppo.PPOConfig)}:
-            raise ValueError(f"unknown argument '{k}'")
     train = ctx.values([paths, tau_name], "train")
     test = ctx.values([paths, tau_name], "test")
     rows, curves, result = [], [], None
@@ -436,19 +433,45 @@ KINDS: dict[str, Callable[..., BaselineResult]] = {
 }
 
 
-def run_baseline(kind: str, ctx: Context, args: Mapping[str, Any], name: str) -> BaselineResult:
+MARKET_ARGS = ("sigma", "cost", "days", "steps", "s0", "strike", "premium", "risk_aversion")
+
+
+def _extra_args(kind: str) -> tuple[str, ...]:
+    """The keywords a kind reads from ``**args``."""
+    from ddm.runtime.baselines.ppo import PPOConfig
+
+    ppo = tuple(f.name for f in dataclasses.fields(PPOConfig) if f.name != "seed")
+    return {
+        "bs_delta": (*MARKET_ARGS, "paths"),
+        "whalley_wilmott": (*MARKET_ARGS, "paths"),
+        "dp_optimum": (*MARKET_ARGS, "paths", "n_price", "n_hedge", "n_quad"),
+        "ppo_hedge": (*MARKET_ARGS, "paths", "tau", "reward", "seeds", *ppo),
+        "ppo_bandit": ppo,
+    }.get(kind, ())
+
+
+def check_args(kind: str, args: Mapping[str, Any], name: str) -> None:
+    """The baseline's arguments are ones its kind takes (before anything is trained)."""
     fn = KINDS[kind]
     params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        known = [p for p in params if p != "ctx"]
-        for k in args:
-            if k not in known:
-                raise ConfigDiagnostic(
-                    None,
-                    f"baseline '{name}' ({kind}) has no argument '{k}'",
-                    hint="its arguments: " + ", ".join(known),
-                )
+    known = [p for p in params if p != "ctx" and params[p].kind is not params[p].VAR_KEYWORD]
+    extra = _extra_args(kind)
+    for k in args:
+        if k not in known and k not in extra:
+            raise ConfigDiagnostic(
+                None,
+                f"baseline '{name}' ({kind}) has no argument '{k}'",
+                hint="its arguments: " + ", ".join([*known, *extra]),
+            )
+
+
+def run_baseline(kind: str, ctx: Context, args: Mapping[str, Any], name: str) -> BaselineResult:
+    check_args(kind, args, name)
     try:
-        return fn(ctx, **dict(args))
+        return KINDS[kind](ctx, **dict(args))
     except (ValueError, TypeError) as err:
         raise ConfigDiagnostic(None, f"baseline '{name}' ({kind}): {err}") from None
+    except KeyError as err:  # an input or node of another program's layout
+        raise ConfigDiagnostic(
+            None, f"baseline '{name}' ({kind}): the data have no {err}", hint=KINDS[kind].__doc__
+        ) from None

@@ -22,7 +22,13 @@ def _plt():
 
 def _band(ax, curves, key: str, label: str) -> bool:
     """Median over seeds with the min–max band, at the steps every seed logged."""
-    series = [{x["step"]: x[key] for x in c if x.get(key) is not None} for c in curves]
+    if key.startswith("test:"):  # a test metric the loop evaluated every eval_every steps
+        name = key[5:]
+        series = [
+            {x["step"]: x["test"][name] for x in c if name in x.get("test", {})} for c in curves
+        ]
+    else:
+        series = [{x["step"]: x[key] for x in c if x.get(key) is not None} for c in curves]
     steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
     if not steps:
         return False
@@ -41,10 +47,14 @@ def draw(exp, results: dict, folder: str) -> list[str]:
     for market, r in results["markets"].items():
         tag = "" if len(results["markets"]) == 1 else f"_{market}"
         curves = r.get("curves", {})
-        for key, title, name in (
+        panels = [
             ("loss", "training loss", "learning_curves"),
             ("grad_norm", "gradient norm", "gradient_norms"),
-        ):
+        ]
+        target = (exp.scorecard.get("hybrid_efficiency") or {}).get("metric")
+        if target:
+            panels.append((f"test:{target}", f"test {target}", "test_curves"))
+        for key, title, name in panels:
             fig, ax = plt.subplots(figsize=(7, 4))
             drawn = [_band(ax, curves[m], key, m) for m in learned if m in curves]
             if any(drawn):
@@ -82,7 +92,10 @@ def draw(exp, results: dict, folder: str) -> list[str]:
             ax.axvline(0.0, color="grey", lw=0.8)
             for t in (-0.3, 0.3):
                 ax.axvline(t, color="tab:red", lw=0.8, ls="--")
-            ax.set_xlabel("paired Hedges' g of per-path P&L (95 % bootstrap interval); ±0.3 dashed")
+            ax.set_xlabel(
+                "paired Hedges' g, 95 % bootstrap interval (of the Sharpe difference for a "
+                "Sharpe metric); ±0.3 dashed"
+            )
             ax.invert_yaxis()
             path = os.path.join(folder, f"effect_sizes{tag}.png")
             fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -22,7 +22,8 @@ from ddm.runtime.checkpoint import atomic_write
 
 __all__ = ["write", "split_timing"]
 
-CLOCK_KEYS = ("wall_s", "solve_s", "train_s", "compile_s")
+# clock readings, and how seeds were grouped (it depends on the device's memory)
+CLOCK_KEYS = ("wall_s", "solve_s", "train_s", "compile_s", "training")
 
 
 def split_timing(results: dict) -> tuple[Any, dict]:
@@ -150,6 +151,9 @@ def markdown(exp, results: dict, timing: dict, drawn: list[str], out: str) -> st
             lines += _scorecard(exp, market, r, timing)
     for market, r in results["markets"].items():
         lines += _market(exp, market, r)
+        how = timing.get(f"markets.{market}.training") or {}
+        if how:
+            lines += ["### Training", ""] + [f"- {g}: {w}" for g, w in how.items()] + [""]
     if drawn:
         lines += ["## Figures", ""]
         lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, out)})" for p in drawn]
@@ -301,6 +305,4 @@ def _market(exp, market: str, r: dict) -> list[str]:
                 notes.append(f"- {name} {k}: {v}")
     if notes:
         lines += ["### Baselines", ""] + notes + [""]
-    if r.get("training"):
-        lines += ["### Training", ""] + [f"- {g}: {how}" for g, how in r["training"].items()] + [""]
     return lines

@@ -64,6 +64,11 @@ def _jsonable(x):
     return str(x)
 
 
+def default_out(exp: Experiment) -> str:
+    """Where an experiment writes when no folder is named: ``runs/experiments/NAME``."""
+    return os.path.join("runs", "experiments", exp.name + ("-reduced" if exp.reduced else ""))
+
+
 def config_for(exp: Experiment, prog, market: dict, method: Method | None = None) -> RunConfig:
     """The run configuration of one market (and method): the program's run section, the
     experiment's settings, the method's, then the data keywords merged into the source."""
@@ -99,16 +104,17 @@ def _variant(prog, method: Method):
 def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None) -> dict[str, Any]:
     """Run ``exp`` into the folder ``out`` (module doc); returns results.json's content."""
     from ddm.runtime import outdir
-    from ddm.runtime import train as training
     from ddm.runtime.program import load
 
     started = time.perf_counter()
     prog = load(exp.program, x64=exp.x64)
-    program_text = prog.sources.texts.get(prog.file, "")
+    validate(exp, prog)  # every mistake before anything is written or trained
     identity = {
-        "experiment": exp.raw,
+        # what determines the saved artefacts; metrics, comparisons, statistics and the
+        # scorecard are recomputed from them, so changing those is a valid resume
+        "experiment": {k: exp.raw[k] for k in ARTEFACT_KEYS if k in exp.raw},
         "reduced": exp.reduced,
-        "program_sha256": _digest(program_text),
+        "program_sha256": _digest(json.dumps(sorted(prog.sources.texts.items()))),
     }
     outdir.prepare(out, 64 << 20)
     marker = os.path.join(out, "experiment.json")
@@ -121,14 +127,11 @@ def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None
             )
         with open(marker) as fh:
             before = json.load(fh)
-        if json.loads(json.dumps(identity, default=_jsonable)) != before:
-            changed = sorted(
-                k
-                for k in set(before.get("experiment", {})) | set(exp.raw)
-                if before.get("experiment", {}).get(k)
-                != json.loads(json.dumps(exp.raw.get(k), default=_jsonable))
-            )
-            if before.get("program_sha256") != identity["program_sha256"]:
+        now = json.loads(json.dumps(identity, default=_jsonable))
+        if now != before:
+            was, new = before.get("experiment", {}), now["experiment"]
+            changed = sorted(k for k in set(was) | set(new) if was.get(k) != new.get(k))
+            if before.get("program_sha256") != now["program_sha256"]:
                 changed.append("the program's text")
             if before.get("reduced") != exp.reduced:
                 changed.append("--reduced")
@@ -142,21 +145,24 @@ def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None
 
     markets: dict[str, Any] = {}
     card_market = exp.scorecard.get("market", next(iter(exp.markets)))
-    if exp.scorecard and card_market not in exp.markets:
-        raise ConfigDiagnostic(
-            None,
-            f"scorecard.market: no market '{card_market}'",
-            hint="markets: " + ", ".join(exp.markets),
-        )
+    card = None
     for market, market_kw in exp.markets.items():
         _say(console, f"market {market}")
-        markets[market] = _run_market(
-            exp, prog, market, dict(market_kw), out, console, training, market == card_market
-        )
+        markets[market], gathered = _run_market(exp, prog, market, dict(market_kw), out, console)
+        if market == card_market:
+            card = gathered
+    analysis.adjust(markets, float(exp.statistics["alpha"]))
+    if exp.scorecard and card is not None:  # after BH: the performance row reads p(BH)
+        from ddm.runtime.experiment import scorecard as scoring
+
+        _say(console, "scorecard")
+        r = markets[card_market]
+        r["scorecard"], r["kill_criteria"] = scoring.score(exp, prog, *card, r)
+    base = os.path.dirname(exp.path)
     results = {
         "experiment": exp.name,
-        "file": exp.path,
-        "program": exp.program,
+        "file": os.path.basename(exp.path),
+        "program": os.path.relpath(exp.program, base),
         "reduced": exp.reduced,
         "seeds": list(exp.seeds),
         "statistics": dict(exp.statistics),
@@ -166,23 +172,19 @@ def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None
     return results
 
 
-def _run_market(
-    exp: Experiment, prog, market: str, market_kw: dict, out: str, console, training, card: bool
-):
+def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, console):
+    from ddm.runtime import train as training
+
     base = os.path.join(out, market)
     cfg = config_for(exp, prog, market_kw)
     data = training.load_data(prog, cfg)
     n_test = data.n("test")
+    _check_data(base, market, data)
     _say(console, f"  data: {data.info.get('description', cfg.values['data']['name'])}")
     values: dict[str, np.ndarray] = {}
     curves: dict[str, list] = {}
     trained: dict[str, list] = {}
     how: dict[str, str] = {}
-    from ddm.runtime.experiment.baselines import check_node
-
-    for b in exp.baselines:  # before any training: a mistake here costs nothing
-        if b.kind == "node":
-            check_node(prog, b.args["node"])
     groups: dict[str, list[Method]] = {}
     progs: dict[str, Any] = {}  # method → its (variant) program
     for m in exp.methods:
@@ -199,7 +201,9 @@ def _run_market(
         outputs = [m.output for m in methods]
         per_seed = [evaluate.per_path(variant_prog, r.params, data.test, outputs) for r in runs]
         for m in methods:
-            values[m.name] = np.stack([p[m.output].reshape(n_test) for p in per_seed])
+            values[m.name] = np.stack(
+                [np.asarray(p[m.output], np.float64).reshape(n_test) for p in per_seed]
+            )
             curves[m.name] = [r.curve for r in runs]
             progs[m.name] = (variant_prog, runs, gcfg)
     ctx = Context(prog, data, cfg.values["data"], exp.seeds, cfg, trained)
@@ -212,17 +216,19 @@ def _run_market(
         path = os.path.join(base, "baselines", f"{b.name}.npz")
         if os.path.exists(path):
             with np.load(path) as z:
-                values[b.name] = z["values"]
+                values[b.name] = np.asarray(z["values"], np.float64)
                 if "latency" in z.files:
                     latency[b.name] = z["latency"]
             with open(path[:-4] + ".json") as fh:
                 infos[b.name] = json.load(fh)
+            if "curve" in infos[b.name]:
+                curves[b.name] = [infos[b.name].pop("curve")]
             _say(console, f"  baseline {b.name}: read back")
             continue
         t0 = time.perf_counter()
         res = run_baseline(b.kind, ctx, b.args, b.name)
         res.info["wall_s"] = round(time.perf_counter() - t0, 2)
-        saved = {"values": res.values}
+        saved = {"values": np.asarray(res.values, np.float64)}
         if res.policy is not None:
             from ddm.runtime.experiment.scorecard import timings
 
@@ -238,7 +244,10 @@ def _run_market(
             curves[b.name] = [res.curve]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_npz(path, saved)
-        _write_json(path[:-4] + ".json", res.info)
+        _write_json(
+            path[:-4] + ".json",
+            {**res.info, **({"curve": res.curve} if res.curve is not None else {})},
+        )
         if "latency" in saved:
             latency[b.name] = saved["latency"]
         _say(console, f"  baseline {b.name}: {res.info['wall_s']} s")
@@ -251,10 +260,7 @@ def _run_market(
     vol = None
     vol_node = exp.regimes.get("volatility")
     if vol_node:
-        first = next(iter(trained.values()))[0].params
-        vol = np.asarray(evaluate.per_path(prog, first, data.test, [vol_node])[vol_node]).reshape(
-            n_test
-        )
+        vol = np.asarray(ctx.values([vol_node])[vol_node], np.float64).reshape(n_test)
         metric = next(
             m for m in exp.metrics if m.name == exp.regimes.get("metric", exp.metrics[0].name)
         )
@@ -263,14 +269,55 @@ def _run_market(
 
     extra = {} if vol is None else {"_regime": stats.volatility_regimes(vol)}
     _write_npz(os.path.join(base, "paths.npz"), {**values, **extra})
-    if card and exp.scorecard:
-        from ddm.runtime.experiment import scorecard as scoring
+    return result, (data, values, vol, progs, latency)
 
-        _say(console, "  scorecard")
-        result["scorecard"], result["kill_criteria"] = scoring.score(
-            exp, prog, data, values, vol, progs, latency, result
-        )
-    return result
+
+ARTEFACT_KEYS = ("program", "x64", "seeds", "vmap_seeds", "settings", "data", "markets")
+ARTEFACT_KEYS += ("methods", "baselines")
+
+
+def validate(exp: Experiment, prog) -> None:
+    """Everything that can be checked before training: each market's and method's run
+    configuration, the variants, the baselines' arguments and nodes, the regimes' node."""
+    from ddm.runtime.experiment.baselines import check_args, check_node
+    from ddm.runtime.experiment.evaluate import value_ids
+
+    for market_kw in exp.markets.values():
+        config_for(exp, prog, dict(market_kw))
+        for m in exp.methods:
+            config_for(exp, prog, dict(market_kw), m)
+    for m in exp.methods:
+        value_ids(_variant(prog, m), [m.output], f"method '{m.name}'")
+    for b in exp.baselines:
+        check_args(b.kind, b.args, b.name)
+        if b.kind == "node":
+            check_node(prog, b.args["node"])
+    if exp.regimes.get("volatility"):
+        check_node(prog, exp.regimes["volatility"])
+
+
+def _check_data(base: str, market: str, data) -> None:
+    """A resumed market must have the same test data as the saved per-path values: its digest
+    is kept in MARKET/data.json."""
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for k in sorted(getattr(data, split)):
+            a = np.ascontiguousarray(getattr(data, split)[k])
+            h.update(f"{split}/{k}{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+    path = os.path.join(base, "data.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            if json.load(fh).get("sha256") != h.hexdigest():
+                raise ConfigDiagnostic(
+                    None,
+                    f"--resume: market '{market}': the data differ from those the saved results "
+                    "were computed on (another ddm version, data file or simulator?)",
+                    hint="start the experiment again in another --out",
+                )
+    else:
+        os.makedirs(base, exist_ok=True)
+        _write_json(path, {"sha256": h.hexdigest()})
 
 
 def _write_npz(path: str, arrays: dict) -> None:
@@ -282,49 +329,40 @@ def _write_npz(path: str, arrays: dict) -> None:
 
 
 def _trained(exp, prog, cfg, data, folder, console, gid, how) -> list:
-    """The group's seeds: read back where finished, the rest trained (vmapped when allowed)."""
-    done, todo = [], []
-    for s in exp.seeds:
-        d = os.path.join(folder, f"seed{s}")
-        if os.path.exists(os.path.join(d, "curve.json")):
-            with open(os.path.join(d, "curve.json")) as fh:
-                meta = json.load(fh)
-            done.append(
-                seeding.SeedRun(
-                    s,
-                    params_io.load_params(os.path.join(d, "params.npz"), prog),
-                    meta["curve"],
-                    meta["train_s"],
-                    meta["compile_s"],
-                    meta["vmapped"],
-                )
-            )
-        else:
-            todo.append(s)
-    if done:
-        _say(console, f"  {gid}: seeds {[r.seed for r in done]} read back")
-    if todo:
-        _say(console, f"  {gid}: training seeds {todo} ({cfg.values['steps']} steps)")
-        t0 = time.perf_counter()
-        runs, way = seeding.train_seeds(prog, cfg, data, todo, vmap=exp.vmap_seeds)
-        how[gid] = way
-        _say(console, f"  {gid}: trained {way} in {time.perf_counter() - t0:.1f} s")
+    """The method's seeds, in fixed groups (as many as the device's memory allows at once,
+    decided from all the seeds, so a resume forms the same groups): a complete group is read
+    back; an incomplete one is trained again as a whole and saved as soon as it finishes."""
+    size = len(exp.seeds)
+    if exp.vmap_seeds and seeding.vmappable(cfg) is None and size > 1:
         dims = seeding.bound_dims(prog, data, cfg)
-        for r in runs:
-            d = os.path.join(folder, f"seed{r.seed}")
+        size = seeding.group_size(prog, dims, min(int(cfg.values["batch"]), data.n("train")), size)
+    else:
+        size = 1
+    runs: list = []
+    ways: list[str] = []
+    for i in range(0, len(exp.seeds), size):
+        group = list(exp.seeds[i : i + size])
+        folders = [os.path.join(folder, f"seed{s}") for s in group]
+        if all(os.path.exists(os.path.join(d, "curve.json")) for d in folders):
+            for s, d in zip(group, folders):
+                with open(os.path.join(d, "curve.json")) as fh:
+                    meta = json.load(fh)
+                params = params_io.load_params(os.path.join(d, "params.npz"), prog)
+                runs.append(seeding.SeedRun(s, params, meta["curve"], vmapped=meta["vmapped"]))
+            _say(console, f"  {gid}: seeds {group} read back")
+            ways.append("read back")
+            continue
+        _say(console, f"  {gid}: training seeds {group} ({cfg.values['steps']} steps)")
+        t0 = time.perf_counter()
+        trained, way = seeding.train_seeds(prog, cfg, data, group, vmap=exp.vmap_seeds)
+        _say(console, f"  {gid}: trained {way} in {time.perf_counter() - t0:.1f} s")
+        ways.append(way)
+        dims = seeding.bound_dims(prog, data, cfg)
+        for r, d in zip(trained, folders):
             os.makedirs(d, exist_ok=True)
             params_io.save_params(os.path.join(d, "params.npz"), r.params, prog, dims)
-            _write_json(
-                os.path.join(d, "curve.json"),
-                {
-                    "curve": r.curve,
-                    "train_s": r.train_s,
-                    "compile_s": r.compile_s,
-                    "vmapped": r.vmapped,
-                },
-            )
-        done += runs
-    else:
-        how[gid] = "read back"
-    order = {s: i for i, s in enumerate(exp.seeds)}
-    return sorted(done, key=lambda r: order[r.seed])
+            meta = {"curve": r.curve, "vmapped": r.vmapped, "train_s": r.train_s}
+            _write_json(os.path.join(d, "curve.json"), {**meta, "compile_s": r.compile_s})
+        runs += trained
+    how[gid] = "; ".join(dict.fromkeys(ways))
+    return runs

@@ -60,12 +60,15 @@ def _row(
     }
 
 
+def _sharpe_metrics(exp) -> set[str]:
+    return {m.name for m in exp.metrics if m.stat == "sharpe"}
+
+
 def _finite_mean(values) -> float:
-    """The mean of the finite values (NaN when none is: a conditional Sharpe is undefined
-    when the median regime's Sharpe is not positive)."""
+    """The mean over runs, NaN when any run's value is undefined (a conditional Sharpe is,
+    when the median regime's Sharpe is not positive: the bad case, never dropped)."""
     x = np.asarray(values, np.float64)
-    x = x[np.isfinite(x)]
-    return float(np.mean(x)) if x.size else float("nan")
+    return float(np.mean(x)) if np.all(np.isfinite(x)) else float("nan")
 
 
 def _missing(metric: str, threshold: str, why: str) -> dict:
@@ -164,11 +167,15 @@ def measure(ctx: Mapping[str, Any]) -> dict[str, dict]:
         else:
             g, ci = c["hedges_g"], c["hedges_g_ci"]
             rows["performance"] = _row(
-                f"Hedges' g of per-path P&L, {method} vs {perf['against']}",
+                (
+                    f"Hedges' g of the Sharpe difference, {method} vs {perf['against']}"
+                    if c["metric"] in _sharpe_metrics(ctx["exp"])
+                    else f"Hedges' g of per-path P&L, {method} vs {perf['against']}"
+                ),
                 "≥ 0.3",
                 g,
                 ci,
-                bool(g >= 0.3 and ci[0] > 0),
+                bool(g >= 0.3 and ci[0] > 0 and c["significant"]),
                 f"Δ{c['metric']} = {c['delta']:.4g} [{c['ci'][0]:.4g}, {c['ci'][1]:.4g}], "
                 f"p(BH) = {c['p_adjusted']:.3g}",
             )
@@ -336,20 +343,26 @@ def kill_criteria(ctx: Mapping[str, Any], rows: Mapping[str, dict]) -> list[dict
     out = []
     result = ctx["result"]
     method = ctx["card"]["method"]
-    gs = [
-        c["hedges_g"]
-        for c in result["comparisons"]
-        if c["method"] == method and c.get("hedges_g") is not None
-    ]
-    if gs:
-        best = max(gs)
+    perf = ctx["card"].get("performance") or {}
+    c = next(
+        (
+            x
+            for x in result["comparisons"]
+            if x["method"] == method
+            and x["against"] == perf.get("against")
+            and x["metric"] == perf.get("metric", x["metric"])
+        ),
+        None,
+    )
+    if c is not None and c.get("hedges_g") is not None:
+        g = c["hedges_g"]
         out.append(
             {
                 "phase": "2",
                 "criterion": "effect size < 0.1",
-                "value": best,
-                "killed": bool(best < 0.1),
-                "note": "the best g of the method's comparisons",
+                "value": g,
+                "killed": bool(g < 0.1),
+                "note": f"Hedges' g of the performance row ({method} vs {c['against']})",
             }
         )
     curves = ctx.get("curves", {}).get(method)

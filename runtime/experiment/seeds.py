@@ -10,10 +10,12 @@ sequential runs up to the order of floating-point reductions XLA picks for a bat
 as the device's memory allows (:func:`group_size`).
 
 What the vmapped loop leaves to the sequential one: a curriculum (its batches depend on each
-seed's params), ``compare_rules``, saliency, a ``target``, checkpoints. :func:`vmappable` says
+seed's params), ``compare_rules``, saliency, a learned learning rate. :func:`vmappable` says
 whether a configuration fits; the runner falls back to :func:`train_sequential` otherwise. A
 failed solve or a non-finite step in any seed also falls back, so that the sequential run raises
-its located error.
+its located error. The vmapped loop writes no checkpoints (the runner saves a group of seeds
+when it finishes); with ``eval_every`` it evaluates every seed's test metrics (what a target's
+steps-to-target reads).
 """
 
 from __future__ import annotations

@@ -57,6 +57,17 @@ TOP = (
     "reduced",
 )
 STATS = ("mean", "std", "var", "sharpe", "entropic_risk", "expected_shortfall", "median")
+# each statistic's settings and the values they take
+STAT_ARGS = {
+    "sharpe": {"periods": lambda v: int(v) == v and v >= 1},
+    "entropic_risk": {"risk_aversion": lambda v: v > 0},
+    "expected_shortfall": {"level": lambda v: 0 < v <= 1},
+}
+_RULES = {
+    "periods": "is a whole number of periods a year, at least 1",
+    "risk_aversion": "must be positive",
+    "level": "is the tail's share, in (0, 1]",
+}
 BETTER = ("higher", "lower")
 METHOD_KEYS = ("output", "variant", "settings")
 STATISTICS = {
@@ -137,7 +148,7 @@ class Experiment:
     metrics: tuple[Metric, ...]
     comparisons: tuple[Comparison, ...]
     statistics: Mapping[str, Any]
-    regimes: Mapping[str, Any]  # {"volatility": NODE, "of": METRIC's per-path node}
+    regimes: Mapping[str, Any]  # {"volatility": NODE, "metric": METRIC}
     scorecard: Mapping[str, Any]
     raw: Mapping[str, Any]  # the file's mapping as read (after --reduced), for results.json
     reduced: bool = False
@@ -172,6 +183,10 @@ class _Where:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = (*at, k.value if isinstance(k, yaml.ScalarNode) else str(k))
+                if key in self.keys:  # YAML keeps the last silently: two methods named alike
+                    err = ConfigDiagnostic(self._span(k), f"'{key[-1]}' is given twice here")
+                    err.source = self.text
+                    raise err
                 self.keys[key] = self._span(k)
                 self._walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
@@ -285,8 +300,7 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
                         key=True,
                     )
             markets[str(k)] = _mapping(v.get("data", {}), ("markets", k, "data"), where)
-            skip = v.get("skip", [])
-            skips[str(k)] = tuple([skip] if isinstance(skip, str) else skip)
+            skips[str(k)] = _names(v.get("skip", []), ("markets", k, "skip"), where)
         else:
             markets[str(k)] = v
     markets = markets or {"default": {}}
@@ -322,13 +336,18 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
 
     baselines = []
     for name, body in _mapping(data.get("baselines", {}), ("baselines",), where).items():
-        body = dict(_mapping(body or {}, ("baselines", name), where))
+        body = dict(_mapping(body, ("baselines", name), where))
+        given_kind = "kind" in body
         kind = body.pop("kind", "node" if "node" in body else None)
-        if kind not in KINDS:
+        if kind is None:
             raise where.error(
-                ("baselines", name, "kind")
-                if "kind" in data["baselines"][name]
-                else ("baselines", name),
+                ("baselines", name),
+                f"baseline '{name}' names no kind (kind: whalley_wilmott, …) and no node",
+                "kinds: " + ", ".join(sorted(KINDS)),
+            )
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise where.error(
+                ("baselines", name, "kind") if given_kind else ("baselines", name),
                 f"baseline '{name}': unknown kind {kind!r}",
                 _close(kind, KINDS) or "kinds: " + ", ".join(sorted(KINDS)),
             )
@@ -360,9 +379,18 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
             )
         if better not in BETTER:
             raise where.error(("metrics", name), f"metric '{name}': 'better' is higher or lower")
+        allowed = STAT_ARGS.get(stat, {})
         for k, v in body.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise where.error(("metrics", name, k), f"metric '{name}': {k} must be a number")
+            if k not in allowed:
+                raise where.error(
+                    ("metrics", name, k),
+                    f"metric '{name}': {stat} takes no '{k}'",
+                    _close(k, allowed)
+                    or ("its settings: " + ", ".join(allowed) if allowed else None),
+                    key=True,
+                )
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not allowed[k](v):
+                raise where.error(("metrics", name, k), f"metric '{name}': {k} {_RULES[k]}")
         metrics.append(Metric(str(name), stat, better, body))
     if not metrics:
         metrics = [Metric("mean", "mean", "higher")]
@@ -372,10 +400,10 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
     for i, body in enumerate(_list(data.get("comparisons", []), ("comparisons",), where)):
         at = ("comparisons", i)
         body = _mapping(body, at, where)
-        against = body.get("against", [])
-        against = [against] if isinstance(against, str) else against
-        metric_list = body.get("metric", metric_names)
-        metric_list = [metric_list] if isinstance(metric_list, str) else metric_list
+        if "against" not in body:
+            raise where.error(at, "comparison: 'against' names the methods it is compared with")
+        against = _names(body["against"], (*at, "against"), where)
+        metric_list = _names(body.get("metric", metric_names), (*at, "metric"), where)
         known = "methods and baselines: " + ", ".join(names)
         if body.get("method") not in names:
             raise where.error(
@@ -435,6 +463,12 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
         if not ok or (kind is int and int(v) != v):
             raise where.error(("statistics", k), f"statistics: {k} must be {kind.__name__}")
         statistics[k] = kind(v)
+    if statistics["effect"] <= 0:
+        raise where.error(("statistics", "effect"), "statistics: effect must be positive")
+    if statistics["power"] <= statistics["alpha"]:
+        raise where.error(("statistics", "power"), "statistics: power must exceed alpha")
+    if statistics["seed"] < 0:
+        raise where.error(("statistics", "seed"), "statistics: seed must be non-negative")
     if statistics["resamples"] < 100:
         raise where.error(("statistics", "resamples"), "statistics: resamples must be at least 100")
     for k in ("confidence", "power", "alpha"):
@@ -444,7 +478,24 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
             )
 
     regimes = _mapping(data.get("regimes", {}), ("regimes",), where)
-    scorecard = _mapping(data.get("scorecard", {}), ("scorecard",), where)
+    for k, v in regimes.items():
+        if k not in ("volatility", "metric"):
+            raise where.error(
+                ("regimes", k), f"regimes: unknown key '{k}'", "keys: volatility, metric", key=True
+            )
+        if not isinstance(v, str):
+            raise where.error(("regimes", k), f"regimes: {k} is a name")
+    if regimes and "volatility" not in regimes:
+        raise where.error(("regimes",), "regimes: 'volatility' names the per-path volatility node")
+    if "metric" in regimes and regimes["metric"] not in metric_names:
+        raise where.error(
+            ("regimes", "metric"),
+            f"regimes: unknown metric {regimes['metric']!r}",
+            _close(regimes["metric"], metric_names),
+        )
+    scorecard = _scorecard(
+        data.get("scorecard", {}), where, methods, baselines, metric_names, list(markets)
+    )
     x64 = data.get("x64", False)
     vmap_seeds = data.get("vmap_seeds", True)
     for key, v in (("x64", x64), ("vmap_seeds", vmap_seeds)):
@@ -472,6 +523,112 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
         raw={k: v for k, v in data.items() if k != "reduced"},
         reduced=reduced,
     )
+
+
+# scorecard row → its keys and what each takes
+CARD_ROWS = {
+    "performance": {"against": "any", "metric": "metric"},
+    "latency": {"against": "baseline"},
+    "interpretability": {
+        "of": "name",
+        "wrt": "name",
+        "reference": "indices",
+        "top": "number",
+        "samples": "number",
+    },
+    "reproducibility": {"steps": "number"},
+    "phi_integration": {"metric": "name"},
+    "hybrid_efficiency": {"against": "learned", "metric": "name", "value": "number"},
+}
+
+
+def _scorecard(value, where: _Where, methods, baselines, metric_names, markets) -> dict:
+    card = _mapping(value, ("scorecard",), where)
+    if not card:
+        return card
+    learned = [m.name for m in methods]
+    every = learned + [b.name for b in baselines]
+    for key, v in card.items():
+        at = ("scorecard", key)
+        if key == "method":
+            if v not in learned:
+                raise where.error(
+                    at,
+                    f"scorecard: method {v!r} is not a learned method",
+                    _close(str(v), learned) or "methods: " + ", ".join(learned),
+                )
+            continue
+        if key == "market":
+            if v not in markets:
+                raise where.error(
+                    at,
+                    f"scorecard: no market {v!r}",
+                    _close(str(v), markets) or "markets: " + ", ".join(markets),
+                )
+            continue
+        if key not in CARD_ROWS:
+            raise where.error(
+                at,
+                f"scorecard: unknown row '{key}'",
+                _close(key, [*CARD_ROWS, "method", "market"]),
+                key=True,
+            )
+        row = _mapping(v, at, where)
+        for k, x in row.items():
+            kind = CARD_ROWS[key].get(k)
+            if kind is None:
+                raise where.error(
+                    (*at, k),
+                    f"scorecard.{key}: unknown key '{k}'",
+                    "keys: " + ", ".join(CARD_ROWS[key]),
+                    key=True,
+                )
+            pool = {"any": every, "baseline": [b.name for b in baselines], "learned": learned}.get(
+                kind
+            )
+            if pool is not None and x not in pool:
+                raise where.error(
+                    (*at, k),
+                    f"scorecard.{key}: {k} {x!r} is not one of {', '.join(pool)}",
+                    _close(str(x), pool),
+                )
+            if kind == "metric" and x not in metric_names:
+                raise where.error(
+                    (*at, k), f"scorecard.{key}: unknown metric {x!r}", _close(str(x), metric_names)
+                )
+            if kind == "name" and not isinstance(x, str):
+                raise where.error((*at, k), f"scorecard.{key}: {k} is a name")
+            if kind == "number" and (isinstance(x, bool) or not isinstance(x, (int, float))):
+                raise where.error((*at, k), f"scorecard.{key}: {k} must be a number")
+            if kind == "indices" and not (
+                isinstance(x, list)
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in x)
+            ):
+                raise where.error((*at, k), f"scorecard.{key}: {k} is a list of feature indices")
+        needs = {
+            "performance": ("against",),
+            "latency": ("against",),
+            "interpretability": ("of", "wrt", "reference"),
+            "phi_integration": ("metric",),
+            "hybrid_efficiency": ("against", "metric", "value"),
+        }
+        for k in needs.get(key, ()):
+            if k not in row:
+                raise where.error(at, f"scorecard.{key} needs '{k}'")
+    if "method" not in card:
+        raise where.error(
+            ("scorecard",), "scorecard: 'method' names the learned method the card is about"
+        )
+    return card
+
+
+def _names(value, at: tuple, where: _Where) -> tuple[str, ...]:
+    """A name or a list of names."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise where.error(at, f"'{'.'.join(map(str, at))}' is a name or a list of names")
 
 
 def _mapping(value, at: tuple, where: _Where) -> dict:
