@@ -74,8 +74,14 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
     source = SOURCES[name]
     if source.maps_inputs:
         spec = _file_source_args(prog, cfg, spec, needed)
+    import jax
+
     try:
-        data = source.load(**spec)
+        # the same seed, the same data in every process: a source drawing with JAX draws in
+        # float32 whether or not float64 is on (--x64, or a float64 program loaded earlier in
+        # the process), so an experiment's saved per-path values match a resumed run's data
+        with jax.enable_x64(False):
+            data = source.load(**spec)
     except DataDiagnostic as err:
         if err.span is None:
             raise cfg.error("data", f"data source {name}: {err.message}", hint=err.hint) from None

@@ -182,6 +182,11 @@ def test_every_method_is_evaluated_on_the_same_test_paths_and_kept_per_path(fini
     assert got == pytest.approx(list(adjusted))
     timing = json.load(open(os.path.join(out, "timing.json")))
     assert all(how.startswith("vmapped") for how in timing["markets.cost1e-3.training"].values())
+    # the landscape over seeds: losses, param angles, output distances, gradient noise
+    (land,) = m["landscape"].values()
+    assert len(land["final_losses"]) == len(land["gradient_variance"]) == 2
+    assert 0 <= land["param_angle_mean"] <= np.pi and 0 <= land["fisher_rao_mean"] <= np.pi
+    assert all(v > 0 for v in land["gradient_variance"])
 
 
 def test_the_report_fills_the_scorecard_from_the_results(finished):
@@ -294,3 +299,30 @@ def test_ddmc_check_prints_what_a_variant_changes():
     assert "params left without any gradient path: net" in done.stdout
     done = _ddmc("check", trading, "--variant", "e2f")
     assert done.returncode == 1 and "did you mean 'e2e'" in done.stderr
+
+
+def test_a_source_draws_the_same_data_whether_or_not_float64_is_on(float64):
+    # a resumed experiment compares its data with the saved digest: a process that turned
+    # float64 on (--x64, or a float64 program loaded earlier) must draw the same paths
+    import hashlib
+
+    from ddm.runtime import train as training
+    from ddm.runtime.experiment import run as running
+    from ddm.runtime.program import load
+
+    exp = spec.load(EXP)
+    prog = load(exp.program)
+    cfg = running.config_for(exp, prog, {"n_train": 64, "n_test": 64})
+    here = hashlib.sha256(np.asarray(training.load_data(prog, cfg).test["S"]).tobytes())
+    code = (
+        "import hashlib, numpy as np\n"
+        "from ddm.runtime import train as t\n"
+        "from ddm.runtime.experiment import run as r, spec\n"
+        "from ddm.runtime.program import load\n"
+        f"e = spec.load({EXP!r}); p = load(e.program)\n"
+        "c = r.config_for(e, p, {'n_train': 64, 'n_test': 64})\n"
+        "print(hashlib.sha256(np.asarray(t.load_data(p, c).test['S']).tobytes()).hexdigest())\n"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip() == here.hexdigest()

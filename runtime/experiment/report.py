@@ -291,6 +291,32 @@ def _market(exp, market: str, r: dict) -> list[str]:
                 + f" | {_num(row['conditional_sharpe'])} |"
             )
         lines.append("")
+    land = r.get("landscape") or {}
+    if land:
+        lines += [
+            "### Landscape over seeds (docs/statistics.md § 8)",
+            "",
+            "| training group | final loss variance | consistency sd / abs(mean) "
+            "| param angle (rad) | Fisher–Rao distance | gradient variance (median over seeds) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for gid, x in land.items():
+            angle = (
+                f"{_num(x['param_angle_mean'])} ± {_num(x['param_angle_sd'], 2)}"
+                if "param_angle_mean" in x
+                else "—"
+            )
+            fr = (
+                f"{_num(x['fisher_rao_mean'])} ± {_num(x['fisher_rao_sd'], 2)}"
+                if "fisher_rao_mean" in x
+                else "—"
+            )
+            lines.append(
+                f"| {gid} | {_num(x.get('loss_variance'))} | "
+                f"{_num(x.get('convergence_consistency'))} | {angle} | {fr} | "
+                f"{_num(float(np.median(x['gradient_variance'])))} |"
+            )
+        lines.append("")
     notes = []
     for name, info in r.get("baselines", {}).items():
         if "computed_risk" in info:

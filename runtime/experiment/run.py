@@ -187,10 +187,13 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
     how: dict[str, str] = {}
     groups: dict[str, list[Method]] = {}
     progs: dict[str, Any] = {}  # method → its (variant) program
+    progs_of: dict[str, Any] = {}  # group → (program, config)
+    gid_methods: dict[str, list[str]] = {}
     for m in exp.methods:
         groups.setdefault(m.group, []).append(m)
     for group, methods in groups.items():
         gid = _group_id(group, methods)
+        gid_methods[gid] = [m.name for m in methods]
         variant_prog = training.variant(
             _variant(prog, methods[0]), config_for(exp, prog, market_kw, methods[0])
         )
@@ -198,6 +201,7 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
         folder = os.path.join(base, "runs", gid)
         runs = _trained(exp, variant_prog, gcfg, data, folder, console, gid, how)
         trained[gid] = runs
+        progs_of[gid] = (variant_prog, gcfg)
         outputs = [m.output for m in methods]
         per_seed = [evaluate.per_path(variant_prog, r.params, data.test, outputs) for r in runs]
         for m in methods:
@@ -257,6 +261,10 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
     result["training"] = how
     result["baselines"] = infos
     result["curves"] = curves
+    result["landscape"] = {
+        gid: _landscape(exp, progs_of[gid], runs, data, values[gid_methods[gid][0]])
+        for gid, runs in trained.items()
+    }
     vol = None
     vol_node = exp.regimes.get("volatility")
     if vol_node:
@@ -274,6 +282,59 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
 
 ARTEFACT_KEYS = ("program", "x64", "seeds", "vmap_seeds", "settings", "data", "markets")
 ARTEFACT_KEYS += ("methods", "baselines")
+
+
+def _landscape(exp: Experiment, pc, runs, data, outputs: np.ndarray) -> dict[str, Any]:
+    """A group's seeds compared (runtime/landscape.py): the variance and consistency of the
+    final training loss (the mean of each seed's last quarter of logged losses), angles
+    between layer-centred params, Fisher–Rao distances between the seeds' distributions of
+    the first method's per-path values on the test paths, and the gradient noise at the final
+    params (:func:`gradient_variance`)."""
+    import jax
+
+    from ddm.runtime.landscape import landscape
+
+    prog, cfg = pc
+    finals = []  # the mean of the last quarter of logged losses: one minibatch is too noisy
+    for r in runs:
+        losses = np.asarray([x["loss"] for x in r.curve if x.get("loss") is not None], np.float64)
+        q = max(1, losses.size // 4)
+        finals.append(float(np.mean(losses[-q:])) if losses.size else float("nan"))
+    out: dict[str, Any] = {"final_losses": finals}
+    if all(np.isfinite(finals)):
+        out.update(landscape(finals, [r.params for r in runs], list(outputs)))
+    g = prog.graph
+    train = {s.name: np.asarray(data.train[s.name]) for s in g.inputs_needed([g.loss])}
+    key = jax.random.key(int(exp.statistics["seed"]))
+    noise = [
+        gradient_variance(prog, r.params, train, int(cfg.values["batch"]), 8, key) for r in runs
+    ]
+    out["gradient_variance"] = noise
+    return out
+
+
+def gradient_variance(prog, params, arrays, batch: int, batches: int, key) -> float:
+    """The gradient's noise at ``params``: over ``batches`` training minibatches (drawn with
+    ``key``), the variance of each coordinate of the loss's gradient, summed over coordinates
+    (E‖g_b − ḡ‖², ddof 1) — the plan's "gradient variance" (§8, Phase 1.5)."""
+    import jax
+
+    fn = getattr(prog, "_experiment_grad", None)
+    if fn is None:
+        fn = jax.jit(jax.grad(lambda p, b: prog.product.loss(p, b)[0]))
+        prog._experiment_grad = fn  # type: ignore[attr-defined]
+    n = len(next(iter(arrays.values())))
+    flat = []
+    for k in range(batches):
+        idx = np.asarray(
+            jax.random.choice(jax.random.fold_in(key, k), n, (min(batch, n),), replace=False)
+        )
+        grads = fn(params, {name: a[idx] for name, a in arrays.items()})
+        flat.append(
+            np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(grads)])
+        )
+    g = np.stack(flat)
+    return float(np.sum(np.var(g, axis=0, ddof=1)))
 
 
 def validate(exp: Experiment, prog) -> None:
