@@ -83,11 +83,13 @@ def _config(prog, data, settings: Mapping[str, Any]):
         cfg.values["data"] = {"name": ARRAYS}
     cfg.validate(sources, tuple(n for n, _ in prog.graph.losses))
     if arrays is not None:  # what identifies them in metrics.json and a resume's fingerprint
-        cfg.values["data"] = {"name": ARRAYS, "sha256": _digest(arrays)}
+        cfg.values["data"] = {"name": ARRAYS, "sha256": dataset_digest(arrays)}
     return cfg, arrays
 
 
-def _digest(data: Dataset) -> str:
+def dataset_digest(data: Dataset) -> str:
+    """SHA-256 of a dataset's arrays (names, shapes, dtypes, bytes of both splits): what
+    identifies arrays given from Python and an experiment's market data on a resume."""
     h = hashlib.sha256()
     for split in ("train", "test"):
         arrays = getattr(data, split)

@@ -130,26 +130,27 @@ def node(ctx: Context, node: str) -> BaselineResult:
     return BaselineResult(values.reshape(1, -1), {"node": node})
 
 
-def bs_delta(ctx: Context, **args) -> BaselineResult:
-    from ddm.runtime.baselines import classical, dp_hedge
+def _policy_baseline(ctx: Context, args: dict, kind: str, policy) -> BaselineResult:
+    """A hedge ``policy(paths, market) -> positions`` on the test paths, the program's P&L."""
+    from ddm.runtime.baselines import dp_hedge
 
     market = _market(ctx, args)
     s = _paths(ctx, args)
-    _no_more(args, "bs_delta")
-    h = classical.bs_delta_policy(s, market)
-    values = dp_hedge.pnl(s, h, market.cost, market.strike, market.premium)
+    _no_more(args, kind)
+    values = dp_hedge.pnl(s, policy(s, market), market.cost, market.strike, market.premium)
     return BaselineResult(values[None], {"market": _plain(market)})
+
+
+def bs_delta(ctx: Context, **args) -> BaselineResult:
+    from ddm.runtime.baselines import classical
+
+    return _policy_baseline(ctx, args, "bs_delta", classical.bs_delta_policy)
 
 
 def whalley_wilmott(ctx: Context, **args) -> BaselineResult:
-    from ddm.runtime.baselines import classical, dp_hedge
+    from ddm.runtime.baselines import classical
 
-    market = _market(ctx, args)
-    s = _paths(ctx, args)
-    _no_more(args, "whalley_wilmott")
-    h = classical.whalley_wilmott(s, market)
-    values = dp_hedge.pnl(s, h, market.cost, market.strike, market.premium)
-    return BaselineResult(values[None], {"market": _plain(market)})
+    return _policy_baseline(ctx, args, "whalley_wilmott", classical.whalley_wilmott)
 
 
 def dp_optimum(ctx: Context, **args) -> BaselineResult:

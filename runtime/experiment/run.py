@@ -319,20 +319,12 @@ def gradient_variance(prog, params, arrays, batch: int, batches: int, key) -> fl
     (E‖g_b − ḡ‖², ddof 1) — the plan's "gradient variance" (§8, Phase 1.5)."""
     import jax
 
-    fn = getattr(prog, "_experiment_grad", None)
-    if fn is None:
-        fn = jax.jit(jax.grad(lambda p, b: prog.product.loss(p, b)[0]))
-        prog._experiment_grad = fn  # type: ignore[attr-defined]
-    n = len(next(iter(arrays.values())))
-    flat = []
-    for k in range(batches):
-        idx = np.asarray(
-            jax.random.choice(jax.random.fold_in(key, k), n, (min(batch, n),), replace=False)
-        )
-        grads = fn(params, {name: a[idx] for name, a in arrays.items()})
-        flat.append(
-            np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(grads)])
-        )
+    from ddm.runtime.experiment.scorecard import minibatch_grads
+
+    flat = [
+        np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(grads)])
+        for grads in minibatch_grads(prog, params, arrays, batch, batches, key)
+    ]
     g = np.stack(flat)
     return float(np.sum(np.var(g, axis=0, ddof=1)))
 
@@ -360,16 +352,13 @@ def validate(exp: Experiment, prog) -> None:
 def _check_data(base: str, market: str, data) -> None:
     """A resumed market must have the same test data as the saved per-path values: its digest
     is kept in MARKET/data.json."""
-    h = hashlib.sha256()
-    for split in ("train", "test"):
-        for k in sorted(getattr(data, split)):
-            a = np.ascontiguousarray(getattr(data, split)[k])
-            h.update(f"{split}/{k}{a.shape}{a.dtype}".encode())
-            h.update(a.tobytes())
+    from ddm.runtime.api import dataset_digest
+
+    digest = dataset_digest(data)
     path = os.path.join(base, "data.json")
     if os.path.exists(path):
         with open(path) as fh:
-            if json.load(fh).get("sha256") != h.hexdigest():
+            if json.load(fh).get("sha256") != digest:
                 raise ConfigDiagnostic(
                     None,
                     f"--resume: market '{market}': the data differ from those the saved results "
@@ -378,7 +367,7 @@ def _check_data(base: str, market: str, data) -> None:
                 )
     else:
         os.makedirs(base, exist_ok=True)
-        _write_json(path, {"sha256": h.hexdigest()})
+        _write_json(path, {"sha256": digest})
 
 
 def _write_npz(path: str, arrays: dict) -> None:

@@ -103,22 +103,33 @@ def _median_ratio(a: np.ndarray, b: np.ndarray, seed: int, confidence: float) ->
     return r.estimate, list(r.percentile)
 
 
+def minibatch_grads(prog, params, arrays: Mapping[str, np.ndarray], batch: int, batches: int, key):
+    """The loss's gradient at ``params`` on ``batches`` training minibatches of ``batch``
+    samples, minibatch k drawn with ``fold_in(key, k)`` (the gradient jitted once per
+    program): what the gradient-health row and the gradient variance read."""
+    import jax
+
+    fn = getattr(prog, "_experiment_grad", None)
+    if fn is None:
+        fn = jax.jit(jax.grad(lambda p, b: prog.product.loss(p, b)[0]))
+        prog._experiment_grad = fn  # type: ignore[attr-defined]
+    n = len(next(iter(arrays.values())))
+    for k in range(batches):
+        idx = np.asarray(
+            jax.random.choice(jax.random.fold_in(key, k), n, (min(batch, n),), replace=False)
+        )
+        yield fn(params, {name: a[idx] for name, a in arrays.items()})
+
+
 def layer_ratios(
     prog, params, arrays: Mapping[str, np.ndarray], batch: int, batches: int, key
 ) -> list[float]:
     """Gradient-norm ratios of consecutive layers (layer i+1 over layer i; w and b together) of
     every layer param, on ``batches`` training batches drawn with ``key``."""
-    import jax
 
     layers = [p.name for p in prog.graph.params if p.is_layer]
-    grad = jax.jit(jax.grad(lambda p, b: prog.product.loss(p, b)[0]))
-    n = len(next(iter(arrays.values())))
     out = []
-    for k in range(batches):
-        idx = np.asarray(
-            jax.random.choice(jax.random.fold_in(key, k), n, (min(batch, n),), replace=False)
-        )
-        g = grad(params, {name: a[idx] for name, a in arrays.items()})
+    for g in minibatch_grads(prog, params, arrays, batch, batches, key):
         for name in layers:
             tree = g[name]
             depth = len([x for x in tree if x.startswith("w")])
