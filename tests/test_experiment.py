@@ -146,11 +146,20 @@ def test_every_metric_matches_its_textbook_definition():
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """The reduced hedging experiment, run once for the tests below."""
+    """The reduced hedging experiment, run once for the tests below — in a process switched to
+    float64, as an earlier test may leave it: a float32 experiment computes in float32 all the
+    same, so ``ddmc`` resuming it in a fresh process gives the same bits (the resume test)."""
+    import jax
+
     folder = tmp_path_factory.mktemp("experiment")
     path = _copy(folder)
     out = str(folder / "out")
-    results = experiment(path, out, figures=True)
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        results = experiment(path, out, figures=True)
+    finally:
+        jax.config.update("jax_enable_x64", before)
     return path, out, results
 
 

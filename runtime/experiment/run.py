@@ -102,7 +102,19 @@ def _variant(prog, method: Method):
 
 
 def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None) -> dict[str, Any]:
-    """Run ``exp`` into the folder ``out`` (module doc); returns results.json's content."""
+    """Run ``exp`` into the folder ``out`` (module doc); returns results.json's content.
+
+    The experiment computes in float64 exactly when it says so (``x64:``), whatever the
+    process's ``jax_enable_x64`` flag: a float32 experiment run in a process that switched to
+    float64 earlier would otherwise train in float64 and give other bits than the same
+    experiment run by ``ddmc`` — and a resume would mix the two."""
+    import jax
+
+    with jax.enable_x64(exp.x64):
+        return _run_experiment(exp, out, resume, console)
+
+
+def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[str, Any]:
     from ddm.runtime import outdir
     from ddm.runtime.program import load
 
