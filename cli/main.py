@@ -190,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--reduced", action="store_true", help="run the file's reduced configuration")
     ex.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ex.add_argument(
+        "--devices",
+        metavar="N|all",
+        type=_devices,
+        help="spread each method's seeds over N devices, or all (on a CPU host ddmc makes N "
+        "devices of it)",
+    )
+    ex.add_argument(
         "--no-cache", action="store_true", help="do not use the persistent compile cache"
     )
 
@@ -241,6 +248,25 @@ def _run_options(p) -> None:
     )
     p.add_argument("--x64", action="store_true", help="compute in float64")
     p.add_argument(
+        "--devices",
+        metavar="N|all",
+        type=_devices,
+        help="split each batch over N devices, or all (the run setting devices; on a CPU host "
+        "ddmc makes N devices of it)",
+    )
+    d = p.add_argument_group(
+        "several processes (jax.distributed; process 0 writes, every process computes)"
+    )
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port")
+    d.add_argument("--num-processes", metavar="P", type=int, help="how many processes run")
+    d.add_argument("--process-id", metavar="I", type=int, help="this process's index, 0 … P-1")
+    d.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join the processes the cluster started (SLURM, Open MPI, Kubernetes, or "
+        "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), detected by JAX",
+    )
+    p.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the run whose checkpoint is in DIR with its own settings (implies "
@@ -258,6 +284,56 @@ def _run_options(p) -> None:
     )
 
 
+def _start_devices(args) -> int:
+    """Before anything starts JAX: the devices to split the batch over (on a CPU host, made
+    from it) and the processes to join; 0, or the exit code of a mistake."""
+    from ddm.runtime import devices
+
+    several = getattr(args, "distributed", False) or any(
+        getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id")
+    )
+    local = args.devices if isinstance(args.devices, int) else None
+    if several:
+        p = args.num_processes
+        if local is not None and p:
+            if local % p:
+                print(
+                    f"ddmc: error: --devices {local} over --num-processes {p}: every process "
+                    "needs as many devices; choose a multiple of the processes",
+                    file=sys.stderr,
+                )
+                return EXIT_USER
+            local //= p
+        try:
+            devices.initialize(args.coordinator, p, args.process_id, local)
+        except (RuntimeError, ValueError) as err:
+            print(f"ddmc: error: could not join the processes: {err}", file=sys.stderr)
+            return EXIT_USER
+        if devices.process()[0] > 0:  # process 0 reports; the others compute
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # also what XLA's C++ prints
+    elif local is not None:
+        devices.request_cpu_devices(local)
+    if not hasattr(args, "set"):  # ddmc experiment: run_experiment(devices=…)
+        return 0
+    if args.devices is not None:
+        args.set.append(f"devices={args.devices}")
+    elif several:
+        args.set.append("devices=all")
+    return 0
+
+
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected all or a number of devices >= 1, got {text!r}")
+    return n
+
+
 def _version() -> str:
     from ddm import __version__
 
@@ -268,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
     args = _parser().parse_args(argv)
     terminal.set_mode(args.color)
+    if hasattr(args, "devices"):
+        failed = _start_devices(args)
+        if failed:
+            return failed
     try:
         return {
             "check": cmd_check,
@@ -394,7 +474,9 @@ def cmd_experiment(args) -> int:
     out = args.out or default_out(exp)
     _cache(args)
     console = terminal.console(stderr=True)
-    results = run_experiment(exp, out, resume=args.resume, console=console)
+    results = run_experiment(
+        exp, out, resume=args.resume, console=console, devices=args.devices or 1
+    )
     command = "ddmc experiment " + args.file + (" --reduced" if args.reduced else "")
     report.write(exp, results, out, figures=not args.no_figures, command=command)
     print(

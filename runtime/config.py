@@ -94,6 +94,8 @@ SCALARS = {
     "diagnostics": ("str", "basic", None),  # gradient statistics on log steps (diagnostics.py)
     "rules": ("str", "on", None),  # off: train without the Φ-rules' loss terms ("pure DP")
     "compare_rules": ("bool", False, None),  # --run trains rules off and on, same seed
+    # data-parallel training: the batch split over this many devices, or all (devices.py)
+    "devices": ("devices", 1, COUNT),
 }
 # Jacobian saliency of a decision w.r.t. an input's features, on the test set (saliency.py)
 SALIENCY = {
@@ -305,7 +307,8 @@ class RunConfig:
             v["diagnostics"] = "basic" if v["diagnostics"] else "off"
         if isinstance(v["rules"], bool):
             v["rules"] = "on" if v["rules"] else "off"
-        for key in ("rules", "diagnostics", "loss"):  # a bare name in the run section: rules = off
+        # a bare name in the run section: rules = off, devices = all
+        for key in ("rules", "diagnostics", "loss", "devices"):
             if isinstance(v[key], dict) and set(v[key]) == {"name"}:
                 v[key] = v[key]["name"]
         for key, (kind, _, rng) in SCALARS.items():
@@ -456,6 +459,11 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, rng: Range | None, choic
                 f"'{key}' must be at most {FLOAT32_MAX:.3g} in magnitude (the largest "
                 f"float32), got {got}",
             )
+    elif kind == "devices":
+        if value == "all":
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise cfg.error(key, f"'{key}' must be all or a number of devices, got {got}")
     elif kind == "bool":
         if not isinstance(value, bool):
             raise cfg.error(key, f"'{key}' must be true or false, got {got}")
@@ -479,13 +487,13 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, rng: Range | None, choic
             )
         if choices and value not in choices:
             raise cfg.error(key, f"'{key}' must be one of {', '.join(choices)}; got {got}")
-    if rng is not None and kind in ("int", "float"):
+    if rng is not None and kind in ("int", "float", "devices"):
         bound = rng.violation(value)
         if bound is not None:
-            whole = rng.describe(integer=kind == "int")
+            whole = rng.describe(integer=kind != "float")
             hint = None
             if rng.lo is not None and rng.hi is not None or rng.why:  # more than the bound
-                what = "an integer" if kind == "int" else "a number"
+                what = "a number" if kind == "float" else "an integer"
                 hint = f"{key}: {what} {whole}" + (f" ({rng.why})" if rng.why else "")
             raise cfg.error(key, f"'{key}' must be {bound}, got {got}", hint=hint)
     return value

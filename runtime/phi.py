@@ -195,11 +195,14 @@ class Curriculum:
 
     def _refresh(self, params, arrays) -> None:
         values = self._values(params, arrays)
+
+        def rows(x):  # the data's rows (training on several devices pads them: devices.py)
+            x = np.asarray(x, np.float64)
+            return x[: self.n] if x.ndim else x
+
         a = np.zeros(self.n)
         for w, t in zip(self.roots[::2], self.roots[1::2]):
-            a += np.broadcast_to(np.asarray(values[w], np.float64), (self.n,)) * np.asarray(
-                values[t], np.float64
-            )
+            a += np.broadcast_to(rows(values[w]), (self.n,)) * rows(values[t])
         a = np.maximum(a, 0.0)
         self.weights = a
         uniform = np.full(self.n, 1.0 / self.n)

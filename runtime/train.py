@@ -172,7 +172,7 @@ def run(
         loop.restore()
     loop.train()
     result = loop.finish()
-    if draw and result.out_dir:
+    if draw and result.out_dir and loop.writer:
         try:
             result.plots = plots.plot_run(result.out_dir)
         except (OSError, ValueError, DdmError) as err:  # the run's results are written already
@@ -249,17 +249,20 @@ class _Run:
                     f"the program has no metric '{v['target']['metric']}'",
                     hint="its metrics: " + ", ".join(names),
                 )
-        self.train_arrays = self.device(self.data.train, needed)
-        self.test = self.device(self.data.test, needed)
         self.n = self.data.n("train")
         self.batch = min(v["batch"], self.n)
+        # several processes (devices.initialize): all compute, process 0 alone writes
+        self.writer = jax.process_index() == 0
+        self.mesh = self._mesh()  # None: one device, the arrays as they are
+        self.train_arrays = self.device(self.data.train, needed)
+        self.test = self.device(self.data.test, needed, pad=False)
         self.per_epoch = self.n // self.batch
         self.declarative = any(x.op == "argmin" for x in g.values)
 
         self.key = jax.random.key(v["seed"])
         self.order_key = jax.random.fold_in(self.key, 1)
         params = prog.init(jax.random.fold_in(self.key, 0), **self.dims)
-        if out_dir and fresh:  # before any compile; a resumed folder was proven writable
+        if out_dir and fresh and self.writer:  # before any compile; a resumed one is writable
             size = sum(
                 int(np.size(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(params)
             )
@@ -275,7 +278,7 @@ class _Run:
             phi=self.phi,
         )
         # noise of random ops (gumbel_softmax) per step: fold_in(fold_in(key, 2), step)
-        self.state = self.stepper.init(params, jax.random.fold_in(self.key, 2))
+        self.state = self.on_mesh(self.stepper.init(params, jax.random.fold_in(self.key, 2)))
         self.step_fn = Compiled(self._gathered_step, "train step", donate_argnums=(0,))
         # the noise of the gradient on log steps: one extra compilation, so only when asked
         self.diagnose = Compiled(diagnostics.make(product, self.batch)[0], "gradient diagnostics")
@@ -300,24 +303,101 @@ class _Run:
         self.moved: str | None = None
         self.run_s = 0.0
 
+    def _mesh(self):
+        """The devices the batch is split over (devices.py); None for one."""
+        from ddm.runtime import devices
+
+        setting = self.v["devices"]
+        n = devices.resolve(setting)
+        have = devices.available()
+        _, processes = devices.process()
+        if processes > 1 and n != have:
+            raise self.cfg.error(
+                "devices",
+                f"devices = {setting}: a run of {processes} processes trains on all their "
+                f"{have} devices",
+                hint=f"set devices = all (or {have})",
+            )
+        if n == 1:
+            return None
+        if n > have:
+            raise self.cfg.error(
+                "devices",
+                f"devices = {n}, and JAX sees {have} device{'s' * (have != 1)} ({self.platform()})",
+                hint=f"on a CPU host pass --devices {n} (ddmc splits the host into {n} devices), "
+                f"or set XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting; "
+                "devices = all takes what there is",
+            )
+        if self.batch % n:
+            lo, hi = self.batch - self.batch % n, self.batch + n - self.batch % n
+            raise self.cfg.error(
+                "batch",
+                f"batch {self.batch} does not split evenly over {n} devices"
+                + (f" (devices = {setting})" if setting == "all" else ""),
+                hint=f"choose a multiple of {n}: batch = {lo or hi}"
+                + (f" or {hi}" if lo and hi <= self.n else ""),
+            )
+        return devices.make_mesh(n)
+
+    @staticmethod
+    def platform() -> str:
+        import jax
+
+        return jax.default_backend()
+
+    def on_mesh(self, tree):
+        """``tree`` replicated over the mesh (as it is on one device)."""
+        if self.mesh is None:
+            return tree
+        from ddm.runtime import devices
+
+        return devices.replicate(tree, self.mesh)
+
     # --- pieces the loop compiles --------------------------------------------------------------
     def _gathered_step(self, state, arrays, idx):
-        return self.stepper.step(state, {k: a[idx] for k, a in arrays.items()})
+        batch = {k: a[idx] for k, a in arrays.items()}
+        if self.mesh is None:
+            return self.stepper.step(state, batch)
+        from ddm.runtime import devices
+
+        # each device computes its slice of the batch; params and report stay replicated
+        state, report = self.stepper.step(state, devices.constrain_rows(batch, self.mesh))
+        return devices.constrain_replicated((state, report), self.mesh)
 
     def _adjoint_stats(self, params, arrays, idx):
         from ddm.runtime import adjoints
 
         return adjoints.stats(self.product, params, {k: a[idx] for k, a in arrays.items()})
 
-    def device(self, arrays, inputs):
+    def device(self, arrays, inputs, pad: bool = True):
+        """The inputs' arrays on the device — on several, sharded by rows (devices.py; ``pad``:
+        zero rows to a multiple of the device count, else replicated when they do not
+        divide)."""
         import jax.numpy as jnp
 
         fdt = self.product.float_dtype
         out = {}
         for s in inputs:
             a = np.asarray(arrays[s.name])
-            out[s.name] = jnp.asarray(a, fdt if a.dtype.kind == "f" else None)
+            if self.mesh is None:
+                out[s.name] = jnp.asarray(a, fdt if a.dtype.kind == "f" else None)
+                continue
+            from ddm.runtime import devices
+
+            a = a.astype(np.dtype(fdt)) if a.dtype.kind == "f" else a
+            if not pad and devices.process()[1] > 1:
+                # several processes: the test set whole on every device, so that every
+                # per-sample result (P&L, saliency, compliance) can be read by process 0
+                out[s.name] = devices.replicate(a, self.mesh)
+            else:
+                out[s.name] = devices.shard_rows(a, self.mesh, pad)
         return out
+
+    def training_rows(self) -> dict:
+        """The training arrays without the padding rows a mesh added."""
+        if self.mesh is None:
+            return self.train_arrays
+        return {k: a[: self.n] for k, a in self.train_arrays.items()}
 
     # --- resuming ------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -338,6 +418,16 @@ class _Run:
                 f"{r.step} of {v['steps']}; nothing to do",
                 hint=f"raise steps, e.g. --set steps={2 * r.step}",
             )
+        if "topology" in r.state:
+            was, now = [int(x) for x in r.state["topology"]], self.topology()
+            if was != now:
+                raise ConfigDiagnostic(
+                    None,
+                    f"--resume {self.out_dir}: the checkpoint was written by {_topology(was)}; "
+                    f"this run has {_topology(now)}",
+                    hint="resume on the topology that wrote it (the same --devices and "
+                    "--num-processes)",
+                )
         guards = s.tally.guards
         if "guards" in r.state:
             guards = jnp.asarray(r.state["guards"], jnp.int32)
@@ -346,13 +436,13 @@ class _Run:
             self.curriculum.weights = np.asarray(r.state["curriculum_weights"], np.float64)
             self.curriculum.refreshed = int(r.state["curriculum_refreshes"])
         tally = train_step.Tally(jnp.int32(0), jnp.int32(r.clipped), guards)
-        self.state = s._replace(
-            params=r.params, opt_state=r.opt_state, step=jnp.int32(r.step), tally=tally
+        self.state = self.on_mesh(
+            s._replace(params=r.params, opt_state=r.opt_state, step=jnp.int32(r.step), tally=tally)
         )
         self.log, self.skipped, self.start = r.log, r.skipped, r.step
 
     def checkpoint(self, done: int) -> None:
-        if not self.out_dir or self.checkpoint_failed:
+        if not self.out_dir or self.checkpoint_failed or not self.writer:
             return
         try:
             self.write_checkpoint(done)
@@ -363,8 +453,16 @@ class _Run:
                 f"({err.strerror or err}); training goes on without checkpoints"
             )
 
+    def topology(self) -> list[int]:
+        """[processes, devices] of this run's mesh (a checkpoint resumes only on the same)."""
+        import jax
+
+        return [jax.process_count(), 1 if self.mesh is None else int(self.mesh.devices.size)]
+
     def say(self, text: str) -> None:
         """A warning for the person running: on the run's console, else on stderr."""
+        if not self.writer:
+            return
         if self.console is not None:
             self.console.print(text, markup=False, highlight=False)
         else:
@@ -375,7 +473,10 @@ class _Run:
     def write_checkpoint(self, done: int) -> None:
         assert self.out_dir is not None
         tally, c = self.state.tally, self.curriculum
-        extra: dict[str, np.ndarray] = {"guards": np.asarray(tally.guards)}
+        extra: dict[str, np.ndarray] = {
+            "guards": np.asarray(tally.guards),
+            "topology": np.asarray(self.topology()),
+        }
         if c.probs is not None and c.weights is not None:
             extra.update(
                 curriculum=c.probs,
@@ -569,10 +670,9 @@ class _Run:
     def finish(self) -> RunResult:
         """Final metrics and timing; artefacts written to ``out_dir``."""
         v, g, params = self.v, self.g, self.state.params
+        rows = self.training_rows()
         final_train = _floats(
-            self.evaluate(
-                params, {k: self.train_arrays[k] for k in self.test}, "metrics on the training set"
-            )
+            self.evaluate(params, {k: rows[k] for k in self.test}, "metrics on the training set")
         )
         final_test = _floats(self.evaluate(params, self.test))
         metrics = {
@@ -590,7 +690,9 @@ class _Run:
         }
         metrics.update(self.summaries(final_test))
         timing = self.timing()
-        if self.out_dir:
+        if self.out_dir and not self.writer:
+            self.per_sample_pnl()  # every process takes part in what process 0 computes
+        elif self.out_dir:
             try:
                 self.write(metrics, timing)
             except OSError as err:
@@ -678,14 +780,26 @@ class _Run:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
         if self.g.guards:
             write_json(os.path.join(out, "compliance.json"), metrics["compliance"])
-        pnl = plots.pnl_names(self.g)
+        pnl = self.per_sample_pnl()
         if pnl:  # the decision's and the baselines' P&L per test sample, for pnl.png
-            import jax
+            plots.save_pnl(out, pnl)
 
-            roots = tuple(i for _, i in pnl)
-            evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
-            values, _ = evaluate(self.state.params, self.test)
-            plots.save_pnl(out, {name: np.asarray(values[i]) for name, i in pnl})
+    def per_sample_pnl(self) -> dict[str, np.ndarray]:
+        """The decision's and the baselines' P&L per test sample (plots.pnl_names)."""
+        import jax
+
+        pnl = plots.pnl_names(self.g)
+        if not pnl:
+            return {}
+        roots = tuple(i for _, i in pnl)
+        evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
+        values, _ = evaluate(self.state.params, self.test)
+        return {name: np.asarray(values[i]) for name, i in pnl}
+
+
+def _topology(t: list[int]) -> str:
+    processes, devices = t
+    return f"{processes} process{'es' * (processes != 1)} on {devices} device{'s' * (devices != 1)}"
 
 
 def _adjoint_ids(product) -> list[int]:

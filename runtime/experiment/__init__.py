@@ -21,11 +21,13 @@ def experiment(
     reduced: bool = False,
     console=None,
     figures: bool = True,
+    devices: int | str = 1,
 ) -> dict[str, Any]:
     """Run the experiment file at ``path`` into the folder ``out`` (default
     ``runs/experiments/NAME``, as ``ddmc experiment``); returns results.json's content (also
     written there with report.md, timing.json and the figures). ``console``: a
-    ``rich.console.Console`` for progress (silent when None).
+    ``rich.console.Console`` for progress (silent when None). ``devices``: each method's seeds
+    spread over that many devices (or ``"all"``; docs/scaling.md).
 
     >>> import ddm
     >>> ddm.experiment  # doctest: +ELLIPSIS
@@ -36,5 +38,5 @@ def experiment(
 
     exp = spec.load(path, reduced=reduced)
     out = out or default_out(exp)
-    results = run_experiment(exp, out, resume=resume, console=console)
+    results = run_experiment(exp, out, resume=resume, console=console, devices=devices)
     return report.write(exp, results, out, figures=figures)

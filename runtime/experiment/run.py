@@ -101,8 +101,12 @@ def _variant(prog, method: Method):
     return prog.variant(variant_from_mapping(method.name, dict(method.variant)))
 
 
-def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None) -> dict[str, Any]:
+def run_experiment(
+    exp: Experiment, out: str, resume: bool = False, console=None, devices: int | str = 1
+) -> dict[str, Any]:
     """Run ``exp`` into the folder ``out`` (module doc); returns results.json's content.
+    ``devices`` (a number, or ``"all"``): each method's seeds spread over that many devices
+    (``seeds.train_vmapped``).
 
     The experiment computes in float64 exactly when it says so (``x64:``), whatever the
     process's ``jax_enable_x64`` flag: a float32 experiment run in a process that switched to
@@ -110,11 +114,22 @@ def run_experiment(exp: Experiment, out: str, resume: bool = False, console=None
     experiment run by ``ddmc`` — and a resume would mix the two."""
     import jax
 
+    from ddm.runtime import devices as devs
+
+    n = devs.resolve(devices)
+    if n > devs.available():
+        raise ConfigDiagnostic(
+            None,
+            f"--devices {n}: JAX sees {devs.available()} device(s)",
+            hint=f"on a CPU host ddmc experiment --devices {n} makes them (the API: "
+            f"jax.config.update('jax_num_cpu_devices', {n}) before JAX starts)",
+        )
+    mesh = devs.make_mesh(n) if n > 1 else None
     with jax.enable_x64(exp.x64):
-        return _run_experiment(exp, out, resume, console)
+        return _run_experiment(exp, out, resume, console, mesh)
 
 
-def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[str, Any]:
+def _run_experiment(exp: Experiment, out: str, resume: bool, console, mesh) -> dict[str, Any]:
     from ddm.runtime import outdir
     from ddm.runtime.program import load
 
@@ -128,6 +143,8 @@ def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[st
         "reduced": exp.reduced,
         "program_sha256": _digest(json.dumps(sorted(prog.sources.texts.items()))),
     }
+    if mesh is not None:  # seeds spread over devices agree with one device to rounding only
+        identity["devices"] = int(mesh.devices.size)
     outdir.prepare(out, 64 << 20)
     marker = os.path.join(out, "experiment.json")
     if os.path.exists(marker):
@@ -147,6 +164,8 @@ def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[st
                 changed.append("the program's text")
             if before.get("reduced") != exp.reduced:
                 changed.append("--reduced")
+            if before.get("devices", 1) != now.get("devices", 1):
+                changed.append("--devices")
             raise ConfigDiagnostic(
                 None,
                 f"--resume: {out} holds another experiment (changed: {', '.join(changed)})",
@@ -160,7 +179,9 @@ def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[st
     card = None
     for market, market_kw in exp.markets.items():
         _say(console, f"market {market}")
-        markets[market], gathered = _run_market(exp, prog, market, dict(market_kw), out, console)
+        markets[market], gathered = _run_market(
+            exp, prog, market, dict(market_kw), out, console, mesh
+        )
         if market == card_market:
             card = gathered
     analysis.adjust(markets, float(exp.statistics["alpha"]))
@@ -184,7 +205,7 @@ def _run_experiment(exp: Experiment, out: str, resume: bool, console) -> dict[st
     return results
 
 
-def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, console):
+def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, console, mesh=None):
     from ddm.runtime import train as training
 
     base = os.path.join(out, market)
@@ -211,7 +232,7 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
         )
         gcfg = config_for(exp, prog, market_kw, methods[0])
         folder = os.path.join(base, "runs", gid)
-        runs = _trained(exp, variant_prog, gcfg, data, folder, console, gid, how)
+        runs = _trained(exp, variant_prog, gcfg, data, folder, console, gid, how, mesh)
         trained[gid] = runs
         progs_of[gid] = (variant_prog, gcfg)
         outputs = [m.output for m in methods]
@@ -390,7 +411,7 @@ def _write_npz(path: str, arrays: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def _trained(exp, prog, cfg, data, folder, console, gid, how) -> list:
+def _trained(exp, prog, cfg, data, folder, console, gid, how, mesh=None) -> list:
     """The method's seeds, in fixed groups (as many as the device's memory allows at once,
     decided from all the seeds, so a resume forms the same groups): a complete group is read
     back; an incomplete one is trained again as a whole and saved as soon as it finishes."""
@@ -416,7 +437,7 @@ def _trained(exp, prog, cfg, data, folder, console, gid, how) -> list:
             continue
         _say(console, f"  {gid}: training seeds {group} ({cfg.values['steps']} steps)")
         t0 = time.perf_counter()
-        trained, way = seeding.train_seeds(prog, cfg, data, group, vmap=exp.vmap_seeds)
+        trained, way = seeding.train_seeds(prog, cfg, data, group, vmap=exp.vmap_seeds, mesh=mesh)
         _say(console, f"  {gid}: trained {way} in {time.perf_counter() - t0:.1f} s")
         ways.append(way)
         dims = seeding.bound_dims(prog, data, cfg)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ddm.compiler.binding import bind_dims
 from ddm.dsl.diagnostics import DdmError
-from ddm.runtime import memory, train_step
+from ddm.runtime import devices, memory, train_step
 from ddm.runtime.config import RunConfig
 from ddm.runtime.data import Dataset
 from ddm.runtime.optimizers import make_optimizer
@@ -49,6 +49,7 @@ class SeedRun:
     train_s: float = 0.0
     compile_s: float = 0.0
     vmapped: bool = False
+    devices: int = 1  # the devices its group's train state was spread over
 
 
 class _Fallback(Exception):
@@ -98,13 +99,19 @@ def group_size(prog: Program, dims: dict[str, int], batch: int, seeds: int) -> i
 
 
 def train_vmapped(
-    prog: Program, cfg: RunConfig, data: Dataset, seeds, on_step=None
+    prog: Program, cfg: RunConfig, data: Dataset, seeds, on_step=None, mesh=None
 ) -> list[SeedRun]:
     """Train ``prog`` (already the variant to train) for every seed in ``seeds`` at once.
-    ``on_step(done, total)`` is called after every step (progress)."""
+    ``on_step(done, total)`` is called after every step (progress). ``mesh``
+    (``devices.make_mesh``): the seeds spread over its devices, each device training its share
+    (the list is padded to a multiple of the devices with repeats of the last seed, whose
+    results are dropped); the data are replicated."""
     import jax
     import jax.numpy as jnp
 
+    kept = len(seeds)
+    if mesh is not None and len(seeds) % mesh.devices.size:
+        seeds = list(seeds) + [seeds[-1]] * (mesh.devices.size - len(seeds) % mesh.devices.size)
     v = cfg.values
     product = prog.product
     dims = bound_dims(prog, data, cfg)
@@ -130,6 +137,9 @@ def train_vmapped(
     ]
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     order = jnp.stack([jax.random.key_data(jax.random.fold_in(k, 1)) for k in keys])
+    if mesh is not None:  # the seed axis over the devices; the data on every device
+        state, order = jax.device_put((state, order), devices.by_rows(mesh))
+        arrays = devices.replicate(arrays, mesh)
 
     @jax.jit
     def permutations(order, epoch):
@@ -146,6 +156,8 @@ def train_vmapped(
     step = jax.jit(jax.vmap(one), donate_argnums=(0,))
     eval_every = int(v.get("eval_every") or 0)
     test = {s.name: jnp.asarray(data.test[s.name]) for s in needed}
+    if mesh is not None:
+        test = devices.replicate(test, mesh)
     metrics = jax.jit(jax.vmap(lambda p: product.metrics(p, test)[0]))
     declarative = any(x.op == "argmin" for x in prog.graph.values)
     log_every = int(v["log_every"])
@@ -185,6 +197,8 @@ def train_vmapped(
     if not declarative and bool(jnp.any(state.tally.bad > 0)):
         raise _Fallback("a step's loss or gradient was not finite")
     train_s = time.perf_counter() - started - compile_s
+    home = jax.tree.leaves(state.params)[0].sharding  # split by seeds, not copied
+    spread = 1 if home.is_fully_replicated else len(home.device_set)
     return [
         SeedRun(
             seed,
@@ -193,8 +207,9 @@ def train_vmapped(
             train_s,
             compile_s,
             vmapped=True,
+            devices=spread,
         )
-        for i, seed in enumerate(seeds)
+        for i, seed in enumerate(seeds[:kept])
     ]
 
 
@@ -226,10 +241,17 @@ def train_sequential(
 
 
 def train_seeds(
-    prog: Program, cfg: RunConfig, data: Dataset, seeds, vmap: bool = True, on_step=None
+    prog: Program,
+    cfg: RunConfig,
+    data: Dataset,
+    seeds,
+    vmap: bool = True,
+    on_step=None,
+    mesh=None,
 ) -> tuple[list[SeedRun], str]:
     """Every seed's run, vmapped in memory-sized groups when ``vmap`` and the configuration
-    allow it; returns the runs and how they were trained (for the report)."""
+    allow it (spread over ``mesh``'s devices, :func:`train_vmapped`); returns the runs and how
+    they were trained (for the report)."""
     why = None if vmap else "vmap_seeds is false"
     why = why or vmappable(cfg)
     if why is None and len(seeds) > 1:
@@ -238,8 +260,11 @@ def train_seeds(
         runs: list[SeedRun] = []
         try:
             for i in range(0, len(seeds), size):
-                runs += train_vmapped(prog, cfg, data, list(seeds[i : i + size]), on_step)
-            return runs, f"vmapped, {size} seeds at a time"
+                runs += train_vmapped(
+                    prog, cfg, data, list(seeds[i : i + size]), on_step, mesh=mesh
+                )
+            spread = f" over {mesh.devices.size} devices" if mesh is not None else ""
+            return runs, f"vmapped, {size} seeds at a time{spread}"
         except _Fallback as err:
             why = str(err)
     return [

@@ -1,0 +1,291 @@
+"""Data-parallel training over several devices (runtime/devices.py): the batch split over a
+mesh, params replicated — the one-device result up to the order of the reductions.
+
+JAX fixes its device count when it starts, so each check runs in a fresh process with four CPU
+devices (``--devices``, or ``jax_num_cpu_devices`` in :func:`_worker`). The program has what
+makes sharding hard: a sequential policy, an argmin inside the scan (a no-transaction band,
+implicit gradients), a loss that is no mean of per-sample terms (entropic risk), and training
+and test sets whose rows do not divide by the device count.
+
+Tolerance: float64, 12 Adam steps — params within 1e-8 relative (1e-10 absolute), losses and
+metrics within 1e-9 relative of one device. Measured: params 1.2e-11 absolute (3.6e-10 relative
+at most), metrics 3e-11: the band's proximal solve stops at its tolerance, and the order of the
+reductions — the only difference — can move where it stops. Without an argmin the difference is
+~1e-16 (examples/hedge.ddm, 20 steps on 2 devices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+BAND = """\
+dim N = 5
+dim N1 = 6
+input S: f32[N1]
+input tau: f32[N]
+input cost: f32
+param psi = mlp(2, 8, 2)
+node x = log(S[0:5] / 100.0) / (0.2 * sqrt(tau))
+node u = tau / 0.0137
+node delta = norm_cdf(x + 0.1 * sqrt(tau))
+node h = scan t in N, prev: f32 = 0.0 {
+    let w = softplus(psi(stack([x[t], u[t]])) - 2.0)
+    return argmin v: f32 { (v - prev) ** 2 } subject to {
+        v >= delta[t] - w[0], v <= delta[t] + w[1]
+    } using prox
+}
+node pnl = hedge_pnl(S, h, cost=cost, strike=100.0, premium=0.936)
+output h, pnl
+loss = entropic_risk(pnl)
+metric risk = entropic_risk(pnl)
+metric es = expected_shortfall(pnl, 0.05)
+run {
+    data = gbm_paths(sigma=0.2, days=5, steps=5, cost=0.01, n_train=1030, n_test=1001)
+    optimizer = adam(lr=0.01)
+    steps = 12
+    batch = 256
+    log_every = 4
+}
+"""
+
+
+def _ddmc(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "ddm.cli.main", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def _worker(path: str, out: str) -> None:
+    """In a fresh process with four CPU devices: train ``path`` on 1 and 4 devices (and 4
+    again), and write what the tests compare to ``out``."""
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", 4)
+    jax.config.update("jax_enable_x64", True)
+    import ddm
+    from ddm.runtime import train as training
+
+    seen: dict = {}
+    original = training._Run.train
+
+    def spy(self):  # how the run placed its arrays, read just before it trains
+        seen[self.v["devices"]] = {
+            "train_rows": {k: a.shape[0] for k, a in self.train_arrays.items()},
+            "train_sharded": all(
+                not a.sharding.is_fully_replicated for a in self.train_arrays.values()
+            ),
+            "test_replicated": all(a.sharding.is_fully_replicated for a in self.test.values()),
+            "params_replicated": all(
+                x.sharding.is_fully_replicated for x in jax.tree.leaves(self.state.params)
+            ),
+            "devices": len(jax.tree.leaves(self.state.params)[0].sharding.device_set),
+        }
+        out = original(self)
+        (step,) = self.step_fn.executables.values()
+        hlo = step.as_text()  # the compiled step computes across devices: collectives
+        seen[self.v["devices"]]["collectives"] = sorted(
+            op for op in ("all-reduce", "all-gather", "reduce-scatter") if op in hlo
+        )
+        return out
+
+    training._Run.train = spy
+    prog = ddm.load(path, x64=True)
+    report = {}
+    for n in (1, 4, "4again"):
+        r = ddm.train(prog, devices=4 if n == "4again" else n, plots=False)
+        report[str(n)] = {
+            "params": {k: np.asarray(v).tolist() for k, v in r.params.items() if k != "psi"}
+            | {
+                f"psi/{i}": np.asarray(x).ravel().tolist()
+                for i, x in enumerate(jax.tree.leaves(r.params["psi"]))
+            },
+            "test": r.metrics["test"],
+            "train": r.metrics["train"],
+            "losses": [x["loss"] for x in r.log if "loss" in x],
+        }
+    report["seen"] = {str(k): v for k, v in seen.items()}
+    report["seeds"] = _seeds_spread()
+    with open(out, "w") as fh:
+        json.dump(report, fh)
+
+
+def _seeds_spread() -> dict:
+    """An experiment's seeds vmapped on one device, and spread over four (three seeds: one
+    padding seed)."""
+    import jax
+
+    from ddm.runtime import devices
+    from ddm.runtime import train as training
+    from ddm.runtime.experiment import run as running
+    from ddm.runtime.experiment import seeds as seeding
+    from ddm.runtime.experiment import spec
+    from ddm.runtime.program import load
+
+    exp = spec.load(os.path.join(ROOT, "tests", "experiment", "hedge5.yaml"), reduced=True)
+    prog = load(exp.program, x64=True)
+    cfg = running.config_for(exp, prog, {"n_train": 512, "n_test": 64})
+    data = training.load_data(prog, cfg)
+    alone = seeding.train_vmapped(prog, cfg, data, [3, 7, 9])
+    spread = seeding.train_vmapped(prog, cfg, data, [3, 7, 9], mesh=devices.make_mesh(4))
+    flat = [[np.asarray(x).ravel().tolist() for x in jax.tree.leaves(r.params)] for r in alone]
+    return {
+        "alone": flat,
+        "spread": [
+            [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(r.params)] for r in spread
+        ],
+        "seeds": [r.seed for r in spread],
+        # where the trained state lived
+        "devices": [r.devices for r in spread] + [r.devices for r in alone],
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("devices")
+    path = folder / "band.ddm"
+    path.write_text(BAND)
+    out = folder / "report.json"
+    code = f"import test_devices; test_devices._worker({str(path)!r}, {str(out)!r})"
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tests")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), folder
+
+
+def test_the_batch_is_split_over_the_devices_and_params_are_replicated(runs):
+    report, _ = runs
+    four = report["seen"]["4"]
+    assert four["devices"] == 4 and four["params_replicated"]
+    assert four["train_sharded"] and four["train_rows"] == {"S": 1032, "tau": 1032, "cost": 1032}
+    assert four["test_replicated"]  # 1001 rows do not divide by 4: every device holds them
+    assert "all-reduce" in four["collectives"]  # the loss's reductions and the gradient
+    assert report["seen"]["1"]["collectives"] == []
+
+
+def test_four_devices_train_to_the_one_device_result(runs):
+    report, _ = runs
+    one, many = report["1"], report["4"]
+    for k in one["params"]:
+        np.testing.assert_allclose(many["params"][k], one["params"][k], rtol=1e-8, atol=1e-10)
+    assert many["losses"] == pytest.approx(one["losses"], rel=1e-9)
+    for split in ("train", "test"):  # the padding rows never reach the metrics
+        assert many[split] == pytest.approx(one[split], rel=1e-9)
+
+
+def test_a_fixed_device_count_gives_the_same_bits(runs):
+    report, _ = runs
+    assert report["4"] == report["4again"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "3"], "batch 256 does not split evenly over 3 devices"),
+        (["--set", "devices=3"], "devices = 3, and JAX sees 1 device (cpu)"),
+        (["--devices", "0"], "expected all or a number of devices >= 1"),
+        (["--set", "devices=two"], "'devices' must be all or a number of devices"),
+    ],
+)
+def test_a_device_count_that_cannot_work_is_refused_with_what_to_change(runs, args, message):
+    _, folder = runs
+    done = _ddmc("train", str(folder / "band.ddm"), "--no-plots", *args, cwd=folder)
+    assert done.returncode in (1, 2) and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_experiments_seeds_spread_over_the_devices_train_as_on_one(runs):
+    report, _ = runs
+    seeds = report["seeds"]
+    assert seeds["seeds"] == [3, 7, 9]  # the padding seed is dropped
+    assert seeds["devices"] == [4, 4, 4, 1, 1, 1]
+    for alone, spread in zip(seeds["alone"], seeds["spread"]):
+        for a, b in zip(alone, spread):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(path: str, out: str, cwd, *extra: str):
+    """``ddmc train`` as two processes on localhost with two CPU devices each (gloo
+    collectives); returns both finished processes, process 0 first."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ddm.cli.main", "train", path, "--x64", "--no-plots"]
+            + ["--devices", "4", "--out", out, "--coordinator", f"localhost:{port}"]
+            + ["--num-processes", "2", "--process-id", str(i), *extra],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    done = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=500)
+        done.append((p.returncode, stdout, stderr))
+    return done
+
+
+def test_two_processes_train_to_the_single_process_result_and_only_process_0_writes(runs):
+    report, folder = runs
+    path = str(folder / "band.ddm")
+    out = str(folder / "two")
+    (rc0, out0, err0), (rc1, out1, err1) = _two_processes(
+        path, out, folder, "--set", "checkpoint_every=6"
+    )
+    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    assert "wrote" in out0 and out1 == ""  # process 1 computes and says nothing
+    # against one process with four devices (and so one device: the test above)
+    one = report["4"]
+    saved = np.load(os.path.join(out, "params.npz"))
+    psi = sorted(k for k in saved.files if k.startswith("psi/"))  # b0, b1, w0, w1: leaf order
+    assert len(psi) == 4
+    for i, k in enumerate(psi):
+        np.testing.assert_allclose(
+            saved[k].ravel(), one["params"][f"psi/{i}"], rtol=1e-8, atol=1e-10
+        )
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["test"] == pytest.approx(one["test"], rel=1e-9)
+    assert metrics["config"]["devices"] == 4
+
+    # the checkpoint remembers the topology that wrote it
+    again = _ddmc("train", path, "--resume", out, "--set", "steps=20", cwd=folder)
+    assert again.returncode == 1, again.stderr
+    assert "devices = 4, and JAX sees 1 device" in again.stderr  # the run's own setting
+    again = _ddmc("train", path, "--resume", out, "--devices", "2", cwd=folder)
+    assert again.returncode == 1 and "this call would change devices" in again.stderr
+    again = _ddmc("train", path, "--resume", out, "--devices", "4", "--set", "steps=20", cwd=folder)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "written by 2 processes on 4 devices; this run has 1 process on 4 devices" in (
+        again.stderr
+    )
+
+
+def test_an_experiment_on_more_devices_than_there_are_is_refused_before_anything_runs(tmp_path):
+    from ddm.runtime.errors import ConfigDiagnostic
+    from ddm.runtime.experiment import spec
+    from ddm.runtime.experiment.run import run_experiment
+
+    exp = spec.load(os.path.join(ROOT, "tests", "experiment", "hedge5.yaml"), reduced=True)
+    with pytest.raises(ConfigDiagnostic, match="--devices 64: JAX sees 1 device"):
+        run_experiment(exp, str(tmp_path / "out"), devices=64)
+    assert not os.path.exists(tmp_path / "out")
