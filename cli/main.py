@@ -140,6 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--x64", action="store_true", help="compute in float64")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument(
+        "--chunk",
+        metavar="N",
+        type=_positive,
+        help="consume the samples N at a time, accumulating the metrics (and generate them N at "
+        "a time where the source can: path_ids): memory independent of the number of samples",
+    )
+    e.add_argument(
+        "--split",
+        choices=("train", "test", "both"),
+        default="both",
+        help="which of the program's splits to score (default both)",
+    )
 
     x = sub.add_parser(
         "export",
@@ -320,6 +333,16 @@ def _start_devices(args) -> int:
     elif several:
         args.set.append("devices=all")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return n
 
 
 def _devices(text: str):
@@ -895,12 +918,13 @@ def cmd_eval(args) -> int:
     prog = Program.compile(graph, sources, x64=args.x64 or bool(cfg.values.get("x64") is True))
     params = params_io.load_params(args.params, prog)
     if args.data:  # every sample of the file: nothing held out
-        scores = {"all": api.evaluate_file(prog, params, args.data, cfg)}
+        scores = {"all": api.evaluate_file(prog, params, args.data, cfg, chunk=args.chunk)}
     else:
         from ddm.runtime.data import SOURCES
 
         cfg.validate(SOURCES, tuple(n for n, _ in graph.losses))
-        scores = api.evaluate_config(prog, params, cfg)
+        splits = ("train", "test") if args.split == "both" else (args.split,)
+        scores = api.evaluate_config(prog, params, cfg, chunk=args.chunk, splits=splits)
     if args.json:
         print(json.dumps(scores, indent=2, sort_keys=True))
         return EXIT_OK

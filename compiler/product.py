@@ -89,6 +89,8 @@ class Product:
       respect to a tap is the loss's adjoint there.
     - ``sample_values(params, sample, roots, batched=False) -> (values, Aux)``: the same for
       one sample; ``batched``: called under ``jax.vmap(axis_name="batch")``.
+    - ``dims_of(batch, roots)``, ``batch_stage(params, known, roots, dims)``: the dims a batch
+      binds; batch-stage values from statistics accumulated elsewhere (runtime/streaming.py).
 
     Inputs are arrays (anything with ``shape`` and ``dtype``); they are checked against the
     declared types when traced, and a mismatch is a located :class:`DataDiagnostic`.
@@ -105,6 +107,8 @@ class Product:
     metrics: Callable
     values: Callable
     sample_values: Callable
+    dims_of: Callable
+    batch_stage: Callable
 
     @property
     def rules(self) -> tuple[RuleSpec, ...]:
@@ -160,6 +164,8 @@ def lower(graph: Graph, sources: Mapping[str, str] | None = None, x64: bool = Fa
         b.wrap(b.metrics),
         b.wrap(b.values, static=(2,)),
         b.wrap(b.sample_values, static=(2, 3)),
+        b.located(b.dims_of),
+        b.located(b.batch_stage),
     )
 
 
@@ -302,6 +308,30 @@ class _Build:
         inputs, dims = self._bind(batch, roots, True, "values")
         values, infos = self.ev.batch(params, inputs, dims, roots, taps=taps, key=key)
         return values, self._aux({}, infos)
+
+    def dims_of(self, batch, roots) -> dict[str, int]:
+        """The dims a batch of inputs binds, for evaluating ``roots``."""
+        return self._bind(batch, list(roots), True, "values")[1]
+
+    def batch_stage(self, params, known, roots, dims):
+        """Batch-stage values ``roots`` computed from ``known`` values by id — statistics over
+        samples accumulated elsewhere (runtime/streaming.py) — without any sample."""
+        params = self._hold(params)
+        g = self.g
+        env = {
+            i: jnp.asarray(x, resolve_dtype(g.values[i].type.dtype, self.x64))
+            for i, x in known.items()
+        }
+        need: set[int] = set()
+        todo = [i for i in roots if i not in env]
+        while todo:
+            i = todo.pop()
+            if i in need or i in env:
+                continue
+            need.add(i)
+            todo.extend(g.values[i].inputs)
+        self.ev.run(sorted(need), env, params, {}, dims, True)
+        return {i: env[i] for i in roots}
 
     def sample_values(self, params, sample, roots, batched: bool = False):
         roots = list(roots)

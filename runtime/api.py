@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ddm.dsl.diagnostics import DdmError
 from ddm.runtime.data.base import Dataset, Source
 from ddm.runtime.errors import ConfigDiagnostic
 
@@ -178,17 +179,48 @@ def evaluate(program, params, data=None, **settings) -> dict[str, Any]:
     }
 
 
-def evaluate_config(prog, params, cfg) -> dict[str, dict[str, float]]:
-    """Scores on both splits of a validated run configuration's data source."""
+def evaluate_config(
+    prog, params, cfg, chunk: int | None = None, splits=("train", "test")
+) -> dict[str, dict[str, float]]:
+    """Scores on ``splits`` of a validated run configuration's data source. ``chunk``: the
+    samples are consumed that many at a time and the metrics accumulated (runtime/streaming.py)
+    — generated that many at a time too, when the source can (``path_ids``), so memory does
+    not grow with the number of samples."""
     from ddm.runtime import train as training
 
-    dataset = training.load_data(prog, cfg)
-    return {
-        split: _score(prog, params, dict(getattr(dataset, split))) for split in ("train", "test")
-    }
+    if chunk is None:
+        dataset = training.load_data(prog, cfg)
+        return {split: _score(prog, params, dict(getattr(dataset, split))) for split in splits}
+    from ddm.runtime import streaming
+    from ddm.runtime.data import SOURCES
+
+    spec = dict(cfg.values["data"])
+    source = SOURCES[spec.pop("name")]
+    names = _needed_inputs(prog)
+    dataset = None if source.rows is not None else training.load_data(prog, cfg)
+    out = {}
+    for split in splits:
+        if dataset is not None:
+            n = dataset.n(split)
+            chunks = streaming.chunked(
+                {k: v for k, v in getattr(dataset, split).items() if k in names}, chunk
+            )
+        else:
+            rows = source.rows
+            assert rows is not None
+            n = int(spec[f"n_{split}"])
+            chunks = (
+                {k: v for k, v in rows(split, a, a + chunk, **spec).items() if k in names}
+                for a in range(0, n, chunk)
+            )
+        try:
+            out[split] = streaming.evaluate(prog.product, params, chunks, n)
+        except DdmError as err:
+            raise prog.product.locate(err) from None
+    return out
 
 
-def evaluate_file(prog, params, path: str, cfg=None) -> dict[str, float]:
+def evaluate_file(prog, params, path: str, cfg=None, chunk: int | None = None) -> dict[str, float]:
     """Scores on every sample of a data file (nothing held out), its kind by extension. Where
     the program's own source (``cfg``'s) reads a file of that kind, its mapping of inputs and
     its date column apply to this one too; otherwise the default mapping."""
@@ -206,13 +238,30 @@ def evaluate_file(prog, params, path: str, cfg=None) -> dict[str, float]:
     fresh.validate(SOURCES, tuple(n for n, _ in prog.graph.losses))
     fresh.values["data"]["test_fraction"] = 0.0  # below the setting's range: only from here
     dataset = training.load_data(prog, fresh)
-    return _score(prog, params, dict(dataset.train))
+    if chunk is None:
+        return _score(prog, params, dict(dataset.train))
+    from ddm.runtime import streaming
+
+    names = _needed_inputs(prog)
+    arrays = {k: v for k, v in dataset.train.items() if k in names}
+    try:
+        return streaming.evaluate(
+            prog.product, params, streaming.chunked(arrays, chunk), dataset.n("train")
+        )
+    except DdmError as err:
+        raise prog.product.locate(err) from None
+
+
+def _needed_inputs(prog) -> set[str]:
+    """The inputs the loss and the metrics read."""
+    g = prog.graph
+    roots = [g.loss] + [i for _, i in g.metrics]
+    return {s.name for s in g.inputs_needed([r for r in roots if r is not None])}
 
 
 def _score(prog, params, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
     g = prog.graph
-    roots = [g.loss] + [i for _, i in g.metrics]
-    names = {s.name for s in g.inputs_needed([r for r in roots if r is not None])}
+    names = _needed_inputs(prog)
     batch = {k: v for k, v in arrays.items() if k in names}
     out: dict[str, float] = {}
     if g.loss is not None:

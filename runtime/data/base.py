@@ -36,3 +36,6 @@ class Source:
     # a file source: keywords beyond ``kwargs`` map the program's inputs to columns or arrays,
     # and ``load`` takes the inputs' declared shapes (``runtime/data/files.py``)
     maps_inputs: bool = False
+    # rows(split, start, stop, **kwargs): rows [start, stop) of a split, exactly as ``load``
+    # gives them, without building the rest — a source that can, streams (runtime/streaming.py)
+    rows: Callable[..., dict] | None = None

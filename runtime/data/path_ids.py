@@ -56,14 +56,9 @@ def load(
         raise DataDiagnostic(None, f"path_ids: cost must be at least 0, got {cost}")
     T = days / 365
     dt = T / steps
-    tau = (T - dt * np.arange(steps)).astype(np.float32)
 
     def split(first: int, n: int):
-        return {
-            "path": np.arange(first, first + n, dtype=np.int32),
-            "tau": np.broadcast_to(tau, (n, steps)).copy(),
-            "cost": np.full((n,), cost, np.float32),
-        }
+        return _ids(first, n, cost, days, steps)
 
     return Dataset(
         split(offset, n_train),
@@ -76,6 +71,39 @@ def load(
             "maturity": T,
         },
     )
+
+
+def _ids(first: int, n: int, cost: float, days: int, steps: int) -> dict[str, np.ndarray]:
+    T = days / 365
+    dt = T / steps
+    tau = (T - dt * np.arange(steps)).astype(np.float32)
+    return {
+        "path": np.arange(first, first + n, dtype=np.int32),
+        "tau": np.broadcast_to(tau, (n, steps)).copy(),
+        "cost": np.full((n,), cost, np.float32),
+    }
+
+
+def rows(
+    split: str,
+    start: int,
+    stop: int,
+    n_train: int = 100_000,
+    n_test: int = 100_000,
+    cost: float = 0.0,
+    days: int = 30,
+    steps: int = 30,
+    offset: int = 0,
+) -> dict[str, np.ndarray]:
+    """Rows ``start … stop − 1`` of a split, as :func:`load` gives them.
+
+    >>> rows("test", 2, 4, n_test=5, steps=3)["path"].tolist()
+    [1073741826, 1073741827]
+    """
+    n = n_train if split == "train" else n_test
+    stop = min(stop, n)
+    first = offset + (TEST_BASE if split == "test" else 0)
+    return _ids(first + start, max(stop - start, 0), cost, days, steps)
 
 
 def _nbytes(n_train: int, n_test: int, steps: int, **_) -> int:
@@ -106,4 +134,5 @@ SOURCE = Source(
         "offset": Range(0, HALF - 1, why="path ids are int32: training ids stay below 2^30"),
     },
     _nbytes,
+    rows=rows,
 )
