@@ -54,7 +54,7 @@ def _paths(n):
     return {k: d.train[k] for k in ("S", "tau", "cost")}
 
 
-def _pfhedge(spot, params):
+def _pfhedge(spot, params, device: str = "cpu"):
     # torch and pfhedge are optional peers (the bench extra, which `make bench` installs): where
     # they are absent, bench() skips before calling this and the type check cannot resolve them
     import torch  # pyright: ignore[reportMissingImports]
@@ -66,6 +66,7 @@ def _pfhedge(spot, params):
     option = EuropeanOption(stock, strike=100.0, maturity=STEPS_N / 365)
     option.simulate(n_paths=spot.shape[0])  # allocates the buffers; replaced below
     stock.register_buffer("spot", torch.as_tensor(spot, dtype=torch.float32))
+    option.to(device)  # its stock and buffers (gpu_check.py: the same GPU as ddm)
     # the Linear layers by name: a Linear's weight and bias are typed Tensors, while the items a
     # Sequential hands back are plain Modules
     layers = [torch.nn.Linear(3, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 1)]
@@ -74,9 +75,10 @@ def _pfhedge(spot, params):
         for layer, (w, b) in zip(layers, params):
             layer.weight.copy_(torch.as_tensor(w.T))
             layer.bias.copy_(torch.as_tensor(b))
+    model.to(device)
     hedger = Hedger(
         model, ["log_moneyness", "time_to_maturity", "prev_hedge"], criterion=EntropicRiskMeasure()
-    )
+    ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss():
@@ -93,7 +95,8 @@ def _pfhedge(spot, params):
     return loss, step
 
 
-def bench(quick: bool = False) -> dict:
+def bench(quick: bool = False, device: str = "cpu") -> dict:
+    """``device``: torch's (``"cuda"`` beside JAX's GPU: gpu_check.py)."""
     try:  # the optional peers (see _pfhedge)
         import pfhedge  # noqa: F401  # pyright: ignore[reportMissingImports]
         import torch  # pyright: ignore[reportMissingImports]
@@ -112,7 +115,7 @@ def bench(quick: bool = False) -> dict:
     params = prog.init(jax.random.key(0))
     phi = params["phi"]
     layers = [(np.asarray(phi[f"w{i}"]), np.asarray(phi[f"b{i}"])) for i in range(3)]
-    pf_loss, pf_step = _pfhedge(batch["S"], layers)
+    pf_loss, pf_step = _pfhedge(batch["S"], layers, device)
 
     opt = optax.adam(1e-3)
 
@@ -139,8 +142,11 @@ def bench(quick: bool = False) -> dict:
         state = (p, s)
 
     def run_pf(k):
+        value = None
         for _ in range(k):
-            pf_step()
+            value = pf_step()
+        if device != "cpu" and value is not None:
+            value.item()  # waits for the device
 
     run_ddm(2)
     run_pf(2)
@@ -169,6 +175,7 @@ def bench(quick: bool = False) -> dict:
         "torch": torch.__version__,
         "pfhedge": __import__("pfhedge").__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_device": device,
     }
 
 
