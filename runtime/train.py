@@ -722,7 +722,7 @@ class _Run:
             out["saliency"] = saliency.compute(
                 self.prog,
                 params,
-                self.device(self.data.test, g.inputs_needed([vid])),
+                self.device(self.data.test, g.inputs_needed([vid]), pad=False),
                 v["saliency"],
             )
         grad_summary = diagnostics.summary(self.log)

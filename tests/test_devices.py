@@ -267,6 +267,17 @@ def test_two_processes_train_to_the_single_process_result_and_only_process_0_wri
     assert metrics["test"] == pytest.approx(one["test"], rel=1e-9)
     assert metrics["config"]["devices"] == 4
 
+    # deterministic: the same two processes again give the same bits
+    rerun = str(folder / "two_again")
+    (rc0, _, err0), (rc1, _, err1) = _two_processes(
+        path, rerun, folder, "--set", "checkpoint_every=6"
+    )
+    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    again = np.load(os.path.join(rerun, "params.npz"))
+    for k in psi:
+        np.testing.assert_array_equal(again[k], saved[k])
+    assert json.load(open(os.path.join(rerun, "metrics.json")))["test"] == metrics["test"]
+
     # the checkpoint remembers the topology that wrote it
     again = _ddmc("train", path, "--resume", out, "--set", "steps=20", cwd=folder)
     assert again.returncode == 1, again.stderr
