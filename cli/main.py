@@ -308,6 +308,13 @@ def _start_devices(args) -> int:
     local = args.devices if isinstance(args.devices, int) else None
     if several:
         p = args.num_processes
+        if local is not None and not p:
+            print(
+                f"ddmc: error: --devices {local} counts the devices of every process, and the "
+                "number of processes is not given: add --num-processes, or pass --devices all",
+                file=sys.stderr,
+            )
+            return EXIT_USER
         if local is not None and p:
             if local % p:
                 print(
@@ -917,6 +924,13 @@ def cmd_eval(args) -> int:
     _cache(args)
     prog = Program.compile(graph, sources, x64=args.x64 or bool(cfg.values.get("x64") is True))
     params = params_io.load_params(args.params, prog)
+    if args.data and args.split != "both":
+        print(
+            "ddmc: error: --split picks a split of the program's data source; --data scores "
+            "every sample of its file",
+            file=sys.stderr,
+        )
+        return EXIT_USER
     if args.data:  # every sample of the file: nothing held out
         scores = {"all": api.evaluate_file(prog, params, args.data, cfg, chunk=args.chunk)}
     else:

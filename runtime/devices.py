@@ -142,11 +142,17 @@ def process() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def topology() -> dict[str, int]:
-    """What a checkpoint must be resumed on."""
+def agree(ok: bool) -> bool:
+    """Whether every process says ``ok`` (each process calls it: a collective). A step that
+    one process alone takes (process 0 preparing the output folder, reading a checkpoint)
+    must not leave the others waiting in the next collective when it fails there."""
     import jax
 
-    return {"processes": jax.process_count(), "devices": jax.device_count()}
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
 
 
 def _global(a: np.ndarray, sharding, shape):

@@ -6,9 +6,10 @@ stage, vmapped), lifts them to arrays over the batch, and reduces them (``mean``
 ``entropic_risk``, …). :func:`plan` splits each metric of a program into
 
 - **per-sample** values: lifted values and elementwise arithmetic on them (computed per chunk),
-- **stream points**: a reduction over every sample of a per-sample value — accumulated chunk by
-  chunk (:data:`STREAMS`: sums, counts and Chan's pairwise update of the variance in float64,
-  a running log-sum-exp, the worst ⌈αn⌉ losses for an expected shortfall),
+- **stream points**: a reduction over every sample of a per-sample value (or a pair of them:
+  ``mse``, ``bce``, ``accuracy``) — accumulated chunk by chunk (:data:`STREAMS`: sums, counts
+  and Chan's pairwise update of the variance in float64, a running log-sum-exp, the worst ⌈αn⌉
+  losses for an expected shortfall),
 - **scalars**: arithmetic on stream points, computed once at the end by the program's own ops.
 
 Memory is a chunk's arrays and the accumulators: independent of the number of samples, except
@@ -49,77 +50,113 @@ class NotStreamable(DataDiagnostic):
 
 @dataclass
 class Stream:
-    """One stream point: ``op`` over every sample of the per-sample value ``source``."""
+    """One stream point: ``op`` over every sample of the per-sample values ``sources`` (two for
+    a pair statistic such as ``mse(a, b)``). Accumulated in float64; NaN and infinities
+    propagate as the library's op would give them."""
 
     value: int  # the reduction's value id
     op: str
-    source: int
+    sources: tuple[int, ...]
     attrs: dict
     n: int = 0  # elements seen
     total: float = 0.0
     mean: float = 0.0
     m2: float = 0.0  # Σ (x − mean)² (Chan et al.'s pairwise update)
-    peak: float = -math.inf  # max, or the running max of the log-sum-exp
-    low: float = math.inf
-    scaled: float = 0.0  # Σ exp(x − peak)
+    peak: float = -math.inf  # max
+    low: float = math.inf  # min
+    shift: float = 0.0  # the log-sum-exp's finite shift
+    scaled: float = 0.0  # Σ exp(x − shift)
+    finite: bool = True  # every value seen was finite (smooth_sharpe)
     worst: np.ndarray = field(default_factory=lambda: np.zeros(0))  # expected shortfall
 
-    def add(self, x: np.ndarray, k: int = 0) -> None:
-        x = np.asarray(x, np.float64).ravel()
+    def add(self, xs: list, k: int = 0) -> None:
+        x = self.terms([np.asarray(a, np.float64).ravel() for a in xs])
         if x.size == 0:
             return
         op = self.op
-        if op in ("mean", "sum", "hinge_return"):
-            if op == "hinge_return":
-                x = np.maximum(self.attrs.get("threshold", 0.0) - x, 0.0)
-            self.total += float(np.sum(x))
-        elif op in ("var", "std", "sharpe"):
-            m, m2 = float(np.mean(x)), float(np.sum(np.square(x - np.mean(x))))
-            n = self.n + x.size
-            delta = m - self.mean
-            self.m2 += m2 + delta * delta * self.n * x.size / n
-            self.mean += delta * x.size / n
-        elif op == "max":
-            self.peak = max(self.peak, float(np.max(x)))
-        elif op == "min":
-            self.low = min(self.low, float(np.min(x)))
-        elif op in ("logsumexp", "entropic_risk"):
-            if op == "entropic_risk":
-                x = -self.attrs.get("lam", 1.0) * x
-            top = max(self.peak, float(np.max(x)))
-            self.scaled = self.scaled * math.exp(self.peak - top) + float(np.sum(np.exp(x - top)))
-            self.peak = top
-        elif op in ("expected_shortfall", "cvar"):
-            both = np.concatenate([self.worst, -x])  # losses
-            self.worst = both if both.size <= k else np.partition(both, both.size - k)[-k:]
+        with np.errstate(all="ignore"):
+            if op in ("mean", "sum") or op in PAIRS or op == "hinge_return":
+                self.total += float(np.sum(x))
+            elif op in ("var", "std", "sharpe", "smooth_sharpe"):
+                self.finite = self.finite and bool(np.all(np.isfinite(x)))
+                self.total += float(np.sum(x))
+                m, m2 = float(np.mean(x)), float(np.sum(np.square(x - np.mean(x))))
+                n = self.n + x.size
+                delta = m - self.mean
+                self.m2 += m2 + delta * delta * self.n * x.size / n
+                self.mean += delta * x.size / n
+            elif op == "max":  # np.max keeps a NaN, Python's max would drop it
+                self.peak = float(np.max([self.peak, np.max(x)]))
+            elif op == "min":
+                self.low = float(np.min([self.low, np.min(x)]))
+            elif op in ("logsumexp", "entropic_risk"):
+                top = float(np.max([self.shift, np.max(x)])) if self.n else float(np.max(x))
+                shift = top if math.isfinite(top) else 0.0  # as jax.nn.logsumexp
+                self.scaled = self.scaled * float(np.exp(self.shift - shift)) + float(
+                    np.sum(np.exp(x - shift))
+                )
+                self.shift = shift
+            elif op in ("expected_shortfall", "cvar"):
+                both = np.concatenate([self.worst, -x])  # losses
+                self.worst = both if both.size <= k else np.partition(both, both.size - k)[-k:]
         self.n += x.size
 
+    def terms(self, xs: list[np.ndarray]) -> np.ndarray:
+        """The per-element terms the op reduces (library/losses.py's definitions)."""
+        op, a = self.op, self.attrs
+        x = xs[0]
+        with np.errstate(all="ignore"):
+            if op == "hinge_return":
+                return np.maximum(a.get("threshold", 0.0) - x, 0.0)
+            if op == "entropic_risk":
+                return -a.get("lam", 1.0) * x
+            if op == "mse":
+                return np.square(x - xs[1])
+            if op == "accuracy":
+                return ((x > a.get("threshold", 0.5)) == (xs[1] > 0.5)).astype(np.float64)
+            if op == "bce":
+                p, y = np.clip(x, a.get("eps", 1e-7), 1 - a.get("eps", 1e-7)), xs[1]
+                return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+            if op == "bce_logits":  # log σ(z) = −log(1 + e^{−z})
+                y = xs[1]
+                return y * np.logaddexp(0.0, -x) + (1 - y) * np.logaddexp(0.0, x)
+        return x
+
     def result(self) -> float:
-        op, n = self.op, self.n
-        if op == "mean":
-            return self.total / n
-        if op in ("sum", "hinge_return"):
-            return self.total if op == "sum" else self.total / n
-        ddof = self.attrs.get("ddof", 0)
-        if op == "var":
-            return self.m2 / (n - ddof)
-        if op == "std":
-            return math.sqrt(self.m2 / (n - ddof))
-        if op == "sharpe":
-            eps, periods = self.attrs.get("eps", 1e-12), self.attrs.get("periods", 1)
-            return self.mean / math.sqrt(self.m2 / n + eps) * math.sqrt(periods)
-        if op == "max":
-            return self.peak
-        if op == "min":
-            return self.low
-        if op == "logsumexp":
-            return self.peak + math.log(self.scaled)
-        if op == "entropic_risk":
-            return (self.peak + math.log(self.scaled) - math.log(n)) / self.attrs.get("lam", 1.0)
-        return float(np.mean(self.worst))  # expected shortfall
+        op, a = self.op, self.attrs
+        n = np.float64(self.n)
+        with np.errstate(all="ignore"):
+            if op in ("mean", "hinge_return") or op in PAIRS:
+                return float(self.total / n)
+            if op == "sum":
+                return self.total
+            if op in ("var", "std"):
+                dof = n - a.get("ddof", 0)  # none left: NaN, as jnp.var
+                var = np.float64(self.m2) / dof if dof > 0 else np.float64(np.nan)
+                return float(var if op == "var" else np.sqrt(var))
+            if op == "sharpe":
+                sd = np.sqrt(np.float64(self.m2) / n + a.get("eps", 1e-12))
+                return float(self.mean / sd * np.sqrt(a.get("periods", 1)))
+            if op == "smooth_sharpe":
+                ratio = np.float64(self.mean) / np.sqrt(self.m2 / n + a.get("eps", 1e-6))
+                if self.finite and np.isfinite(ratio):
+                    return float(ratio)
+                return float(np.sign(np.nan_to_num(self.total / n, nan=0.0)) * a.get("cap", 100.0))
+            if op == "max":
+                return self.peak
+            if op == "min":
+                return self.low
+            if op == "logsumexp":
+                return float(self.shift + np.log(np.float64(self.scaled)))
+            if op == "entropic_risk":
+                lse = self.shift + np.log(np.float64(self.scaled))
+                return float((lse - np.log(n)) / a.get("lam", 1.0))
+            return float(np.mean(self.worst))  # expected shortfall
 
 
-# the reductions a stream point may be, and which need all axes reduced
+# statistics of two per-sample values: the mean of a per-element term
+PAIRS = ("mse", "accuracy", "bce", "bce_logits")
+# the reductions a stream point may be, and whether they need every axis reduced
 STREAMS = {
     "mean": True,
     "sum": True,
@@ -132,7 +169,9 @@ STREAMS = {
     "expected_shortfall": False,
     "cvar": False,
     "sharpe": False,
+    "smooth_sharpe": False,
     "hinge_return": False,
+    **{op: False for op in PAIRS},
 }
 
 
@@ -162,8 +201,9 @@ def plan(product, names: Iterable[str] | None = None) -> Plan:
             v.span,
             f"metric '{metric}' cannot be accumulated over chunks of samples: {reason}",
             hint="evaluate without --chunk (every sample at once), or write the metric as "
-            "mean, sum, var, std, max, min, logsumexp, sharpe, entropic_risk, "
-            "expected_shortfall or hinge_return of a per-sample value",
+            "mean, sum, var, std, max, min, logsumexp, sharpe, smooth_sharpe, entropic_risk, "
+            "expected_shortfall, hinge_return, mse, bce, bce_logits or accuracy of per-sample "
+            "values",
         )
 
     def kind(i: int, metric: str) -> str:
@@ -180,7 +220,11 @@ def plan(product, names: Iterable[str] | None = None) -> Plan:
             if v.op in STREAMS and ins and ins[0] == "sample":
                 if STREAMS[v.op] and v.attr("axis") is not None:
                     raise why(metric, v, f"{v.op} along an axis keeps one value per sample")
-                if any(k == "sample" for k in ins[1:]):
+                if v.attr("keepdims"):
+                    raise why(metric, v, f"{v.op} with keepdims keeps the samples' axis")
+                if v.op in PAIRS and ins[1] not in ("sample", "static"):
+                    raise why(metric, v, f"{v.op} of a per-sample value and a statistic")
+                if v.op not in PAIRS and any(k == "sample" for k in ins[1:]):
                     raise why(metric, v, f"{v.op} of two per-sample values")
                 out = "stream"
             elif "sample" not in ins:
@@ -199,12 +243,21 @@ def plan(product, names: Iterable[str] | None = None) -> Plan:
     for name, i in roots.items():
         if kind(i, name) == "sample":
             raise why(name, g.values[i], "its value is per sample, not a statistic")
+
+    def sources(v) -> tuple[int, ...]:
+        return tuple(v.inputs[:2]) if v.op in PAIRS else (v.inputs[0],)
+
     streams = [
-        Stream(i, g.values[i].op, g.values[i].inputs[0], dict(g.values[i].attrs))
+        Stream(i, g.values[i].op, sources(g.values[i]), dict(g.values[i].attrs))
         for i in sorted(i for i, k in kinds.items() if k == "stream")
     ]
-    scalars = sorted(i for i, k in kinds.items() if k == "scalar")
-    return Plan(streams, sorted({s.source for s in streams}), scalars, roots)
+    # the rest is computed at the end: statistics of statistics, and roots that read no sample
+    # (a param, a constant)
+    scalars = sorted(
+        {i for i, k in kinds.items() if k == "scalar"}
+        | {i for i in roots.values() if kinds[i] == "static"}
+    )
+    return Plan(streams, sorted({j for s in streams for j in s.sources}), scalars, roots)
 
 
 def evaluate(
@@ -227,8 +280,7 @@ def evaluate(
         values, aux = compute(params, chunk)
         solver_report.enforce(product, aux.solvers, f"samples {seen} to {seen + size - 1}")
         for s in p.streams:
-            k = _worst_count(s, n)
-            s.add(np.asarray(values[s.source]), k)
+            s.add([np.asarray(values[j]) for j in s.sources], _worst_count(s, n))
         seen += size
         dims = dims or product.dims_of(chunk, list(p.roots.values()))
     if seen != n:

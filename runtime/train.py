@@ -262,11 +262,17 @@ class _Run:
         self.key = jax.random.key(v["seed"])
         self.order_key = jax.random.fold_in(self.key, 1)
         params = prog.init(jax.random.fold_in(self.key, 0), **self.dims)
-        if out_dir and fresh and self.writer:  # before any compile; a resumed one is writable
+        if out_dir and fresh:  # before any compile; a resumed one is writable
             size = sum(
                 int(np.size(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(params)
             )
-            outdir.prepare(out_dir, outdir.run_bytes(size, bool(v["checkpoint_every"])))
+            self.together(
+                lambda: (
+                    outdir.prepare(out_dir, outdir.run_bytes(size, bool(v["checkpoint_every"])))
+                    if self.writer
+                    else None
+                )
+            )
         self.lr_at = make_schedule(v["optimizer"], v["steps"])  # a number, or a schedule
         optimizer = make_optimizer(v["optimizer"], v["clip_norm"], v["steps"])
         self.phi = PhiSetup(product, cfg, {s.name for s in needed if dtypes[s.name].kind == "f"})
@@ -287,6 +293,8 @@ class _Run:
         self.curriculum = Curriculum(
             product, v.get("curriculum"), self.n, self.batch, jax.random.fold_in(self.key, 3)
         )
+        # the curriculum weighs the real rows (a rule's weight may be a batch statistic)
+        self.curriculum_rows = self.training_rows() if self.curriculum.on else {}
         self.evaluators = {
             what: Compiled(product.metrics, what)
             for what in ("metrics on the test set", "metrics on the training set")
@@ -311,6 +319,13 @@ class _Run:
         n = devices.resolve(setting)
         have = devices.available()
         _, processes = devices.process()
+        if processes > 1 and (self.v.get("curriculum") or self.v.get("compare_rules")):
+            raise self.cfg.error(
+                "curriculum" if self.v.get("curriculum") else "compare_rules",
+                "a run of several processes trains without a curriculum or compare_rules "
+                "(each reads every training sample on one host)",
+                hint="train it in one process (several devices are fine)",
+            )
         if processes > 1 and n != have:
             raise self.cfg.error(
                 "devices",
@@ -407,10 +422,15 @@ class _Run:
         v, s = self.v, self.state
         if not self.out_dir:
             raise ConfigDiagnostic(None, "--resume needs the run directory it continues")
-        try:
-            r = resume_state.load(self.out_dir, s.params, s.opt_state, self.fingerprint)
-        except ValueError as err:
-            raise ConfigDiagnostic(None, f"--resume {self.out_dir}: {err}") from None
+        out_dir = self.out_dir
+
+        def read():
+            try:
+                return resume_state.load(out_dir, s.params, s.opt_state, self.fingerprint)
+            except ValueError as err:
+                raise ConfigDiagnostic(None, f"--resume {out_dir}: {err}") from None
+
+        r = self.together(read)  # every process reads it; any that cannot stops them all
         if r.step >= v["steps"]:
             raise ConfigDiagnostic(
                 None,
@@ -452,6 +472,23 @@ class _Run:
                 f"warning: could not write a checkpoint to {self.out_dir} "
                 f"({err.strerror or err}); training goes on without checkpoints"
             )
+
+    def together(self, work):
+        """``work()``, knowing whether it failed in any process: one process's failure (process
+        0 preparing the folder) raises in every process instead of leaving the others waiting
+        in the next collective."""
+        if self.mesh is None or jax_processes() == 1:
+            return work()
+        from ddm.runtime import devices
+
+        try:
+            out = work()
+        except Exception:
+            devices.agree(False)
+            raise
+        if not devices.agree(True):
+            raise ConfigDiagnostic(None, "another process of this run failed (it says why)")
+        return out
 
     def topology(self) -> list[int]:
         """[processes, devices] of this run's mesh (a checkpoint resumes only on the same)."""
@@ -520,7 +557,7 @@ class _Run:
             for s in range(self.start, v["steps"]):
                 epoch, pos = divmod(s, self.per_epoch)
                 if self.curriculum.on:
-                    idx = self.curriculum.indices(s, self.state.params, self.train_arrays)
+                    idx = self.curriculum.indices(s, self.state.params, self.curriculum_rows)
                     self.drawn[s] = idx
                 else:
                     if pos == 0 or perm is None:
@@ -690,14 +727,14 @@ class _Run:
         }
         metrics.update(self.summaries(final_test))
         timing = self.timing()
-        if self.out_dir and not self.writer:
-            self.per_sample_pnl()  # every process takes part in what process 0 computes
-        elif self.out_dir:
+        # every process takes part in what process 0 computes for the files, once
+        pnl = self.per_sample_pnl() if self.out_dir else {}
+        if self.out_dir and self.writer:
             try:
-                self.write(metrics, timing)
+                self.write(metrics, timing, pnl)
             except OSError as err:
                 wanted, self.out_dir = self.out_dir, outdir.fallback()
-                self.write(metrics, timing)
+                self.write(metrics, timing, pnl)
                 self.moved = (
                     f"could not write the results to {wanted} ({err.strerror or err}); "
                     f"they are kept in {self.out_dir}"
@@ -766,7 +803,7 @@ class _Run:
             "device": str(jax.devices()[0].platform),
         }
 
-    def write(self, metrics: dict, timing: dict) -> None:
+    def write(self, metrics: dict, timing: dict, pnl: dict) -> None:
         out = self.out_dir
         assert out is not None
         os.makedirs(out, exist_ok=True)
@@ -780,7 +817,6 @@ class _Run:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
         if self.g.guards:
             write_json(os.path.join(out, "compliance.json"), metrics["compliance"])
-        pnl = self.per_sample_pnl()
         if pnl:  # the decision's and the baselines' P&L per test sample, for pnl.png
             plots.save_pnl(out, pnl)
 
@@ -795,6 +831,12 @@ class _Run:
         evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
         values, _ = evaluate(self.state.params, self.test)
         return {name: np.asarray(values[i]) for name, i in pnl}
+
+
+def jax_processes() -> int:
+    import jax
+
+    return jax.process_count()
 
 
 def _topology(t: list[int]) -> str:

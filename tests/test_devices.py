@@ -192,6 +192,7 @@ def test_a_fixed_device_count_gives_the_same_bits(runs):
         (["--set", "devices=3"], "devices = 3, and JAX sees 1 device (cpu)"),
         (["--devices", "0"], "expected all or a number of devices >= 1"),
         (["--set", "devices=two"], "'devices' must be all or a number of devices"),
+        (["--distributed", "--devices", "4"], "the number of processes is not given"),
     ],
 )
 def test_a_device_count_that_cannot_work_is_refused_with_what_to_change(runs, args, message):

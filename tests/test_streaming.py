@@ -38,6 +38,12 @@ metric hinge = hinge_return(z, threshold=0.1)
 metric gap_mean = mean(gap)
 metric ratio = mean(z) / std(z) + a
 metric pos = mean(f32(z > 0.0))
+metric ss = smooth_sharpe(z)
+metric err = mse(z, y)
+metric hit = accuracy(sigmoid(z), f32(y > 0.0))
+metric ce = bce(sigmoid(z), f32(y > 0.0))
+metric cel = bce_logits(z, f32(y > 0.0))
+metric lam = a * 2.0
 """
 
 
@@ -62,11 +68,32 @@ def test_every_statistic_accumulated_over_chunks_is_the_whole_batchs(x64, rel, f
 
 
 @pytest.mark.parametrize(
+    "metric",
+    [
+        "max(log(z))",  # NaN where z < 0: kept, as the library keeps it
+        "min(log(z))",
+        "logsumexp(-log(0.0 * z))",  # +inf
+        "logsumexp(log(0.0 * z))",  # every value -inf
+        "var(z, ddof=1003)",  # n − ddof = 0
+        "sharpe(0.0 * z, eps=0.0)",  # 0 / 0
+    ],
+)
+def test_nan_and_infinities_come_out_as_from_the_whole_batch(metric):
+    prog = ddm.loads(STATS + f"metric edge = {metric}\n", x64=True)
+    params = prog.init(None)
+    data = _data(1003)
+    whole = float(prog.metrics(params, data)["edge"])
+    chunked = streaming.evaluate(prog.product, params, streaming.chunked(data, 128), 1003)
+    assert chunked["edge"] == pytest.approx(whole, nan_ok=True), (whole, chunked["edge"])
+
+
+@pytest.mark.parametrize(
     "metric, reason",
     [
         ("quantile(z, 0.5)", "quantile needs every sample at once"),
         ("mean(z - mean(z))", "sub combines per-sample values with a statistic of the batch"),
         ("max(mean(x, axis=1))", "mean along an axis keeps one value per sample"),
+        ("mean(z, keepdims=true)[0]", "mean with keepdims keeps the samples' axis"),
     ],
 )
 def test_a_metric_that_needs_every_sample_at_once_is_named(tmp_path, metric, reason):
@@ -159,3 +186,11 @@ def test_memory_does_not_grow_with_the_number_of_paths(sim_params):
         peaks[n], scores = _peak_rss(args + ["--set", f"data.n_test={n}"])
         assert np.isfinite(scores["test"]["entropic__net"])
     assert peaks[500_000] < 1.2 * peaks[50_000], peaks
+
+
+def test_a_split_of_another_file_is_refused(sim_params, tmp_path):
+    data = tmp_path / "paths.npz"
+    np.savez(data, path=np.arange(4, dtype=np.int32))
+    args = ["--params", sim_params, "--data", str(data), "--split", "test"]
+    done = _ddmc("eval", str(EXAMPLES / "deep_hedge_sim.ddm"), *args)
+    assert done.returncode == 1 and "--data scores every sample of its file" in done.stderr

@@ -419,6 +419,8 @@ def _trained(exp, prog, cfg, data, folder, console, gid, how, mesh=None) -> list
     if exp.vmap_seeds and seeding.vmappable(cfg) is None and size > 1:
         dims = seeding.bound_dims(prog, data, cfg)
         size = seeding.group_size(prog, dims, min(int(cfg.values["batch"]), data.n("train")), size)
+        if mesh is not None and size > mesh.devices.size:  # whole rounds of the devices
+            size -= size % mesh.devices.size
     else:
         size = 1
     runs: list = []

@@ -197,8 +197,9 @@ def train_vmapped(
     if not declarative and bool(jnp.any(state.tally.bad > 0)):
         raise _Fallback("a step's loss or gradient was not finite")
     train_s = time.perf_counter() - started - compile_s
-    home = jax.tree.leaves(state.params)[0].sharding  # split by seeds, not copied
-    spread = 1 if home.is_fully_replicated else len(home.device_set)
+    leaves = jax.tree.leaves(state.params)
+    home = leaves[0].sharding if leaves else None  # split by seeds, not copied
+    spread = 1 if home is None or home.is_fully_replicated else len(home.device_set)
     return [
         SeedRun(
             seed,
