@@ -12,7 +12,7 @@ STAMP      := $(VENV)/.ddm-installed
 TEST_STAMP := $(VENV)/.ddm-test-installed
 DATA_STAMP := $(VENV)/.ddm-data-installed
 
-.PHONY: run test check test-slow bench deep-hedge-grid phi-vs-dp install install-test data dot lock clean
+.PHONY: run test check test-slow bench gpu-check deep-hedge-grid phi-vs-dp install install-test data dot lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -80,10 +80,10 @@ check: install-test
 	$(VENV)/bin/pyright --project pyproject.toml
 
 test: install-test data dot check
-	$(PYTEST) -m "not slow" -q
+	$(PYTEST) -m "not slow" -q --durations=30
 
 test-slow: install-test data dot
-	$(PYTEST) -m slow -q || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
+	$(PYTEST) -m slow -q --durations=30 || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
 
 BENCH_STAMP := $(VENV)/.ddm-bench-installed
 $(BENCH_STAMP): $(TEST_STAMP)
@@ -94,6 +94,10 @@ $(BENCH_STAMP): $(TEST_STAMP)
 
 bench: install-test $(BENCH_STAMP) data
 	$(PY) -m ddm.bench
+
+# everything ddm should show on a GPU, in one command (bench/gpu_check.py; says so without one)
+gpu-check: install-test
+	$(PY) -m ddm.bench.gpu_check
 
 # the deep-hedging results grid (markets × costs × losses, ~40 min on 2 cores) → docs/results/deep_hedge.md
 deep-hedge-grid: install

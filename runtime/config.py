@@ -463,7 +463,9 @@ def _coerce(cfg: RunConfig, key: str, value, kind: str, rng: Range | None, choic
         if value == "all":
             return value
         if not isinstance(value, int) or isinstance(value, bool):
-            raise cfg.error(key, f"'{key}' must be all or a number of devices, got {got}")
+            raise cfg.error(
+                key, f"'{key}' must be an integer (a number of devices) or all, got {got}"
+            )
     elif kind == "bool":
         if not isinstance(value, bool):
             raise cfg.error(key, f"'{key}' must be true or false, got {got}")

@@ -476,7 +476,8 @@ def _numeric_settings():
     """(key, kind, range, the --set assignments that choose the call it belongs to)."""
     out = []
     for key, (kind, _, rng) in SCALARS.items():
-        if rng is not None:
+        if rng is not None:  # devices: a count, or the word all (tested in test_devices.py)
+            kind = "int" if kind == "devices" else kind
             out.append((key, kind, rng, ["data=credit_applicants"]))
     for opt, args in OPTIMIZERS.items():
         for a in args:

@@ -191,7 +191,7 @@ def test_a_fixed_device_count_gives_the_same_bits(runs):
         (["--devices", "3"], "batch 256 does not split evenly over 3 devices"),
         (["--set", "devices=3"], "devices = 3, and JAX sees 1 device (cpu)"),
         (["--devices", "0"], "expected all or a number of devices >= 1"),
-        (["--set", "devices=two"], "'devices' must be all or a number of devices"),
+        (["--set", "devices=two"], "'devices' must be an integer (a number of devices) or all"),
         (["--distributed", "--devices", "4"], "the number of processes is not given"),
     ],
 )
