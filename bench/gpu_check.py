@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from ddm.bench.simulator import _median_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -47,16 +48,6 @@ input path: i32
 node S = gbm_path(path, 0.2, s0=100.0, days=30, steps=30, seed=0)
 output S
 """
-
-
-def _median(fn, repeats: int = 5) -> float:
-    fn()  # compile and warm
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def devices() -> dict:
@@ -125,7 +116,7 @@ def bandwidth(quick: bool) -> float:
     n = (1 << 24) if quick else (1 << 28)  # 64 MiB / 1 GiB
     x = jnp.ones((n,), jnp.float32)
     f = jax.jit(lambda x: 2.0 * x + 1.0)
-    t = _median(lambda: f(x).block_until_ready())
+    t = _median_time(lambda: f(x).block_until_ready())
     return 2 * 4 * n / t
 
 
@@ -139,7 +130,7 @@ def simulator(quick: bool, bytes_per_s: float) -> dict:
     n = 65_536 if quick else 4_000_000
     ids = jax.numpy.asarray(np.arange(n, dtype=np.int32))
     run = jax.jit(lambda ids: prog.product.apply_batch({}, {"path": ids})[0]["S"])
-    t = _median(lambda: run(ids).block_until_ready())
+    t = _median_time(lambda: run(ids).block_until_ready())
     rate = n * 30 / t
     bound = bytes_per_s / 4
     return {
@@ -168,7 +159,7 @@ def argmin_batch(problem: str, quick: bool) -> dict:
     data = {k: jax.numpy.asarray(v) for k, v in data.items()}
     params = prog.init(jax.random.key(0))
     vg = jax.jit(jax.value_and_grad(lambda p, d: prog.product.loss(p, d)[0], argnums=(0, 1)))
-    t = _median(lambda: jax.block_until_ready(vg(params, data)), repeats=3)
+    t = _median_time(lambda: jax.block_until_ready(vg(params, data)), repeats=3)
     _, aux = jax.jit(prog.product.apply_batch)(params, data)
     (info,) = aux.solvers.values()
     status = np.asarray(info.status).ravel()

@@ -342,26 +342,18 @@ def _start_devices(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def _positive(text: str, what: str = "a number") -> int:
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= 1, got {text!r}")
     return n
 
 
 def _devices(text: str):
-    if text == "all":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected all or a number of devices >= 1, got {text!r}")
-    return n
+    return text if text == "all" else _positive(text, "all or a number of devices")
 
 
 def _version() -> str:
