@@ -206,8 +206,8 @@ def _parser() -> argparse.ArgumentParser:
         "--devices",
         metavar="N|all",
         type=_devices,
-        help="spread each method's seeds over N devices, or all (on a CPU host ddmc makes N "
-        "devices of it)",
+        help="spread each method's seeds over N devices, or all, and the methods side by side "
+        "when there are twice as many devices as seeds (on a CPU host ddmc makes N devices of it)",
     )
     ex.add_argument(
         "--no-cache", action="store_true", help="do not use the persistent compile cache"
@@ -442,6 +442,15 @@ def _check_experiment(args, experiments: list[str]) -> int:
     graph, sources = front_end_file(exp.program)
     _warn(graph, sources)
     if args.variant is None:
+        from ddm.runtime.experiment.run import validate
+        from ddm.runtime.program import load
+
+        # every market's and method's run settings, the variants, the baselines: as the run
+        # checks them before it trains anything — and so for the reduced run (CI's)
+        prog = load(exp.program, x64=exp.x64)
+        validate(exp, prog)
+        if exp.where is not None and ("reduced",) in exp.where.values:
+            validate(spec.load(experiments[0], reduced=True), prog)
         if not args.quiet:
             print(
                 f"{experiments[0]}: ok — program {os.path.relpath(exp.program)}, "

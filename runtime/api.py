@@ -208,7 +208,7 @@ def evaluate_config(
         else:
             rows = source.rows
             assert rows is not None
-            n = int(spec[f"n_{split}"])
+            n = source.n_rows(split, spec)
             chunks = (
                 {k: v for k, v in rows(split, a, a + chunk, **spec).items() if k in names}
                 for a in range(0, n, chunk)

@@ -255,6 +255,12 @@ class RunConfig:
             return
         self._set(key, value, Span(name, 1, 1, 1, len(key) + 1), vspan)
 
+    def set_at(self, key: str, value: Any, key_span, value_span, text: str | None) -> None:
+        """A setting read from another file (an experiment's), its errors located there."""
+        if text is not None and (value_span or key_span):
+            self.texts[(value_span or key_span).file] = text
+        self._set(key, value, key_span, value_span)
+
     def set_value(self, key: str, value: Any) -> None:
         """A setting given from Python (``ddm.train(steps=…)``): no span, so its errors name
         the setting alone."""

@@ -68,6 +68,23 @@ def make_mesh(n: int):
     return Mesh(np.asarray(jax.devices()[:n]), (AXIS,))
 
 
+def lanes(mesh, width: int) -> list:
+    """``mesh``'s devices cut into meshes of ``width`` devices each (a remainder left idle):
+    an experiment trains one method per lane at a time, the lanes side by side.
+
+    >>> [m.devices.size for m in lanes(make_mesh(1), 1)]
+    [1]
+    """
+    from jax.sharding import Mesh
+
+    flat = list(np.asarray(mesh.devices).ravel())
+    width = max(1, min(width, len(flat)))
+    return [
+        Mesh(np.asarray(flat[i : i + width]), (AXIS,))
+        for i in range(0, len(flat) - width + 1, width)
+    ]
+
+
 def replicated(mesh):
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -117,6 +134,48 @@ def shard_rows(a: np.ndarray, mesh, pad: bool = True):
     if jax.process_count() == 1:
         return jax.device_put(a, sharding)
     return _global(a, sharding, a.shape)
+
+
+def padded(rows: int, mesh) -> int:
+    """``rows`` rounded up to a multiple of the mesh's size (what :func:`shard_rows` holds)."""
+    n = mesh.devices.size
+    return -(-rows // n) * n
+
+
+def local_rows(rows: int, mesh) -> tuple[int, int]:
+    """The rows ``[lo, hi)`` of an array of ``rows`` rows sharded by :func:`shard_rows` that
+    this process's devices hold (``hi`` may pass ``rows``: padding). A process builds just
+    these (:func:`shard_local_rows`) — its shard of the data."""
+    shape = (padded(rows, mesh),)
+    held = [i for i in by_rows(mesh).addressable_devices_indices_map(shape).values() if i]
+    starts = [index[0].indices(shape[0])[0] for index in held]
+    stops = [index[0].indices(shape[0])[1] for index in held]
+    return min(starts), max(stops)
+
+
+def shard_local_rows(part: np.ndarray, lo: int, rows: int, mesh):
+    """The array of ``rows`` rows sharded as :func:`shard_rows` does, from ``part``: rows
+    ``lo …`` of it, the ones this process's devices hold (:func:`local_rows`), zero rows
+    added up to the padded length. No process holds more than its part.
+
+    >>> mesh = make_mesh(1)
+    >>> lo, hi = local_rows(3, mesh)
+    >>> shard_local_rows(np.arange(lo, hi, dtype=np.float32), lo, 3, mesh).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    import jax
+
+    _, hi = local_rows(rows, mesh)
+    missing = hi - lo - part.shape[0]
+    if missing:
+        part = np.concatenate([part, np.zeros((missing,) + part.shape[1:], part.dtype)])
+    shape = (padded(rows, mesh),) + part.shape[1:]
+
+    def piece(index):
+        first, last, _ = index[0].indices(shape[0])
+        return part[(slice(first - lo, last - lo),) + tuple(index[1:])]
+
+    return jax.make_array_from_callback(shape, by_rows(mesh), piece)
 
 
 def initialize(

@@ -65,8 +65,12 @@ class RunResult:
         return self.log
 
 
-def load_data(prog: Program, cfg: RunConfig) -> Dataset:
-    """The run's data source, checked against the inputs the loss and metrics need."""
+def load_data(prog: Program, cfg: RunConfig, local: bool = False) -> Dataset:
+    """The run's data source, checked against the inputs the loss and metrics need.
+
+    ``local`` (a run of several processes, a source that builds any range of rows): the
+    training split is left empty — each process builds its own rows (:meth:`_Run.local_rows`);
+    the test set is built whole (every process holds it)."""
     spec = dict(cfg.values["data"])
     name = spec.pop("name")
     roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
@@ -81,6 +85,16 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
         # float32 whether or not float64 is on (--x64, or a float64 program loaded earlier in
         # the process), so an experiment's saved per-path values match a resumed run's data
         with jax.enable_x64(False):
+            if local:
+                assert source.rows is not None and source.info is not None
+                test = source.rows("test", 0, source.n_rows("test", spec), **spec)
+                return check_data(
+                    prog,
+                    cfg,
+                    Dataset({}, test, source.info(**spec)),
+                    f"data source {name}",
+                    ("test",),
+                )
             data = source.load(**spec)
     except DataDiagnostic as err:
         if err.span is None:
@@ -89,11 +103,26 @@ def load_data(prog: Program, cfg: RunConfig) -> Dataset:
     return check_data(prog, cfg, data, f"data source {name}")
 
 
-def check_data(prog: Program, cfg: RunConfig, data: Dataset, name: str) -> Dataset:
-    """``data`` provides every input the loss and metrics need, all finite."""
+def builds_rows(cfg: RunConfig) -> bool:
+    """Whether the run's data source builds any range of rows (``path_ids``): then each
+    process of a run of several builds only the training rows its devices hold."""
+    source = SOURCES[cfg.values["data"]["name"]]
+    return source.rows is not None and source.info is not None
+
+
+def check_data(
+    prog: Program,
+    cfg: RunConfig,
+    data: Dataset,
+    name: str,
+    splits=("train", "test"),
+    first: int = 0,
+) -> Dataset:
+    """``data`` provides every input the loss and metrics need, all finite (``first``: the
+    number of the first row, for a process's own rows)."""
     roots = [prog.graph.loss] + [i for _, i in prog.graph.metrics]
     needed = prog.graph.inputs_needed([r for r in roots if r is not None])
-    for split in ("train", "test"):
+    for split in splits:
         arrays = getattr(data, split)
         missing = [s.name for s in needed if s.name not in arrays]
         if missing:
@@ -107,7 +136,7 @@ def check_data(prog: Program, cfg: RunConfig, data: Dataset, name: str) -> Datas
         for s in needed:
             a = np.asarray(arrays[s.name])
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                row = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
+                row = first + int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
                 raise cfg.error(
                     "data",
                     f"{name}: input '{s.name}' has a non-finite value in {split} sample {row}",
@@ -223,14 +252,20 @@ class _Run:
         self.product = product = prog.product
         v = self.v = cfg.values
         g = self.g = prog.graph
+        # several processes, a source that builds any rows: each builds its own training rows
+        self.local = data is None and jax_processes() > 1 and builds_rows(cfg)
         self.data = (
-            load_data(prog, cfg) if data is None else check_data(prog, cfg, data, "the data")
+            load_data(prog, cfg, self.local)
+            if data is None
+            else check_data(prog, cfg, data, "the data")
         )
         if console is not None and self.data.info.get("description"):
             console.print(f"data: {self.data.info['description']}", markup=False, highlight=False)
         needed = g.inputs_needed([g.loss] + [i for _, i in g.metrics])
-        shapes = {s.name: np.shape(self.data.train[s.name]) for s in needed}
-        dtypes = {s.name: np.asarray(self.data.train[s.name]).dtype for s in needed}
+        # a process's own training rows are built later: the test set's shapes are theirs
+        shaped = self.data.test if self.local else self.data.train
+        shapes = {s.name: np.shape(shaped[s.name]) for s in needed}
+        dtypes = {s.name: np.asarray(shaped[s.name]).dtype for s in needed}
         try:
             self.dims = bind_dims(g, shapes, dtypes, needed, True, f"data {v['data']['name']}")
         except DdmError as err:
@@ -249,12 +284,14 @@ class _Run:
                     f"the program has no metric '{v['target']['metric']}'",
                     hint="its metrics: " + ", ".join(names),
                 )
-        self.n = self.data.n("train")
+        self.n = self.training_count() if self.local else self.data.n("train")
         self.batch = min(v["batch"], self.n)
         # several processes (devices.initialize): all compute, process 0 alone writes
         self.writer = jax.process_index() == 0
         self.mesh = self._mesh()  # None: one device, the arrays as they are
-        self.train_arrays = self.device(self.data.train, needed)
+        self.train_arrays = (
+            self.local_rows(needed) if self.local else self.device(self.data.train, needed)
+        )
         self.test = self.device(self.data.test, needed, pad=False)
         self.per_epoch = self.n // self.batch
         self.declarative = any(x.op == "argmin" for x in g.values)
@@ -406,6 +443,40 @@ class _Run:
                 out[s.name] = devices.replicate(a, self.mesh)
             else:
                 out[s.name] = devices.shard_rows(a, self.mesh, pad)
+        return out
+
+    def training_count(self) -> int:
+        spec = dict(self.v["data"])
+        return SOURCES[spec.pop("name")].n_rows("train", spec)
+
+    def local_rows(self, inputs) -> dict:
+        """The training arrays on the mesh, of which this process built only the rows its
+        own devices hold (a run of several processes, a source with ``rows``)."""
+        import jax
+
+        from ddm.runtime import devices
+
+        assert self.mesh is not None
+        spec = dict(self.v["data"])
+        name = spec.pop("name")
+        rows = SOURCES[name].rows
+        assert rows is not None
+        lo, hi = devices.local_rows(self.n, self.mesh)
+
+        def build():
+            with jax.enable_x64(False):
+                part = rows("train", lo, min(hi, self.n), **spec)
+            what = f"data source {name}"
+            check_data(self.prog, self.cfg, Dataset(part, {}), what, ("train",), first=lo)
+            return part
+
+        part = self.together(build)
+        fdt = np.dtype(self.product.float_dtype)
+        out = {}
+        for s in inputs:
+            a = np.asarray(part[s.name])
+            a = a.astype(fdt) if a.dtype.kind == "f" else a
+            out[s.name] = devices.shard_local_rows(a, lo, self.n, self.mesh)
         return out
 
     def training_rows(self) -> dict:

@@ -113,6 +113,7 @@ def _worker(path: str, out: str) -> None:
         }
     report["seen"] = {str(k): v for k, v in seen.items()}
     report["seeds"] = _seeds_spread()
+    report["variants"] = _variants_spread(os.path.dirname(out))
     with open(out, "w") as fh:
         json.dump(report, fh)
 
@@ -145,6 +146,64 @@ def _seeds_spread() -> dict:
         # where the trained state lived
         "devices": [r.devices for r in spread] + [r.devices for r in alone],
     }
+
+
+VARIANTS = """\
+program: {program}
+x64: true
+seeds: 2
+markets:
+  cost1e-3: {{cost: 0.001, n_train: 256, n_test: 64}}
+methods:
+  slow: {{output: pnl, settings: {{optimizer: {{name: adam, lr: 0.001}}}}}}
+  fast: {{output: pnl, settings: {{optimizer: {{name: adam, lr: 0.01}}}}}}
+baselines:
+  delta: {{node: pnl_delta}}
+metrics:
+  entropic: {{stat: entropic_risk, better: lower}}
+comparisons:
+  - {{method: slow, against: [delta, fast]}}
+statistics: {{resamples: 100}}
+reduced: {{seeds: 2, settings: {{steps: 4}}}}
+"""
+
+
+def _variants_spread(folder: str) -> dict:
+    """An experiment of two methods (two training groups) × two seeds on one device, and on
+    four: two lanes of two devices, the groups side by side."""
+    import jax
+
+    from ddm.runtime.experiment import seeds as seeding
+    from ddm.runtime.experiment import spec
+    from ddm.runtime.experiment.run import run_experiment
+
+    path = os.path.join(folder, "variants.yaml")
+    with open(path, "w") as fh:
+        fh.write(VARIANTS.format(program=os.path.join(ROOT, "tests", "experiment", "hedge5.ddm")))
+    exp = spec.load(path, reduced=True)
+    placed: list = []
+    original = seeding.train_seeds
+
+    def spy(prog, cfg, data, seeds, vmap=True, on_step=None, mesh=None):
+        out = original(prog, cfg, data, seeds, vmap, on_step, mesh)
+        leaves = jax.tree.leaves([r.params for r in out[0]])
+        placed.append(sorted({d.id for x in leaves for d in x.devices()}))
+        return out
+
+    seeding.train_seeds = spy
+    report = {}
+    for n in (1, 4):
+        placed.clear()
+        res = run_experiment(exp, os.path.join(folder, f"variants{n}"), devices=n)
+        with np.load(os.path.join(folder, f"variants{n}", "cost1e-3", "paths.npz")) as z:
+            values = {k: z[k].tolist() for k in ("slow", "fast")}
+        report[str(n)] = {
+            "values": values,
+            "placed": sorted(placed),
+            "training": res["markets"]["cost1e-3"]["training"],
+        }
+    seeding.train_seeds = original
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +242,19 @@ def test_four_devices_train_to_the_one_device_result(runs):
 def test_a_fixed_device_count_gives_the_same_bits(runs):
     report, _ = runs
     assert report["4"] == report["4again"]
+
+
+def test_an_experiments_methods_train_side_by_side_on_lanes_of_devices(runs):
+    report, _ = runs
+    spread = report["variants"]
+    # two methods × two seeds on four devices: two lanes of two, one method on each
+    assert spread["4"]["placed"] == [[0, 1], [2, 3]]
+    assert spread["1"]["placed"] == [[0], [0]]
+    assert all("over 2 devices" in how for how in spread["4"]["training"].values())
+    for method in ("slow", "fast"):  # float64: the seeds' split is the only difference
+        np.testing.assert_allclose(
+            spread["4"]["values"][method], spread["1"]["values"][method], rtol=1e-12
+        )
 
 
 @pytest.mark.parametrize(
@@ -290,6 +362,88 @@ def test_two_processes_train_to_the_single_process_result_and_only_process_0_wri
     assert "written by 2 processes on 4 devices; this run has 1 process on 4 devices" in (
         again.stderr
     )
+
+
+IDS = """\
+dim N = 5
+input path: i32
+input tau: f32[N]
+input cost: f32
+param phi = mlp(2, 4, 1)
+node S = gbm_path(path, 0.2, s0=100.0, days=5, steps=5, seed=0)
+node x = log(S[0:5] / 100.0) / (0.2 * sqrt(tau))
+node h = scan t in N, prev: f32 = 0.0 { phi(stack([x[t], prev]))[0] }
+node pnl = hedge_pnl(S, h, cost=cost, strike=100.0, premium=0.936)
+loss = entropic_risk(pnl)
+metric risk = entropic_risk(pnl)
+run {
+    data = path_ids(days=5, steps=5, cost=0.01, n_train=1030, n_test=101)
+    optimizer = adam(lr=0.01)
+    steps = 6
+    batch = 256
+}
+"""
+
+# ``ddmc`` with path_ids' row builder spied on: which rows this process built
+SPIED = """\
+import json, sys
+from ddm.runtime.data import path_ids
+built, ids = [], path_ids.SOURCE
+def rows(split, start, stop, **kw):
+    built.append([split, start, stop])
+    return path_ids.rows(split, start, stop, **kw)
+def load(**kw):
+    built.append(["all"])
+    return path_ids.load(**kw)
+object.__setattr__(ids, "rows", rows)  # a frozen record: spied on in this process only
+object.__setattr__(ids, "load", load)
+from ddm.cli.main import main
+try:
+    code = main(sys.argv[2:])
+finally:
+    json.dump(built, open(sys.argv[1], "w"))
+sys.exit(code)
+"""
+
+
+def test_each_process_builds_only_the_training_rows_its_devices_hold(tmp_path):
+    path = tmp_path / "ids.ddm"
+    path.write_text(IDS)
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPIED, str(tmp_path / f"built{i}.json"), "train", str(path)]
+            + ["--x64", "--no-plots", "--devices", "4", "--out", str(tmp_path / "two")]
+            + ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
+            + ["--process-id", str(i)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, stderr = p.communicate(timeout=500)
+        assert p.returncode == 0, stderr[-3000:]
+    # 1030 rows padded to 1032 over four devices, two per process: 516 rows each
+    built = [json.loads((tmp_path / f"built{i}.json").read_text()) for i in range(2)]
+    assert sorted(built[0]) == [["test", 0, 101], ["train", 0, 516]]
+    assert sorted(built[1]) == [["test", 0, 101], ["train", 516, 1030]]
+    # the same training as one process holding every row
+    one = _ddmc("train", str(path), "--x64", "--no-plots", "--devices", "4", "--out", "one",
+                cwd=tmp_path)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    two, alone = (np.load(tmp_path / d / "params.npz") for d in ("two", "one"))
+    assert sorted(two.files) == sorted(alone.files)
+    weights = [k for k in alone.files if alone[k].dtype.kind == "f"]
+    assert weights
+    for k in weights:
+        np.testing.assert_allclose(two[k], alone[k], rtol=1e-8, atol=1e-10)
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("two", "one")]
+    assert metrics[0]["test"] == pytest.approx(metrics[1]["test"], rel=1e-9)
+    assert metrics[0]["train"] == pytest.approx(metrics[1]["train"], rel=1e-9)
+    assert metrics[0]["data"] == metrics[1]["data"]  # described without building it whole
 
 
 def test_an_experiment_on_more_devices_than_there_are_is_refused_before_anything_runs(tmp_path):

@@ -82,6 +82,35 @@ def test_ddmc_experiment_reports_a_mistake_with_exit_1_and_no_traceback(tmp_path
     assert "did you mean 'methods'" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "edit, message, where",
+    [
+        # a method's settings, the reduced section's, a market's data keyword, a value
+        (("net: {output: pnl}", "net: {output: pnl, settings: {stpes: 3}}"),
+         "unknown run setting 'stpes'", (7, 33)),
+        (("settings: {steps: 5}", "settings: {steps: 5, n_train: 9}"),
+         "unknown run setting 'n_train'", (27, 42)),
+        (("cost1e-3: {cost: 0.001}", "cost1e-3: {cost: 0.001, n_trian: 9}"),
+         "gbm_paths has no setting 'n_trian'", (4, 13)),
+        (("net: {output: pnl}", "net: {output: pnl, settings: {steps: -3}}"),
+         "'steps' must be at least 1, got -3", (7, 40)),
+    ],
+)  # fmt: skip
+def test_ddmc_check_locates_a_run_setting_of_the_experiment_in_its_file(tmp_path, edit, message,
+                                                                          where):  # fmt: skip
+    """Settings and data keywords are checked as each market's and method's run will take
+    them — by ``ddmc check`` too, for the full and the reduced run."""
+    path = _copy(tmp_path)
+    text = open(path).read()
+    assert edit[0] in text
+    open(path, "w").write(text.replace(edit[0], edit[1], 1))
+    done = _ddmc("check", path)
+    assert done.returncode == 1, done.stdout
+    first = done.stderr.splitlines()[0]
+    assert first == f"{path}:{where[0]}:{where[1]}: error: {message}", done.stderr
+    assert "^" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_reduced_overrides_the_file_and_must_exist(tmp_path):
     exp = spec.load(EXP, reduced=True)
     assert exp.seeds == (0,) and exp.settings["steps"] == 5

@@ -39,3 +39,10 @@ class Source:
     # rows(split, start, stop, **kwargs): rows [start, stop) of a split, exactly as ``load``
     # gives them, without building the rest — a source that can, streams (runtime/streaming.py)
     rows: Callable[..., dict] | None = None
+    # info(**kwargs): ``load``'s ``Dataset.info`` without building the arrays; with ``rows``, the
+    # processes of a run each build their own training rows (runtime/train.py)
+    info: Callable[..., dict] | None = None
+
+    def n_rows(self, split: str, spec: Mapping[str, Any]) -> int:
+        """The rows of ``split`` a source with ``rows`` builds for the call ``spec``."""
+        return int(spec[f"n_{split}"])

@@ -54,23 +54,30 @@ def load(
         )
     if not cost >= 0:
         raise DataDiagnostic(None, f"path_ids: cost must be at least 0, got {cost}")
-    T = days / 365
-    dt = T / steps
-
-    def split(first: int, n: int):
-        return _ids(first, n, cost, days, steps)
-
     return Dataset(
-        split(offset, n_train),
-        split(TEST_BASE + offset, n_test),
-        {
-            "description": f"path ids for in-graph simulators: {days} days in {steps} steps, "
-            f"cost {cost}; {n_train} train from id {offset}, {n_test} test from id "
-            f"{TEST_BASE + offset}",
-            "dt": dt,
-            "maturity": T,
-        },
+        _ids(offset, n_train, cost, days, steps),
+        _ids(TEST_BASE + offset, n_test, cost, days, steps),
+        info(n_train, n_test, cost, days, steps, offset),
     )
+
+
+def info(
+    n_train: int = 100_000,
+    n_test: int = 100_000,
+    cost: float = 0.0,
+    days: int = 30,
+    steps: int = 30,
+    offset: int = 0,
+) -> dict:
+    """What :func:`load`'s data set says of itself, without building it."""
+    T = days / 365
+    return {
+        "description": f"path ids for in-graph simulators: {days} days in {steps} steps, "
+        f"cost {cost}; {n_train} train from id {offset}, {n_test} test from id "
+        f"{TEST_BASE + offset}",
+        "dt": T / steps,
+        "maturity": T,
+    }
 
 
 def _ids(first: int, n: int, cost: float, days: int, steps: int) -> dict[str, np.ndarray]:
@@ -135,4 +142,5 @@ SOURCE = Source(
     },
     _nbytes,
     rows=rows,
+    info=info,
 )

@@ -77,8 +77,13 @@ def config_for(exp: Experiment, prog, market: dict, method: Method | None = None
     cfg = RunConfig.defaults()
     cfg.apply_run_section(prog.graph.run, prog.sources.texts.get(prog.file, ""))
     cfg.values["compare_rules"] = False  # rules on/off are variants of an experiment
-    for key, value in {**exp.settings, **(method.settings if method else {})}.items():
-        cfg.set_value(key, value)
+    text = exp.where.text if exp.where is not None else None
+    for key, value in exp.settings.items():
+        spans = exp.spans(("reduced", "settings", key), ("settings", key))
+        cfg.set_at(key, value, *spans, text)
+    for key, value in (method.settings if method is not None else {}).items():
+        at = ("methods", method.name if method is not None else "", "settings", key)
+        cfg.set_at(key, value, *exp.spans(("reduced", *at), at), text)
     data = dict(cfg.values.get("data") or {})
     extra = {**exp.data, **market}
     if "name" in extra:
@@ -88,7 +93,12 @@ def config_for(exp: Experiment, prog, market: dict, method: Method | None = None
         raise ConfigDiagnostic(
             None, f"{exp.path}: the program has no data source and the experiment names none"
         )
-    cfg.set_value("data", data)
+    # a data keyword's error points at the market's keywords (else the experiment's data)
+    name = next((k for k, v in exp.markets.items() if dict(v) == market), None)
+    spans = exp.spans(
+        ("reduced", "markets", name), ("markets", name), ("reduced", "data"), ("data",)
+    )
+    cfg.set_at("data", data, None, spans[1], text)
     cfg.validate(SOURCES, tuple(n for n, _ in prog.graph.losses))
     return cfg
 
@@ -106,7 +116,8 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run ``exp`` into the folder ``out`` (module doc); returns results.json's content.
     ``devices`` (a number, or ``"all"``): each method's seeds spread over that many devices
-    (``seeds.train_vmapped``).
+    (``seeds.train_vmapped``), and the methods side by side on lanes of them when there are
+    twice as many devices as seeds (:func:`_train_groups`).
 
     The experiment computes in float64 exactly when it says so (``x64:``), whatever the
     process's ``jax_enable_x64`` flag: a float32 experiment run in a process that switched to
@@ -224,6 +235,7 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
     gid_methods: dict[str, list[str]] = {}
     for m in exp.methods:
         groups.setdefault(m.group, []).append(m)
+    plans = []
     for group, methods in groups.items():
         gid = _group_id(group, methods)
         gid_methods[gid] = [m.name for m in methods]
@@ -231,8 +243,9 @@ def _run_market(exp: Experiment, prog, market: str, market_kw: dict, out: str, c
             _variant(prog, methods[0]), config_for(exp, prog, market_kw, methods[0])
         )
         gcfg = config_for(exp, prog, market_kw, methods[0])
-        folder = os.path.join(base, "runs", gid)
-        runs = _trained(exp, variant_prog, gcfg, data, folder, console, gid, how, mesh)
+        plans.append((gid, methods, variant_prog, gcfg, os.path.join(base, "runs", gid)))
+    every = _train_groups(exp, plans, data, console, how, mesh)
+    for (gid, methods, variant_prog, gcfg, _), runs in zip(plans, every):
         trained[gid] = runs
         progs_of[gid] = (variant_prog, gcfg)
         outputs = [m.output for m in methods]
@@ -409,6 +422,55 @@ def _write_npz(path: str, arrays: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
     atomic_write(path, buf.getvalue())
+
+
+def _train_groups(exp, plans, data, console, how, mesh) -> list[list]:
+    """Every method group's seed runs, in the order of ``plans``. On several devices the
+    groups train side by side: the devices are cut into lanes as wide as the seeds that train
+    together (``devices.lanes``), each lane trains one group at a time (its seeds spread over
+    the lane), and a group takes the next free lane. A group's result does not depend on which
+    lane it took — every lane is as wide — so an experiment is the same bits on every run."""
+    from ddm.runtime import devices as devs
+
+    width = len(exp.seeds) if exp.vmap_seeds else 1
+    lanes = devs.lanes(mesh, width) if mesh is not None else []
+    if len(lanes) < 2 or len(plans) < 2:
+        return [
+            _trained(exp, prog, cfg, data, folder, console, gid, how, mesh)
+            for gid, _, prog, cfg, folder in plans
+        ]
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    import jax
+
+    free: queue.Queue = queue.Queue()
+    for lane in lanes:
+        free.put(lane)
+
+    def train(plan):
+        gid, _, prog, cfg, folder = plan
+        lane = free.get()
+        try:
+            ids = [d.id for d in lane.devices.ravel()]
+            _say(console, f"  {gid}: on devices {', '.join(map(str, ids))}")
+            # JAX's precision and default device are per thread: the lane's, in this thread
+            with jax.enable_x64(exp.x64), jax.default_device(lane.devices.ravel()[0]):
+                return _trained(
+                    exp, prog, cfg, data, folder, console, gid, how,
+                    lane if lane.devices.size > 1 else None,
+                )  # fmt: skip
+        finally:
+            free.put(lane)
+
+    with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="ddm-lane") as pool:
+        futures = [pool.submit(train, plan) for plan in plans]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:  # the groups not started yet: a failure ends the experiment
+                f.cancel()
+            raise
 
 
 def _trained(exp, prog, cfg, data, folder, console, gid, how, mesh=None) -> list:

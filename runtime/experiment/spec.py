@@ -152,6 +152,21 @@ class Experiment:
     scorecard: Mapping[str, Any]
     raw: Mapping[str, Any]  # the file's mapping as read (after --reduced), for results.json
     reduced: bool = False
+    # the file's spans: a run setting or data keyword is checked where it is used (run.py's
+    # config_for) and its error points here
+    where: Any = field(default=None, compare=False, repr=False)
+
+    def spans(self, *paths: tuple) -> tuple[Span | None, Span | None]:
+        """The key's and the value's span of the first of ``paths`` the file has (a path in
+        the ``reduced`` section only when the experiment is reduced)."""
+        if self.where is None:
+            return None, None
+        for at in paths:
+            if at and at[0] == "reduced" and not self.reduced:
+                continue
+            if at in self.where.values:
+                return self.where.keys.get(at), self.where.values[at]
+        return None, None
 
     def method(self, name: str) -> Method | Baseline:
         for m in (*self.methods, *self.baselines):
@@ -522,6 +537,7 @@ def parse(data: dict, where: _Where, path: str, reduced: bool = False) -> Experi
         scorecard=scorecard,
         raw={k: v for k, v in data.items() if k != "reduced"},
         reduced=reduced,
+        where=where,
     )
 
 
