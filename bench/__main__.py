@@ -24,7 +24,14 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from ddm.bench import argmin, front_end, pfhedge_step, simulator, train_step  # noqa: E402
+from ddm.bench import (  # noqa: E402
+    argmin,
+    front_end,
+    latency,
+    pfhedge_step,
+    simulator,
+    train_step,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "latest.json")
@@ -34,6 +41,7 @@ GROUPS = {
     "argmin": argmin,
     "simulator": simulator,
     "deep_hedge": pfhedge_step,
+    "latency": latency,
 }
 
 
@@ -105,6 +113,8 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
         return simulator.row(r)
     if name.startswith("deep_hedge."):
         return pfhedge_step.row(r)
+    if name.startswith("latency."):
+        return latency.row(r)
     ok = "[green]ok[/]" if r.get("meets_target") else "[yellow]over[/]"
     if name.startswith("train_step."):
         check = (
@@ -151,6 +161,8 @@ def notes(r: dict) -> str | None:
         return simulator.notes(r)
     if name.startswith("deep_hedge."):
         return pfhedge_step.notes(r)
+    if name.startswith("latency."):
+        return latency.notes(r)
     if name.startswith("train_step."):
         return (
             f"{name}: {r['program']}, batch {r['batch']}; ratio = median ddm / median hand "

@@ -13,6 +13,12 @@ if "DDM_CACHE_DIR" not in os.environ:
 
     os.environ["DDM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ddm-test-xla-")
     atexit.register(shutil.rmtree, os.environ["DDM_CACHE_DIR"], ignore_errors=True)
+if os.environ.get("DDM_TEST_CACHE", "1") == "1":
+    # the tests in this process share it too: many build the same program again (a fresh
+    # jax.jit of the same loss), and XLA's compilation is most of the suite's time
+    from ddm.runtime import compile_cache
+
+    compile_cache.enable(os.environ["DDM_CACHE_DIR"])
 
 import pathlib  # noqa: E402
 

@@ -64,9 +64,9 @@ def test_hedge_short_run_reports_sharpe_beside_the_baselines(tmp_path, name, kla
         "--out",
         str(tmp_path),
         "--set",
-        "steps=60",
+        "steps=20",
         "--set",
-        "log_every=20",
+        "log_every=10",
     )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())

@@ -34,6 +34,12 @@ loss = mean(sum(w * w, axis=1))
 """
 POLICIES = ("error", "nan", "closest")
 MODES = ("eager", "jit", "grad", "vmap", "jit_vmap_grad")
+# jit, grad and vmap alone are also inside jit_vmap_grad: for the policies whose programs take
+# long to compile (closest: three interior points), `make test` runs eager and the composition,
+# `make test-slow` each transformation alone
+COMPOSED = [
+    pytest.param(m, marks=pytest.mark.slow) if m in ("jit", "grad", "vmap") else m for m in MODES
+]
 INFEASIBLE = {"b": np.ones((4, 5), np.float32)}
 STACKED = {"b": np.ones((2, 4, 5), np.float32)}  # two batches, for the vmapped modes
 
@@ -85,7 +91,7 @@ def test_the_error_policy_raises_eagerly_and_is_nan_under_every_transformation(p
     assert np.all(np.isnan(call(prog, mode, params))), mode
 
 
-@pytest.mark.parametrize("mode", MODES[1:])
+@pytest.mark.parametrize("mode", COMPOSED[1:])
 def test_checked_raises_the_located_error_under_every_transformation(programs, mode):
     prog = programs["error"]
     params = prog.init(jax.random.key(0))
@@ -111,7 +117,7 @@ def test_the_nan_policy_is_nan_everywhere_and_never_raises(programs, mode):
         assert np.all(np.isnan(np.concatenate([np.ravel(x) for x in jax.tree.leaves(out)])))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", COMPOSED)
 def test_the_closest_policy_is_the_same_finite_point_under_every_transformation(programs, mode):
     prog = programs["closest"]
     params = prog.init(jax.random.key(0))

@@ -159,11 +159,12 @@ def test_a_200_node_program_stays_a_valid_graph(tmp_path):
     text = to_dot(g, "both", rankdir="TB")
     nodes, _ = parse(text)
     assert len(nodes) >= 200
-    if shutil.which("dot"):
-        proc = subprocess.run(
-            ["dot", "-Tsvg"], input=text.encode(), capture_output=True, timeout=300
-        )
+    # graphviz reads it (its parser, `nop`: laying out 200 nodes and their gradient edges
+    # takes graphviz a minute here; the SVG of a diagram is tested on smaller programs above)
+    if shutil.which("nop"):
+        proc = subprocess.run(["nop"], input=text.encode(), capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr.decode()
+        assert proc.stdout.decode().count("->") == text.count("->")
 
 
 def test_guards_and_rules_are_clusters_titled_with_their_text():
