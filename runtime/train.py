@@ -446,6 +446,7 @@ class _Run:
         return out
 
     def training_count(self) -> int:
+        """The training rows of a source that builds any range of them (without building)."""
         spec = dict(self.v["data"])
         return SOURCES[spec.pop("name")].n_rows("train", spec)
 
