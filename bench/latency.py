@@ -19,8 +19,12 @@ the wall time of one call with a batch of one — dispatch, checks and all:
 ddm: ``prog.apply(params, **one_sample)`` with the inputs as device arrays — what a caller
 does. Hand: the jitted function on the same arrays. Each timed call ends with
 ``block_until_ready``; median over ``CALLS`` calls after a warm-up, the two sides taking turns
-in blocks. float32 (the default). Targets (issue 15): ddm ≤ 1.5× hand for every decision and
-< 50 µs for the budget decision. Reported, not asserted.
+in blocks. float32 (the default). Both sides are measured twice: in this process, with JAX's
+default asynchronous dispatch, and in a child process with ``DDM_DISPATCH=inline``, the
+documented fast path for single decisions (``ddm.library.xla_env.apply_dispatch``: JAX's CPU
+client hands any program above 1000 estimated flops to another thread, which for one decision
+costs more than the decision). Targets (issue 15), read on the fast path: ddm ≤ 1.5× hand for
+every decision and < 50 µs for the budget decision. Reported, not asserted.
 
 Run: ``python -m ddm.bench --only latency`` (or ``python -m ddm.bench.latency``).
 """
@@ -201,44 +205,71 @@ def _median_us(ours, theirs, calls: int) -> tuple[float, float]:
 
 
 def bench(name: str, quick: bool = False) -> dict:
+    """One decision's figures in this process (whatever its dispatch mode)."""
     import numpy as np
 
     ours, theirs, close = _cases(name)
     diff = float(np.max(np.abs(np.asarray(ours()) - np.asarray(theirs()))))
     ddm_us, hand_us = _median_us(ours, theirs, QUICK_CALLS if quick else CALLS)
-    ratio = ddm_us / hand_us
-    row = {
+    return {
         "name": f"latency.{name}",
         "calls": QUICK_CALLS if quick else CALLS,
         "ddm_us": round(ddm_us, 1),
         "hand_us": round(hand_us, 1),
-        "ratio": round(ratio, 2),
+        "ratio": round(ddm_us / hand_us, 2),
         "max_abs_diff": diff,
         "agree": diff <= close,
         "correct": diff <= close,  # bench/__main__.py exits 1 when a decision disagrees
-        "target_ratio_1_5": ratio <= 1.5,
     }
-    if name == "budget":
-        row["target_under_50us"] = ddm_us < 50.0
-    return row
+
+
+def _inline(quick: bool, only: str | None) -> dict[str, dict]:
+    """The same rows measured by a child process with ``DDM_DISPATCH=inline`` (the dispatch
+    mode is fixed when JAX's CPU backend starts, so it takes a process of its own)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "ddm.bench.latency", "--json"]
+    args += ["--quick"] if quick else []
+    args += ["--only", only] if only else []
+    env = {**os.environ, "DDM_DISPATCH": "inline"}
+    r = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    return {row["name"]: row for row in json.loads(r.stdout.strip().splitlines()[-1])}
 
 
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
-    return [bench(n, quick) for n in NAMES if only in (None, n)]
+    """Every decision in both dispatch modes: this process's (JAX's default, asynchronous)
+    and ``DDM_DISPATCH=inline`` (the documented fast path for single decisions). The targets
+    are read on the fast path."""
+    rows = [bench(n, quick) for n in NAMES if only in (None, n)]
+    inline = _inline(quick, only)
+    for r in rows:
+        i = inline[r["name"]]
+        r["inline"] = {k: i[k] for k in ("ddm_us", "hand_us", "ratio", "max_abs_diff")}
+        r["correct"] = r["correct"] and i["correct"]
+        r["agree"] = r["agree"] and i["agree"]
+        r["target_ratio_1_5"] = i["ratio"] <= 1.5
+        if r["name"] == "latency.budget":
+            r["target_under_50us"] = i["ddm_us"] < 50.0
+    return rows
 
 
 def row(r: dict) -> tuple[str, str, str, str, str, str]:
-    """The benchmark table's row (bench/__main__.py)."""
+    """The benchmark table's row (bench/__main__.py): the fast path's figures (inline
+    dispatch), the default's in the notes."""
     target = "≤ 1.5×" + (", < 50 µs" if "target_under_50us" in r else "")
     met = r["target_ratio_1_5"] and r.get("target_under_50us", True)
     status = "[green]ok[/]" if met else "[yellow]over[/]"
     if not r["agree"]:
         status += f", [red]DISAGREE {r['max_abs_diff']:.1e}[/]"
+    i = r["inline"]
     return (
         r["name"],
-        f"{r['ddm_us']:.1f} µs",
-        f"{r['hand_us']:.1f} µs (hand)",
-        f"{r['ratio']:.2f}",
+        f"{i['ddm_us']:.1f} µs",
+        f"{i['hand_us']:.1f} µs (hand)",
+        f"{i['ratio']:.2f}",
         target,
         status,
     )
@@ -247,15 +278,31 @@ def row(r: dict) -> tuple[str, str, str, str, str, str]:
 def notes(r: dict) -> str:
     return (
         f"{r['name']}: one decision (batch 1), prog.apply vs the hand-written jitted JAX, median "
-        f"of {r['calls']} calls each; max |ddm − hand| = {r['max_abs_diff']:.1e}"
+        f"of {r['calls']} calls each, DDM_DISPATCH=inline; with JAX's default asynchronous "
+        f"dispatch {r['ddm_us']:.1f} vs {r['hand_us']:.1f} µs ({r['ratio']:.2f}×); "
+        f"max |ddm − hand| = {r['max_abs_diff']:.1e}"
     )
 
 
-def main() -> None:
-    for row in run():
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m ddm.bench.latency")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=NAMES)
+    ap.add_argument("--json", action="store_true", help="this process's rows as one JSON line")
+    a = ap.parse_args(argv)
+    if a.json:
+        print(json.dumps([bench(n, a.quick) for n in NAMES if a.only in (None, n)]))
+        return
+    print(f"{'':20} {'DDM_DISPATCH=inline (fast path)':>44}   {'default (async)':>36}")
+    for r in run(a.quick, a.only):
+        i = r["inline"]
         print(
-            f"{row['name']:<20} ddm {row['ddm_us']:8.1f} µs   hand {row['hand_us']:7.1f} µs   "
-            f"ratio {row['ratio']:5.2f}   agree {row['agree']} ({row['max_abs_diff']:.1e})"
+            f"{r['name']:<20} ddm {i['ddm_us']:7.1f} µs hand {i['hand_us']:6.1f} µs "
+            f"{i['ratio']:5.2f}×   ddm {r['ddm_us']:7.1f} µs hand {r['hand_us']:6.1f} µs "
+            f"{r['ratio']:5.2f}×   agree {r['agree']}"
         )
 
 

@@ -134,7 +134,11 @@ def _jacobian(fn, x, rows: int):
 def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
     """(P, c, A, b, G, h) of the quadratic program a class 1/2 node states."""
     zero = jnp.zeros((n,), dtype)
-    c = jax.grad(lambda x: jnp.asarray(body.objective(x, theta), dtype))(zero)
+    # c = ∇F(0). A quadratic form of v itself has no gradient at 0; differentiating it anyway
+    # costs two passes over its matrix (Sᵀ·0 and S·0, which XLA may not fold: 0·NaN is NaN) —
+    # at n = 50, batch 1024, more than the solve. A NaN there is caught on P instead.
+    linear = [t for t in prob.terms if not (t.kind in ("quad", "sumsq") and t.arg == prob.var)]
+    c = jax.grad(lambda x: jnp.asarray(body.objective(x, theta, linear), dtype))(zero)
     P = jnp.zeros((n, n), dtype)
     for t in prob.terms:
         if t.kind not in ("quad", "sumsq"):

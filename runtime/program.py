@@ -86,6 +86,9 @@ class Program:
     """
 
     def __init__(self, product: Product, strict: bool = True):
+        from ddm.library.xla_env import apply_dispatch
+
+        apply_dispatch()  # DDM_DISPATCH=inline, before the first computation (single decisions)
         if product.x64:
             # the documented global switch (load(..., x64=True), --x64): float64 everywhere
             jax.config.update("jax_enable_x64", True)
@@ -95,6 +98,7 @@ class Program:
         # (a float32 program with a node solving in float64), where an outer jit must not be
         jit = (lambda f, **_: f) if product.jitted else jax.jit
         self._apply = jit(product.apply)
+        self._decide = jit(self._decide_impl)
         self._apply_batch = jit(product.apply_batch)
         self._loss = jit(product.loss)
         self._metrics = jit(product.metrics)
@@ -220,10 +224,35 @@ class Program:
     # --- evaluation ----------------------------------------------------------------------------
     @_located
     def apply(self, params, **inputs) -> dict[str, Any]:
-        """The program's outputs for one sample."""
-        out, aux = self._apply(params, self._inputs(inputs))
-        self.check_solvers(aux, "apply")
+        """The program's outputs for one sample — one decision.
+
+        The fast path for a decision maker called one decision at a time: one compiled call
+        that returns the outputs and a single flag (did a solve of an ``error``-policy node
+        fail?) instead of every node's solver info; only when the flag is set does the call
+        run again with the infos, to raise the located error. Called inside your own ``jit``,
+        the flag is traced and not read (use :meth:`checked`)."""
+        out, failed = self._decide(params, self._inputs(inputs))
+        if failed is not None and self.strict and _read_flag(failed):
+            _, aux = self._apply(params, self._inputs(inputs))
+            self.check_solvers(aux, "apply")
         return out
+
+    def _decide_impl(self, params, inputs):
+        """``product.apply``'s outputs and whether an ``error``-policy solve failed (a bool
+        scalar; None when no node has that policy: nothing to read back)."""
+        import jax.numpy as jnp
+
+        out, aux = self.product.apply(params, inputs)
+        failed = None
+        for vid, info in aux.solvers.items():
+            problem = self.graph.values[vid].attr("problem")
+            if problem.on_infeasible == "error":
+                status = jnp.ravel(info.status)
+                accepted = status == problem.accepted[0]
+                for code in problem.accepted[1:]:
+                    accepted = accepted | (status == code)
+                failed = ~jnp.all(accepted) if failed is None else failed | ~jnp.all(accepted)
+        return out, failed
 
     @_located
     def apply_batch(self, params, **inputs) -> dict[str, Any]:
@@ -324,7 +353,11 @@ class Program:
         """Inputs as arrays: nested lists become NumPy arrays (Python floats as the program's
         float dtype); anything that is no array of numbers is a located error."""
         out = {}
+        array = _array_type()
         for name, value in given.items():
+            if type(value) is array and value.dtype.kind in "biuf":
+                out[name] = value  # a device array of numbers already (the fast path)
+                continue
             original, ragged = value, False
             if not hasattr(value, "shape") or not hasattr(value, "dtype"):
                 try:
@@ -374,6 +407,31 @@ class Program:
         except Exception:  # the package or its dot binary missing, or dot failed
             bundle["text/vnd.graphviz"] = dot
         return bundle
+
+
+_TYPES: dict[str, type] = {}
+
+
+def _array_type() -> type:
+    """The concrete class of JAX's arrays (looked up once: a single decision counts µs)."""
+    t = _TYPES.get("array")
+    if t is None:
+        import jax.numpy as jnp
+
+        t = _TYPES["array"] = type(jnp.zeros(()))
+    return t
+
+
+def _read_flag(flag) -> bool:
+    """A concrete flag's value; False for a traced one (inside the caller's ``jit``, where
+    :meth:`Program.checked` is the check)."""
+    tracer = _TYPES.get("tracer")
+    if tracer is None:
+        from jax.core import Tracer
+
+        tracer = _TYPES["tracer"] = Tracer
+    # np.asarray, not bool(): half the cost of reading one scalar back
+    return not isinstance(flag, tracer) and bool(np.asarray(flag))
 
 
 def _finite(tree) -> bool:

@@ -873,6 +873,12 @@ class _Run:
             "steps_per_s": round(steps / max(self.run_s, 1e-9), 2),
             "recompilations": sum(c.recompilations for c in compiled),
             "device": str(jax.devices()[0].platform),
+            # per compiled function that was compiled: where the compile time went
+            "compilations": {
+                c.name: {"trace_s": round(c.trace_s, 4), "xla_compile_s": round(c.compile_s, 4)}
+                for c in compiled
+                if c.compilations
+            },
         }
 
     def write(self, metrics: dict, timing: dict, pnl: dict) -> None:

@@ -296,6 +296,33 @@ def test_eq_qp_multiplier_cotangent_enters_the_adjoint_solve():
     assert rel_error(g, fd_gradient(duals, args, w, 1e-5)) < 1e-6
 
 
+@pytest.mark.parametrize("n,p", [(6, 2), (5, 0), (1, 1), (8, 3)])
+def test_eq_qp_check_is_the_backward_error_without_inequalities(n, p):
+    """``equality_check`` (stacked reductions, for class 1) gives the β and duality gap of the
+    general ``backward_error`` with G empty, at the solution, near it, and far from it; and
+    it calls data with a NaN or an infinity not finite."""
+    from ddm.library.solvers.certify import backward_error, equality_check
+
+    P, c, A, b = eq_instance(n + 10 * p, n, p)
+    x, nu = kkt_reference(P, c, A, b)
+    rng = np.random.default_rng(n)
+    none = np.zeros((0,))
+    for dx in (0.0, 1e-9, 1e-3, 1.0):
+        xs, ys = x + dx * rng.normal(size=n), nu + dx * rng.normal(size=p)
+        beta, gap, _ = backward_error(P, c, A, b, np.zeros((0, n)), none, xs, ys, none)
+        ck = equality_check(P, c, A, b, xs, ys)
+        # at the solution both are rounding (~1e-16), summed in another order
+        np.testing.assert_allclose([ck.beta, ck.gap], [beta, gap], rtol=1e-9, atol=1e-14)
+        assert bool(ck.x_finite) and bool(ck.data_finite)
+    for bad in (np.nan, np.inf):
+        Pb = P.copy()
+        Pb[0, -1] = bad
+        assert not bool(equality_check(Pb, c, A, b, x, nu).data_finite)
+        assert not bool(
+            equality_check(P, c, A, b, np.where(np.arange(n) == 0, bad, x), nu).x_finite
+        )
+
+
 def test_eq_qp_rejects_truncated_backward():
     with pytest.raises(ValueError, match="not meaningful"):
         eq_qp(*eq_instance(0, 3, 1), SolveOptions(backward="truncated", steps=3))
