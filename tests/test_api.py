@@ -107,3 +107,33 @@ def test_imports_and_generic_fns(tmp_path):
     out = prog.apply({}, a=jnp.arange(3.0), b=jnp.arange(5.0))
     np.testing.assert_allclose(out["ca"], [-1, 0, 1])
     assert out["cb"].shape == (5,)
+
+
+BUDGET_NODE = """\
+input b: f32[2]
+param lam: f32 = 1.0 positive
+node w = argmin v: f32[2] { lam * sum(v ** 2) - dot(b, v) } subject to { sum(v) == 1 }
+output w
+"""
+
+
+def test_apply_is_one_call_that_reads_back_one_failure_flag():
+    """The single-decision fast path: ``apply`` compiles the outputs with one flag (did a solve
+    of an error-policy node fail?) rather than every node's solver infos; the flag is None
+    when no node can fail that way. A failed decision still raises the located error, and a
+    non-strict program returns it."""
+    from ddm.runtime.errors import SolverDiagnostic
+
+    prog = ddm.loads(BUDGET_NODE, "budget.ddm")
+    params = prog.init(jax.random.key(0))
+    b = jnp.asarray([0.2, -0.1], jnp.float32)
+    out, flag = prog._decide(params, {"b": b})
+    assert set(out) == {"w"} and flag.shape == () and not bool(flag)
+    np.testing.assert_allclose(prog.apply(params, b=b)["w"], out["w"])
+    net = ddm.loads("input x: f32\nnode y = 2.0 * x\noutput y\n")
+    assert net._decide({}, {"x": jnp.float32(1.0)})[1] is None
+    bad = jnp.asarray([np.nan, 0.0], jnp.float32)
+    with pytest.raises(SolverDiagnostic, match="budget.ddm:3:10"):
+        prog.apply(params, b=bad)
+    loose = ddm.loads(BUDGET_NODE, "budget.ddm", strict=False)
+    assert np.isnan(np.asarray(loose.apply(params, b=bad)["w"])).all()
