@@ -416,9 +416,11 @@ def _array_type() -> type:
     """The concrete class of JAX's arrays (looked up once: a single decision counts µs)."""
     t = _TYPES.get("array")
     if t is None:
+        import jax
         import jax.numpy as jnp
 
-        t = _TYPES["array"] = type(jnp.zeros(()))
+        with jax.ensure_compile_time_eval():  # concrete, even when first called under a trace
+            t = _TYPES["array"] = type(jnp.zeros(()))
     return t
 
 
