@@ -49,7 +49,7 @@ def apply_dispatch() -> None:
     Why: JAX's CPU client runs a program whose estimated cost exceeds 1000 flops on another
     thread and lets the caller wait for it. For one decision — a budget argmin at n = 10 is
     ~5000 flops — that hand-over costs more than the arithmetic: ``Program.apply`` took a
-    median of 84 µs with it and 37 µs without (``python -m ddm.bench.latency``). Training
+    median of 52 µs with it and 23 µs without (``python -m ddm.bench.latency``). Training
     loops gain from the default (the next step is dispatched while one runs: credit.ddm ran
     30 % slower inline, hedge.ddm 20 % faster), so it stays the default; ``async`` (or unset)
     keeps it. The setting must be in place before JAX starts its CPU backend: when a JAX

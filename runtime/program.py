@@ -231,28 +231,17 @@ class Program:
         fail?) instead of every node's solver info; only when the flag is set does the call
         run again with the infos, to raise the located error. Called inside your own ``jit``,
         the flag is traced and not read (use :meth:`checked`)."""
-        out, failed = self._decide(params, self._inputs(inputs))
+        given = self._inputs(inputs)
+        out, failed = self._decide(params, given)
         if failed is not None and self.strict and _read_flag(failed):
-            _, aux = self._apply(params, self._inputs(inputs))
+            _, aux = self._apply(params, given)
             self.check_solvers(aux, "apply")
         return out
 
     def _decide_impl(self, params, inputs):
-        """``product.apply``'s outputs and whether an ``error``-policy solve failed (a bool
-        scalar; None when no node has that policy: nothing to read back)."""
-        import jax.numpy as jnp
-
+        """``product.apply``'s outputs and :func:`solver_report.any_failed` of its solves."""
         out, aux = self.product.apply(params, inputs)
-        failed = None
-        for vid, info in aux.solvers.items():
-            problem = self.graph.values[vid].attr("problem")
-            if problem.on_infeasible == "error":
-                status = jnp.ravel(info.status)
-                accepted = status == problem.accepted[0]
-                for code in problem.accepted[1:]:
-                    accepted = accepted | (status == code)
-                failed = ~jnp.all(accepted) if failed is None else failed | ~jnp.all(accepted)
-        return out, failed
+        return out, solver_report.any_failed(self.product, aux.solvers)
 
     @_located
     def apply_batch(self, params, **inputs) -> dict[str, Any]:

@@ -163,6 +163,28 @@ def from_failure(product: Product, failure, what: str = "") -> SolverDiagnostic:
 # --- inside a training step --------------------------------------------------------------------
 
 
+def _rejected(problem, status):
+    """Per instance, whether its status is not one the node accepts (in the graph)."""
+    import jax.numpy as jnp
+
+    return ~jnp.isin(status, jnp.asarray(problem.accepted))
+
+
+def any_failed(product: Product, infos):
+    """Whether a solve of an ``error``-policy node failed, in the graph (a bool scalar) — the
+    one value a single decision reads back (``Program.apply``); None when no node has that
+    policy."""
+    import jax.numpy as jnp
+
+    failed = None
+    for vid, info in infos.items():
+        problem = product.graph.values[vid].attr("problem")
+        if problem.on_infeasible == "error":
+            bad = jnp.any(_rejected(problem, jnp.ravel(info.status)))
+            failed = bad if failed is None else failed | bad
+    return failed
+
+
 def step_stats(product: Product, infos):
     """``(ok, stats)``: whether every error-policy solve succeeded, and per node the failures,
     the first failure (index, status, residual), worst residual, mean iterations and the count
@@ -176,7 +198,7 @@ def step_stats(product: Product, infos):
         status = jnp.ravel(info.status)
         residual = jnp.ravel(info.residual)
         problem = product.graph.values[vid].attr("problem")
-        bad = ~jnp.isin(status, jnp.asarray(problem.accepted))
+        bad = _rejected(problem, status)
         first = jnp.argmax(bad)
         if problem.on_infeasible == "error":
             ok = ok & ~jnp.any(bad)

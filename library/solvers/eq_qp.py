@@ -380,8 +380,9 @@ def _solve(P, c, A, b, tol: float):
     dx, dnu = kkt_solve(f, -(P @ x + c + A.T @ nu), b - A @ x)
     x, nu = x + dx, nu + dnu
     ck = check(P, c, A, b, x, nu)
-    status = classify(f, A, b, jnp.maximum(ck.beta, ck.gap), tol, ck.x_finite, ck.data_finite)
-    return x, nu, status, jnp.maximum(ck.beta, ck.gap), f
+    res = jnp.maximum(ck.beta, ck.gap)
+    status = classify(f, A, b, res, tol, ck.x_finite, ck.data_finite)
+    return x, nu, status, res, f
 
 
 def _accept_tol(opts: SolveOptions, dtype, terms: int) -> float:
