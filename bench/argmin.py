@@ -683,13 +683,14 @@ def _time_cvxpy(meth: Method, S, b, c, quick, errors, n, batch, warm: bool) -> d
     return out
 
 
-def _info_summary(infos) -> dict:
+def _info_summary(aux) -> dict:
+    """The node's statuses, iterations and worst residual, from ``apply_batch``'s aux."""
     import numpy as np
 
     from ddm.library.solvers.status import STATUS_NAMES
 
     out = {}
-    for info in infos.values():
+    for info in aux.solvers.values():
         status = np.asarray(info.status).ravel()
         out = {
             "statuses": {STATUS_NAMES[s]: int((status == s).sum()) for s in np.unique(status)},

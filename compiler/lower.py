@@ -72,12 +72,44 @@ class Evaluator:
     ) -> dict[int, object]:
         """Evaluate the values ``ids`` (in order) into ``env``; returns the solver infos."""
         infos: dict = {}
-        for i in ids:
-            env[i], found = self.node(self.graph.values[i], env, params, inputs, dims, batched, key)
-            infos.update(found)
-            if taps is not None and i in taps:
-                env[i] = env[i] + taps[i]
+        ids = list(ids)
+        done: set[int] = set()  # solved with an earlier declarative node
+        for pos, i in enumerate(ids):
+            if i in done:
+                continue
+            v = self.graph.values[i]
+            together = self._together(v, [j for j in ids[pos + 1 :] if j not in done], env)
+            if len(together) > 1:
+                from ddm.compiler.lower_argmin import solve_nodes
+
+                solved = solve_nodes(self, together, env, params, inputs, dims, batched)
+                for u in together:
+                    x, info = solved[u.id]
+                    env[u.id] = _stop(u, self._typed(u, x))
+                    infos[u.id] = info
+                    done.add(u.id)
+            else:
+                env[i], found = self.node(v, env, params, inputs, dims, batched, key)
+                infos.update(found)
+            for u in together or [v]:
+                if taps is not None and u.id in taps:
+                    env[u.id] = env[u.id] + taps[u.id]
         return infos
+
+    def _together(self, v: Value, later, env) -> list[Value]:
+        """``v`` and the later declarative nodes of classes 1/2 that can be solved with it now
+        (their inputs are known): :func:`~ddm.compiler.lower_argmin.solve_nodes` decides which
+        actually share a solve. Empty when ``v`` is not such a node."""
+        from ddm.compiler.lower_argmin import joins
+
+        if v.op != "argmin" or not joins(v):
+            return []
+        out = [v]
+        for j in later:
+            u = self.graph.values[j]
+            if u.op == "argmin" and joins(u) and all(k in env for k in u.inputs):
+                out.append(u)
+        return out
 
     # --- a batch -------------------------------------------------------------------------------
     def batch(

@@ -42,9 +42,10 @@ MIN_WORK = 200_000  # jaxlib's kMinWorkPerTask: a call under it runs on the call
 # examples/hedge.ddm on its 1760 test days (24 chunks per factorisation) took 9.5 s of XLA time
 # against 3.2 s as a loop, and ran no faster on this 2-core machine (bench/compile_time.py).
 MAX_UNROLLED = 2
-# Beyond, the chunks are split into this many lanes, each a loop (a copy of one call in the
-# compiled program): the lanes run side by side on the pool, as the written-out calls did —
-# budget argmin n = 50, batch 1024, forward+backward: 66 ms written out, 78 ms as one loop.
+# Beyond, one loop making this many independent calls an iteration (copies of one call in the
+# compiled program), which XLA runs side by side on the pool as it did the written-out calls —
+# budget argmin n = 50, batch 1024, forward+backward: 66 ms written out, 78 ms one call an
+# iteration.
 LANES = 2
 
 
@@ -83,17 +84,7 @@ def _primitive(name: str, fn, ranks: tuple[int, ...], cost):
                 batched(*(a[i : i + chunk] for a in flat)) for i in range(0, size, chunk)
             ]
         else:
-            # a loop over chunks per lane, the lanes side by side on the pool
-            lanes = min(LANES, chunks)
-            width = -(-chunks // lanes) * chunk  # instances per lane, whole chunks
-            pieces = [
-                lax.map(
-                    lambda xs: tuple(batched(*xs)),
-                    tuple(a[i : i + width] for a in flat),
-                    batch_size=chunk,
-                )
-                for i in range(0, size, width)
-            ]
+            return [o.reshape(lead + o.shape[1:]) for o in _loop(batched, flat, size, chunk)]
         outs = []
         for column in zip(*pieces):  # each output of the call, over the pieces
             parts: list = list(column)
@@ -134,6 +125,58 @@ def _primitive(name: str, fn, ranks: tuple[int, ...], cost):
         return op(*primals), dout
 
     return op
+
+
+def _loop(batched, flat: list, size: int, chunk: int) -> list:
+    """``batched`` over the ``size`` instances of the flat operands, in chunks: a loop whose
+    iteration makes :data:`LANES` independent calls (XLA runs them side by side on the pool),
+    then calls for what is left. Each chunk is sliced from the whole operand inside the loop
+    and its results written in place into whole outputs: slicing lanes out first copied every
+    operand once more, and concatenating the lanes every output (15 + 5 of 89 ms of kernel
+    time at n = 50, batch 1024). (An operand cannot serve as its output's buffer: LAPACK reads
+    column-major and the results are row-major, and a loop-carried buffer of the one layout
+    read in the other is copied whole at every iteration.)"""
+    shapes = jax.eval_shape(
+        batched, *(jax.ShapeDtypeStruct((chunk,) + a.shape[1:], a.dtype) for a in flat)
+    )
+    # A matrix result is stored transposed: LAPACK writes column-major, and the row-major
+    # buffer of the transpose is that layout, so the results reach the next LAPACK call (a
+    # solve with the factor) without a copy of the whole batch into the other layout.
+    flip = [len(o.shape) >= 3 for o in shapes]
+
+    def stored(y, f):
+        return jnp.swapaxes(y, -1, -2) if f else y
+
+    init = [
+        jnp.zeros(
+            (size,) + o.shape[1:-2] + (o.shape[-1], o.shape[-2]) if f else (size,) + o.shape[1:],
+            o.dtype,
+        )
+        for o, f in zip(shapes, flip)
+    ]
+    step = LANES * chunk
+
+    def write(acc, ys, off):
+        return [
+            lax.dynamic_update_slice_in_dim(o, stored(y, f), off, 0)
+            for o, y, f in zip(acc, ys, flip)
+        ]
+
+    def body(k, acc):
+        offsets = [k * step + j * chunk for j in range(LANES)]
+        results = [
+            batched(*(lax.dynamic_slice_in_dim(a, off, chunk) for a in flat)) for off in offsets
+        ]
+        for off, ys in zip(offsets, results):
+            acc = write(acc, ys, off)
+        return acc
+
+    iters = size // step
+    acc = lax.fori_loop(0, iters, body, init) if iters else init
+    done = iters * step
+    for off in range(done, size, chunk):
+        acc = write(acc, batched(*(a[off : off + chunk] for a in flat)), off)
+    return [stored(o, f) for o, f in zip(acc, flip)]
 
 
 def _broadcast(ranks, args):

@@ -131,6 +131,98 @@ def test_quadratic_atoms_and_affine_arguments_build_the_same_problem():
     assert rel_err(w, kkt_solution(P, c, A, np.ones(1))) < 1e-9
 
 
+def test_the_solver_is_handed_an_exactly_symmetric_P(monkeypatch):
+    """P is symmetric to the last bit — S + Sᵀ for quad(·, S) even when S is not symmetric,
+    products like Jᵀ(T + Tᵀ)J symmetrised — so the solver is told to skip its own
+    symmetrisation."""
+    from ddm.library.solvers import eq_qp as module
+
+    seen, flags = [], []
+    real = module.eq_qp
+
+    def spy(P, c, A, b, opts, *, symmetric=False):
+        flags.append(symmetric)
+        jax.debug.callback(lambda P: seen.append(np.asarray(P)), P)  # P is traced
+        return real(P, c, A, b, opts, symmetric=symmetric)
+
+    monkeypatch.setattr(module, "eq_qp", spy)
+    rng = np.random.default_rng(5)
+    prog = ddm.loads(
+        """
+        dim N = 5
+        input S: f32[N, N]
+        input J: f32[3, N]
+        input T: f32[3, 3]
+        node w = argmin v: f32[N] {
+            quad(v, S) + 0.7 * sum((J @ v) ** 2) + quad(J @ v, T) + sum(v ** 2) - sum(v)
+        } subject to { sum(v) == 1 }
+        output w
+    """,
+        x64=True,
+    )
+    S = rng.normal(size=(5, 5)) + 5 * np.eye(5)  # not symmetric
+    T = rng.normal(size=(3, 3)) + 3 * np.eye(3)  # Jᵀ(T + Tᵀ)J rounds asymmetrically
+    prog.apply({}, S=S, J=rng.normal(size=(3, 5)), T=T)
+    assert flags == [True] and seen
+    for P in seen:
+        np.testing.assert_array_equal(P, np.swapaxes(P, -1, -2))
+
+
+TWO_NODES = """
+dim N = 4
+input S: f32[N, N]
+input b: f32[N]
+input c: f32[N]
+node w = argmin v: f32[N] { quad(v, S) - dot(b, v) } subject to { sum(v) == 1 }
+node w_mv = argmin v: f32[N] { quad(v, S) } subject to { sum(v) == 1 }
+node w_c = argmin v: f32[N] { quad(v, S) - dot(c, v) } subject to { sum(v) == 1, v >= 0 }
+output w, w_mv, w_c
+"""
+
+
+def test_independent_nodes_of_one_shape_share_one_solve_and_keep_their_answers():
+    """w and w_mv (class 1, same shapes, neither reading the other) are solved as one stacked
+    problem: the compiled program factors once where it factored twice, and each node's
+    value, gradient and status are those of the node solved alone. w_c (class 2) is not
+    joined to them."""
+    rng = np.random.default_rng(8)
+    B = 5
+    S = np.stack([spd(rng, 4) for _ in range(B)])
+    b, c = rng.normal(size=(B, 4)), rng.normal(size=(B, 4))
+    both = ddm.loads(TWO_NODES, x64=True)
+    alone = {
+        name: ddm.loads(TWO_NODES.replace("output w, w_mv, w_c", f"output {name}"), x64=True)
+        for name in ("w", "w_mv", "w_c")
+    }
+    inputs = {"S": S, "b": b, "c": c}
+
+    def hlo(prog):
+        return jax.jit(prog.product.apply_batch).lower({}, inputs).as_text()
+
+    # one Cholesky factorisation per class 1 solve (the interior point's are in its loop)
+    assert hlo(both).count("potrf") == hlo(alone["w"]).count("potrf") + hlo(alone["w_c"]).count(
+        "potrf"
+    )
+    out, aux = both.product.apply_batch({}, inputs)
+    for name, prog in alone.items():
+        want, want_aux = prog.product.apply_batch({}, inputs)
+        np.testing.assert_allclose(out[name], want[name], rtol=1e-12, atol=1e-14)
+        (info,) = want_aux.solvers.values()
+        vid = both.product.graph.nodes[name]
+        np.testing.assert_array_equal(aux.solvers[vid].status, info.status)
+
+    def loss(prog, inputs):
+        out, _ = prog.product.apply_batch({}, inputs)
+        return sum(jnp.sum(out[k] * np.arange(1.0, 5.0)) for k in out)
+
+    # the gradients through the shared class 1 solve (the interior point's compile is slow)
+    pair = ddm.loads(TWO_NODES.replace("output w, w_mv, w_c", "output w, w_mv"), x64=True)
+    g_both = jax.grad(lambda i: loss(pair, i))(inputs)
+    g_alone = [jax.grad(lambda i, p=alone[k]: loss(p, i))(inputs) for k in ("w", "w_mv")]
+    for k in inputs:
+        np.testing.assert_allclose(g_both[k], sum(g[k] for g in g_alone), rtol=1e-10, atol=1e-12)
+
+
 def test_matrix_decision_variable():
     """A [N, K] variable: each row sums to one, nearest to a target T in least squares."""
     rng = np.random.default_rng(3)

@@ -323,6 +323,24 @@ def test_eq_qp_check_is_the_backward_error_without_inequalities(n, p):
         )
 
 
+@pytest.mark.parametrize("m", [0, 3])
+def test_a_P_promised_symmetric_gives_the_same_solution_and_gradients(m):
+    """``symmetric=True`` only skips the pass that forms ½(P + Pᵀ): for a symmetric P the
+    solution and every gradient are those of the default (class 1 when m = 0, else class 2)."""
+    P, c, A, b, G, h = qp_instance(7, 6, 2, m)
+
+    def loss(P, c, symmetric):
+        x, _ = qp(P, c, A, b, G, h, symmetric=symmetric)
+        return jnp.sum(x * jnp.arange(1.0, 7.0)), x
+
+    (v0, x0), g0 = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(P, c, False)
+    (v1, x1), g1 = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(P, c, True)
+    np.testing.assert_allclose(x1, x0, rtol=1e-12, atol=1e-14)
+    for a, e in zip(g1, g0):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(g1[0], np.asarray(g1[0]).T)  # P̄ symmetric either way
+
+
 def test_eq_qp_rejects_truncated_backward():
     with pytest.raises(ValueError, match="not meaningful"):
         eq_qp(*eq_instance(0, 3, 1), SolveOptions(backward="truncated", steps=3))

@@ -206,11 +206,11 @@ def test_no_lapack_call_of_the_solvers_is_split_over_the_pool():
         assert _runs_inline(target, shapes), (target, shapes)
 
 
-@pytest.mark.parametrize("batch", [1, 5, 24, 241])
+@pytest.mark.parametrize("batch", [1, 5, 13, 24, 241])
 def test_chunked_factorisations_equal_the_plain_ops_whatever_the_number_of_chunks(batch):
-    """At n = 50 a chunk holds 4 matrices: a batch of 5 is two calls side by side, 24 and 241
-    are loops in two lanes (241: lanes of 124 and 117 instances, the second ending in a
-    partial chunk);
+    """At n = 50 a chunk holds 4 matrices: a batch of 5 is two calls side by side; 13, 24 and
+    241 are loops of two calls an iteration (13: one iteration, then a chunk and a single
+    instance; 241: 30 iterations and one instance), their matrix results stored transposed;
     each instance's factor and solve are those of the plain JAX op."""
     import jax
     import jax.numpy as jnp
@@ -224,7 +224,11 @@ def test_chunked_factorisations_equal_the_plain_ops_whatever_the_number_of_chunk
     B = jnp.asarray(rng.normal(size=(batch, 50, 3)).astype(np.float32))
     L = jax.jit(lapack.cholesky)(A)
     X = jax.jit(jax.vmap(lambda L, b: lapack.solve_triangular(L, b, lower=True)))(L, B)
+    lu, piv = jax.jit(jax.vmap(lapack.lu_factor))(A)
     L0 = jax.lax.linalg.cholesky(A, symmetrize_input=False)
     X0 = jax.vmap(lambda L, b: jax.scipy.linalg.solve_triangular(L, b, lower=True))(L0, B)
+    lu0, piv0 = jax.vmap(jax.scipy.linalg.lu_factor)(A)
     np.testing.assert_array_equal(np.asarray(L), np.asarray(L0))
+    np.testing.assert_array_equal(np.asarray(lu), np.asarray(lu0))
+    np.testing.assert_array_equal(np.asarray(piv), np.asarray(piv0))
     np.testing.assert_allclose(np.asarray(X), np.asarray(X0), rtol=1e-6, atol=1e-6)

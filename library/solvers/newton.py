@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ddm.library.lapack import cho_solve, cholesky
+from ddm.library.solvers.batching import batched_like
 from ddm.library.solvers.implicit import (
     cast_inexact,
     closure_convert,
@@ -222,7 +223,8 @@ def _projected_cg(hvp, null, rhs, maxiter: int, differentiable: bool):
     if differentiable:
         out = lax.fori_loop(0, maxiter, lambda _, s: step(s), init)
     else:
-        out = lax.while_loop(lambda s: ~s[5] & (s[4] < maxiter), step, init)
+        # its condition reads the per-instance ``done``: batched anyway
+        out = lax.while_loop(lambda s: ~s[5] & (s[4] < maxiter), step, batched_like(init, rhs))
     return out[0], out[6]
 
 
@@ -364,7 +366,9 @@ def _solve(f, opts: SolveOptions, x0, params):
         st = jnp.where((st == _RUNNING) & (t == 0.0), MAX_ITER, st)  # stalled: no progress
         return _State(x, fx, g, dx, s.k + 1, st.astype(jnp.int32), res, reg)
 
-    s = lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, state)
+    s = lax.while_loop(
+        lambda s: (s.status == _RUNNING) & (s.k < max_iter), body, batched_like(state, x)
+    )
     status = jnp.where(s.status == _RUNNING, MAX_ITER, s.status)
     # Matrix-free, the final point's CG curvature test stands in for the dense Hessian test.
     singular = _singular(f, s.x, th, aff, dense) | (s.reg if not dense else False)

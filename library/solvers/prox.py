@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddm.library.solvers.batching import batched_like
 from ddm.library.solvers.implicit import (
     cast_inexact,
     closure_convert,
@@ -273,7 +274,8 @@ def _backtrack(value_and_grad, prox, omega, y, fy, gy, eta0):
     def body(s):
         return trial(0.5 * s[0]) + (s[5] + 1,)
 
-    out = lax.while_loop(lambda s: ~s[4] & (s[5] < _HALVINGS), body, trial(eta0) + (0,))
+    start = batched_like(trial(eta0) + (0,), y)  # the condition reads the per-instance ok
+    out = lax.while_loop(lambda s: ~s[4] & (s[5] < _HALVINGS), body, start)
     return out[0], out[1], out[2], out[3]
 
 
@@ -333,7 +335,9 @@ def _solve(f, prox, opts: SolveOptions, x0, params):
         )
 
     def run(s):
-        return lax.while_loop(lambda s: (s.status == _RUNNING) & (s.k < s.limit), body, s)
+        return lax.while_loop(
+            lambda s: (s.status == _RUNNING) & (s.k < s.limit), body, batched_like(s, s.x)
+        )
 
     def check(s, eta_c):
         eta = jnp.maximum(s.eta, eta_c)

@@ -97,6 +97,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ddm.library.lapack import cholesky
+from ddm.library.solvers.batching import batched_like
 from ddm.library.solvers.certify import backward_error, certified, tolerance
 from ddm.library.solvers.eq_qp import (
     KKTFactor,
@@ -648,7 +649,7 @@ def solve_loop(q: QP, tol: float, max_iter: int):
         return _Certifying(st, sol, c.trips + 1)
 
     start = Solution(state.it.x, state.it.y, state.it.z, jnp.zeros(state.it.z.shape, bool))
-    c = _Certifying(state, start, jnp.zeros((), jnp.int32))
+    c = batched_like(_Certifying(state, start, jnp.zeros((), jnp.int32)), q.c)
     c = lax.while_loop(lambda c: c.state.status == _RUNNING, trip, c)
     state = c.state._replace(
         status=jnp.where(c.state.status == _CERTIFIED, CONVERGED, c.state.status)
@@ -755,14 +756,15 @@ def _check_shapes(q: QP):
         )
 
 
-def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
+def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions(), *, symmetric: bool = False):
     """Solve min_x ½xᵀPx + cᵀx s.t. A x = b, G x ≤ h for one instance; returns ``(x, info)``.
 
     ``P: [n, n]`` (symmetric part read), ``c: [n]``, ``A: [p, n]``, ``b: [p]``, ``G: [m, n]``,
     ``h: [m]``; p and m may be 0 (m = 0 is solved by :func:`~.eq_qp.eq_qp`). Gradients reach all
     six (module docstring, (3)); NaN for an instance whose status is not ``CONVERGED``
     (``implicit``, ``truncated``) — with ``unroll``, not ``CONVERGED`` or ``MAX_ITER`` (the
-    unrolled gradient is then exactly that of the iterate returned).
+    unrolled gradient is then exactly that of the iterate returned). ``symmetric=True``
+    promises P exactly symmetric: no pass over P to take its symmetric part.
 
     Long-only with budget 1, min ½‖x‖² − (0, 1, 2)·x::
 
@@ -778,10 +780,10 @@ def qp(P, c, A, b, G, h, opts: SolveOptions = SolveOptions()):
         )
     if q.G.shape[0] == 0:
         mode = "implicit" if opts.backward == "implicit" else "unroll"
-        return eq_qp(q.P, q.c, q.A, q.b, replace(opts, backward=mode))
+        return eq_qp(q.P, q.c, q.A, q.b, replace(opts, backward=mode), symmetric=symmetric)
     out, work = work_dtype(opts, *q)
     q = QP(*(a.astype(work) for a in q))
-    q = q._replace(P=symmetrize(q.P))
+    q = q if symmetric else q._replace(P=symmetrize(q.P))
     tol = opts.tolerance(work)
     max_iter = DEFAULT_MAX_ITER if opts.max_iter is None else int(opts.max_iter)
     if opts.backward == "implicit":
