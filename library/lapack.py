@@ -130,31 +130,54 @@ def _primitive(name: str, fn, ranks: tuple[int, ...], cost):
 def _loop(batched, flat: list, size: int, chunk: int) -> list:
     """``batched`` over the ``size`` instances of the flat operands, in chunks: a loop whose
     iteration makes :data:`LANES` independent calls (XLA runs them side by side on the pool),
-    then calls for what is left. Each chunk is sliced from the whole operand inside the loop
-    and its results written in place into whole outputs: slicing lanes out first copied every
-    operand once more, and concatenating the lanes every output (15 + 5 of 89 ms of kernel
-    time at n = 50, batch 1024). (An operand cannot serve as its output's buffer: LAPACK reads
-    column-major and the results are row-major, and a loop-carried buffer of the one layout
-    read in the other is copied whole at every iteration.)"""
+    then calls for what is left. Each chunk is sliced inside the loop and its results written
+    in place into whole outputs: slicing lanes out first copied every operand once more, and
+    concatenating the lanes every output (15 + 5 of 89 ms of kernel time at n = 50, batch
+    1024).
+
+    Layouts: LAPACK reads and writes column-major, XLA's arrays are row-major. A matrix result
+    is stored transposed — the row-major buffer of the transpose *is* the column-major matrix —
+    so it reaches the next LAPACK call (a solve with the factor) without a copy. An output of
+    an operand's shape (the factor of a matrix, the solution of a right-hand side) is written
+    over that operand: the loop carries the operand, reads each chunk from it before its
+    results land there, and no output buffer is zero-filled (a pass over the batch)."""
     shapes = jax.eval_shape(
         batched, *(jax.ShapeDtypeStruct((chunk,) + a.shape[1:], a.dtype) for a in flat)
     )
-    # A matrix result is stored transposed: LAPACK writes column-major, and the row-major
-    # buffer of the transpose is that layout, so the results reach the next LAPACK call (a
-    # solve with the factor) without a copy of the whole batch into the other layout.
     flip = [len(o.shape) >= 3 for o in shapes]
 
     def stored(y, f):
         return jnp.swapaxes(y, -1, -2) if f else y
 
+    # which operand each output overwrites (None: a fresh buffer)
+    over: list = []
+    for o in shapes:
+        free = [
+            i
+            for i, a in enumerate(flat)
+            if i not in over and a.shape[1:] == o.shape[1:] and a.dtype == o.dtype
+        ]
+        over.append(free[0] if free else None)
     init = [
-        jnp.zeros(
-            (size,) + o.shape[1:-2] + (o.shape[-1], o.shape[-2]) if f else (size,) + o.shape[1:],
-            o.dtype,
-        )
-        for o, f in zip(shapes, flip)
+        stored(flat[i], f)
+        if i is not None
+        else jnp.zeros((size,) + o.shape[1:-2] + (o.shape[-1], o.shape[-2]), o.dtype)
+        if f
+        else jnp.zeros((size,) + o.shape[1:], o.dtype)
+        for o, f, i in zip(shapes, flip, over)
     ]
+    carried = {i: k for k, i in enumerate(over) if i is not None}
     step = LANES * chunk
+
+    def operands(acc, off, n):
+        """The operands' instances ``off … off + n`` (an overwritten one read from its
+        output's buffer, unflipped)."""
+        return [
+            stored(lax.dynamic_slice_in_dim(acc[carried[i]], off, n), flip[carried[i]])
+            if i in carried
+            else lax.dynamic_slice_in_dim(a, off, n)
+            for i, a in enumerate(flat)
+        ]
 
     def write(acc, ys, off):
         return [
@@ -164,18 +187,17 @@ def _loop(batched, flat: list, size: int, chunk: int) -> list:
 
     def body(k, acc):
         offsets = [k * step + j * chunk for j in range(LANES)]
-        results = [
-            batched(*(lax.dynamic_slice_in_dim(a, off, chunk) for a in flat)) for off in offsets
-        ]
-        for off, ys in zip(offsets, results):
-            acc = write(acc, ys, off)
-        return acc
+        results = [batched(*operands(acc, off, chunk)) for off in offsets]
+        # one write of the iteration's chunks together: it depends on every read, so XLA
+        # updates the buffer in place (a write per chunk let a read follow a write, and XLA
+        # kept the old buffer alive by copying it whole at every iteration)
+        ys = [jnp.concatenate(column) for column in zip(*results)]
+        return write(acc, ys, k * step)
 
     iters = size // step
     acc = lax.fori_loop(0, iters, body, init) if iters else init
-    done = iters * step
-    for off in range(done, size, chunk):
-        acc = write(acc, batched(*(a[off : off + chunk] for a in flat)), off)
+    for off in range(iters * step, size, chunk):
+        acc = write(acc, batched(*operands(acc, off, min(chunk, size - off))), off)
     return [stored(o, f) for o, f in zip(acc, flip)]
 
 
