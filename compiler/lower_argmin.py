@@ -27,28 +27,32 @@ from ddm.library.solvers.options import SolveOptions
 
 def solve_node(low, v, env, params, inputs, dims, batched):
     """The value of declarative node ``v`` and its solver :class:`Info` for one instance."""
-    prob: Problem = v.attr("problem")
-    dtype = resolve_dtype(prob.var_type.dtype, low.x64)
-    shape = tuple(resolve_dim(d, dims, v.span) for d in prob.var_type.shape)
-    n = math.prod(shape)
+    if joins(v):
+        return solve_nodes(low, [v], env, params, inputs, dims, batched)[v.id]
+    prob, dtype, shape, body, opts = _setup(low, v, params, inputs, dims, batched)
     theta = {str(i): env[i] for i in v.inputs}
-    body = _Body(low, prob, shape, params, inputs, dims, batched)
-    opts = _options(prob, low.x64)
-    work = dtype
-    if opts.dtype == "f64" and prob.solver not in ("kkt", "ipm"):
+    n, work = math.prod(shape), dtype
+    if opts.dtype == "f64":
         # Classes 3 and 4 evaluate the objective inside the solve: under dtype="f64" its body
         # is evaluated in float64 too. Typed f32, each value would round to float32, and a
         # float64 solve of a float32-accurate objective cannot reach its tolerance (its
         # gradients' rounding collapsed class 4's step and passed its test ~1e-4 off x*).
         body = _Body(replace(low, x64=True), prob, shape, params, inputs, dims, batched)
         work = jnp.float64
-    if prob.solver in ("kkt", "ipm"):
-        x, info = _solve_qp(prob, qp_arrays(body, prob, theta, n, dtype), opts)
-    elif prob.solver == "newton":
+    if prob.solver == "newton":
         x, info = _solve_smooth(body, prob, theta, n, work, opts)
     else:
         x, info = _solve_prox(body, prob, theta, n, work, opts)
     return _finish(prob, x, info, shape, dtype)
+
+
+def _setup(low, v, params, inputs, dims, batched):
+    """``(problem, dtype, shape, body, options)`` of declarative node ``v``."""
+    prob: Problem = v.attr("problem")
+    dtype = resolve_dtype(prob.var_type.dtype, low.x64)
+    shape = tuple(resolve_dim(d, dims, v.span) for d in prob.var_type.shape)
+    body = _Body(low, prob, shape, params, inputs, dims, batched)
+    return prob, dtype, shape, body, _options(prob, low.x64)
 
 
 def joins(v) -> bool:
@@ -68,13 +72,9 @@ def solve_nodes(low, vs, env, params, inputs, dims, batched) -> dict:
     every instance of the stack has stopped; a stopped one keeps its state)."""
     groups: dict = {}
     for v in vs:
-        prob: Problem = v.attr("problem")
-        dtype = resolve_dtype(prob.var_type.dtype, low.x64)
-        shape = tuple(resolve_dim(d, dims, v.span) for d in prob.var_type.shape)
-        n = math.prod(shape)
-        body = _Body(low, prob, shape, params, inputs, dims, batched)
-        arrays = qp_arrays(body, prob, {str(i): env[i] for i in v.inputs}, n, dtype)
-        opts = _options(prob, low.x64)
+        prob, dtype, shape, body, opts = _setup(low, v, params, inputs, dims, batched)
+        theta = {str(i): env[i] for i in v.inputs}
+        arrays = qp_arrays(body, prob, theta, math.prod(shape), dtype)
         key = (
             prob.solver,
             prob.on_infeasible,
