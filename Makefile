@@ -10,6 +10,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider --import-mode=importlib
 # The suite runs in this many processes (pytest-xdist), a test file to a process: XLA compiles a
 # program on one core, so two processes keep a 2-core machine busy. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+WORKERS := -n $(TEST_WORKERS) --dist loadfile
 # Stamps: each install is redone whenever the project's metadata or pins change.
 STAMP      := $(VENV)/.ddm-installed
 TEST_STAMP := $(VENV)/.ddm-test-installed
@@ -83,10 +84,10 @@ check: install-test
 	$(VENV)/bin/pyright --project pyproject.toml
 
 test: install-test data dot check
-	$(PYTEST) -m "not slow" -q --durations=30 -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) -m "not slow" -q --durations=30 $(WORKERS)
 
 test-slow: install-test data dot
-	$(PYTEST) -m slow -q --durations=30 -n $(TEST_WORKERS) --dist loadfile || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
+	$(PYTEST) -m slow -q --durations=30 $(WORKERS) || [ $$? -eq 5 ]  # exit 5: no test is marked slow
 
 BENCH_STAMP := $(VENV)/.ddm-bench-installed
 $(BENCH_STAMP): $(TEST_STAMP)
