@@ -156,6 +156,9 @@ class Problem:
     backward_by: str  # "user" or "compiler"
     reason: str  # why the compiler chose the backward mode, when it did
     curvature: str  # "convex" (by structure) | "checked at run time" | "unknown"
+    # solver prox on ½L‖v‖² + (linear) + g(v), L > 0 by structure: one exact prox step
+    # (:func:`_exact_step`), no iterations
+    exact_step: bool = False
 
     @property
     def equalities(self) -> tuple[Constraint, ...]:
@@ -180,6 +183,7 @@ class Problem:
     def describe(self) -> str:
         """One line for ``ddmc check`` and ``--emit ir``."""
         back = self.backward + (f"({self.steps})" if self.backward != "implicit" else "")
+        solver = self.solver + (" (one exact step)" if self.exact_step else "")
         how = (
             "chosen by the compiler" + (f": {self.reason}" if self.reason else "")
             if self.backward_by == "compiler"
@@ -189,7 +193,7 @@ class Problem:
         return (
             f"{self.sense} over {self.var_name}: {self.var_type} — class {self.klass} "
             f"({CLASS_NAMES[self.klass]}; {cons}; curvature {self.curvature}) → solver "
-            f"{self.solver}, backward {back} ({how})"
+            f"{solver}, backward {back} ({how})"
         )
 
     def __repr__(self) -> str:  # the IR listing prints attributes
@@ -688,7 +692,35 @@ def _classify(
         by,
         reason,
         curvature,
+        _exact_step(an, solver, backward, terms),
     )
+
+
+def _exact_step(an: "_Analysis", solver: str, backward: str, terms) -> bool:
+    """Whether the proximal solver's problem is ½L‖v‖² + qᵀv + g(v) with L > 0 known from the
+    program's structure: every term of degree two a sum of squares of ±v + c (a scaled squared
+    distance, Hessian 2·coef·I) whose coefficients are positive by their types, nothing else
+    but affine terms and the prox's g. Its minimiser is then prox_{g/L}(−q/L) — one
+    proximal-gradient step of length 1/L from any point lands on it — so the node is solved
+    by that step instead of iterations (``library/solvers/prox.py`` ``exact_step``).
+    ``implicit`` only: ``unroll(k)``/``truncated(k)`` promise the iterations themselves."""
+    if solver != "prox" or backward != "implicit":
+        return False
+    curved = [t for t in terms if t.kind in ("quad", "sumsq", "smooth")]
+    if not curved:
+        return False
+    for t in curved:
+        if t.kind != "sumsq" or not t.identity:
+            return False
+        direction = t.sign
+        for c, _ in t.coefs:
+            s = an.sign(c)  # 0 (≥ 0) or None: the coefficient may vanish or flip at run time
+            if s not in (1, -1):
+                return False
+            direction *= s
+        if direction <= 0:
+            return False
+    return True
 
 
 def _check_prox_constraints(ch, e: ast.Argmin, constraints) -> None:

@@ -264,11 +264,12 @@ def _solve_smooth(body, prob, theta, n, dtype, opts):
 
 def _solve_prox(body, prob, theta, n, dtype, opts):
     from ddm.library.solvers import prox as P
+    from ddm.library.solvers.implicit import poison_gradient
+    from ddm.library.solvers.status import INFEASIBLE
 
     zero = jnp.zeros((n,), dtype)
     smooth = tuple(t for t in prob.terms if t.kind != "l1")
     l1 = next((t for t in prob.terms if t.kind == "l1"), None)
-    f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
     omega = {}
     if l1 is not None:
         omega["lam"] = jnp.asarray(body.coef(zero, theta, l1), dtype)
@@ -298,4 +299,26 @@ def _solve_prox(body, prob, theta, n, dtype, opts):
     else:
         prox = P.prox_l1 if l1 is not None else P.prox_none
         x0 = zero
-    return P.prox_grad(f, theta, prox, omega, x0, opts)
+    if prob.exact_step:
+        curvature, q = _distance(body, prob, theta, zero, dtype)
+        return P.exact_step(curvature, q, prox, omega)
+    f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
+    x, info = P.prox_grad(f, theta, prox, omega, x0, opts)
+    # the iterations cannot see an empty set: clipping returns the upper bound as a fixed point
+    empty = P.empty_set(omega)
+    info = info._replace(status=jnp.where(empty, INFEASIBLE, info.status).astype(jnp.int32))
+    return poison_gradient(x, ~empty), info
+
+
+def _distance(body, prob, theta, zero, dtype):
+    """(L, q) of an objective ½L‖x‖² + qᵀx + … that the compiler found to be a scaled squared
+    distance (``Problem.exact_step``): L = Σ 2·coef·scale over its sums of squares of ±x + c,
+    whose Hessian is 2·coef·scale·I; q = ∇F(0) of the smooth part (affine terms, and the linear
+    part of each square of x + c — a square of x itself has none)."""
+    terms = [t for t in prob.terms if t.kind == "sumsq"]
+    curvature = sum(2.0 * t.scale * jnp.asarray(body.coef(zero, theta, t), dtype) for t in terms)
+    linear = [
+        t for t in prob.terms if t.kind != "l1" and not (t.kind == "sumsq" and t.arg == prob.var)
+    ]
+    q = jax.grad(lambda x: jnp.asarray(body.objective(x, theta, linear), dtype))(zero)
+    return curvature, q

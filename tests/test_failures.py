@@ -140,8 +140,8 @@ def test_a_feasible_batch_is_untouched_by_every_policy():
     for policy in POLICIES:
         prog = program(policy, cap=0.5)
         params = prog.init(jax.random.key(0))
-        value = prog.checked(jax.jit(prog.loss))(params, feasible)
-        grad = prog.checked(jax.jit(jax.grad(prog.loss)))(params, feasible)
+        # one compilation for both (the value and the gradient of the same program)
+        value, grad = prog.checked(jax.jit(jax.value_and_grad(prog.loss)))(params, feasible)
         assert np.isfinite(float(value)) and np.isfinite(float(grad["lam"]))
         info = prog.solver_info(params, **feasible)["w"]
         assert {STATUS_NAMES[int(s)] for s in np.asarray(info.status)} == {"converged"}

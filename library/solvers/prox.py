@@ -63,12 +63,15 @@ from ddm.library.solvers.implicit import (
 from ddm.library.solvers.options import SolveOptions
 from ddm.library.solvers.status import (
     ADJ_DENSE,
+    ADJ_EXACT,
     ADJ_TRUNCATED,
     ADJ_UNROLL,
     CONVERGED,
     INACCURATE,
+    INFEASIBLE,
     MAX_ITER,
     NONFINITE,
+    SINGULAR,
     UNBOUNDED,
     make_info,
     with_adjoint,
@@ -76,6 +79,8 @@ from ddm.library.solvers.status import (
 
 __all__ = [
     "prox_grad",
+    "exact_step",
+    "empty_set",
     "prox_l1",
     "proj_box",
     "prox_l1_box",
@@ -479,3 +484,60 @@ def _run(f, prox, opts: SolveOptions, x0, params):
         f"prox_grad: unknown backward mode {opts.backward!r}; expected "
         "'implicit', 'unroll' or 'truncated'"
     )
+
+
+# ---------------------------------------------------------------- one exact step
+
+
+def exact_step(curvature, q, prox: Callable, omega):
+    """argmin_x ½L‖x‖² + qᵀx + g(x; ω) for one instance (``curvature`` = L > 0, ``q: [n]``):
+    x* = prox(−q/L, 1/L, ω); returns ``(x, Info)``.
+
+    The objective is (L/2)‖x + q/L‖² + g(x) up to a constant, so its minimiser is the prox of
+    g/L at −q/L — equally, one proximal-gradient step of length 1/L from any point (the
+    gradient step lands on −q/L). No iterations, no stopping test: the value is exact to
+    rounding, ``Info.residual`` is 0 and ``Info.iterations`` 1. The gradient is autodiff of
+    the step — of the prox map at −q/L and of L itself — which is the implicit derivative of
+    (5.2) with η = 1/L (``Info.adjoint`` ``exact``).
+
+    Status: NONFINITE (NaN/Inf in L or q, NaN in ω); SINGULAR (L not positive: a coefficient
+    the program states positive underflowed); INFEASIBLE (an empty box or a negative simplex
+    radius, :func:`empty_set`); else CONVERGED. The gradient is NaN unless CONVERGED.
+
+    Example (a no-transaction band: the previous hedge clipped to [δ − w₀, δ + w₁])::
+
+        x, info = exact_step(2.0, -2.0 * prev, proj_box, {"lo": lo, "hi": hi})
+    """
+    L = jnp.asarray(curvature, q.dtype)
+    omega = cast_inexact(omega, q.dtype)
+    positive = L > 0
+    safe = jnp.where(positive, L, 1.0)
+    x = prox(-q / safe, 1.0 / safe, omega)
+    status = jnp.where(
+        ~_data_ok(q, (L,), omega),
+        NONFINITE,
+        jnp.where(
+            ~positive,
+            SINGULAR,
+            jnp.where(
+                empty_set(omega),
+                INFEASIBLE,
+                jnp.where(jnp.all(jnp.isfinite(x)), CONVERGED, NONFINITE),
+            ),
+        ),
+    )
+    status = lax.stop_gradient(status)
+    x = poison_gradient(x, status == CONVERGED)
+    return x, make_info(status, 1, jnp.zeros((), q.dtype), ADJ_EXACT)
+
+
+def empty_set(omega) -> jax.Array:
+    """Whether g's set admits no point: a lower bound above its upper bound, or a simplex of
+    negative radius (a bool scalar). Clipping would otherwise return the upper bound as if it
+    were a solution."""
+    empty = jnp.array(False)
+    if "lo" in omega and "hi" in omega:
+        empty = empty | jnp.any(omega["lo"] > omega["hi"])
+    if "radius" in omega:
+        empty = empty | (omega["radius"] < 0)
+    return empty

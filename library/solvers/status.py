@@ -84,9 +84,21 @@ STATUS_HINTS = (
     ADJ_KKT,
     ADJ_UNROLL,
     ADJ_TRUNCATED,
-) = range(9)
+    ADJ_EXACT,
+) = range(10)
 
-ADJOINT_NAMES = ("lu", "lstsq", "failed", "dense", "cg", "gmres", "kkt", "unroll", "truncated")
+ADJOINT_NAMES = (
+    "lu",
+    "lstsq",
+    "failed",
+    "dense",
+    "cg",
+    "gmres",
+    "kkt",
+    "unroll",
+    "truncated",
+    "exact",
+)
 
 # Why each mode was used (shown beside the code in reports).
 ADJOINT_REASONS = (
@@ -107,6 +119,8 @@ ADJOINT_REASONS = (
     "unrolled: differentiated through the solver's iterations",
     "truncated: solved without gradient, then differentiated through iterations started at the "
     "solution",
+    "exact: the solution is one closed-form step (a prox of a scaled squared distance), "
+    "differentiated by autodiff of that step — the implicit derivative itself",
 )
 
 
