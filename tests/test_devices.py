@@ -318,14 +318,22 @@ def _two_processes(path: str, out: str, cwd, *extra: str):
     return done
 
 
-def test_two_processes_train_to_the_single_process_result_and_only_process_0_writes(runs):
-    report, folder = runs
-    path = str(folder / "band.ddm")
+@pytest.fixture(scope="module")
+def two(runs):
+    """``ddmc train`` of the band program as two processes of two devices each: the folder."""
+    _, folder = runs
     out = str(folder / "two")
     (rc0, out0, err0), (rc1, out1, err1) = _two_processes(
-        path, out, folder, "--set", "checkpoint_every=6"
+        str(folder / "band.ddm"), out, folder, "--set", "checkpoint_every=6"
     )
     assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    return out, out0, out1
+
+
+def test_two_processes_train_to_the_single_process_result_and_only_process_0_writes(runs, two):
+    report, folder = runs
+    path = str(folder / "band.ddm")
+    out, out0, out1 = two
     assert "wrote" in out0 and out1 == ""  # process 1 computes and says nothing
     # against one process with four devices (and so one device: the test above)
     one = report["4"]
@@ -340,17 +348,6 @@ def test_two_processes_train_to_the_single_process_result_and_only_process_0_wri
     assert metrics["test"] == pytest.approx(one["test"], rel=1e-9)
     assert metrics["config"]["devices"] == 4
 
-    # deterministic: the same two processes again give the same bits
-    rerun = str(folder / "two_again")
-    (rc0, _, err0), (rc1, _, err1) = _two_processes(
-        path, rerun, folder, "--set", "checkpoint_every=6"
-    )
-    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
-    again = np.load(os.path.join(rerun, "params.npz"))
-    for k in psi:
-        np.testing.assert_array_equal(again[k], saved[k])
-    assert json.load(open(os.path.join(rerun, "metrics.json")))["test"] == metrics["test"]
-
     # the checkpoint remembers the topology that wrote it
     again = _ddmc("train", path, "--resume", out, "--set", "steps=20", cwd=folder)
     assert again.returncode == 1, again.stderr
@@ -362,6 +359,22 @@ def test_two_processes_train_to_the_single_process_result_and_only_process_0_wri
     assert "written by 2 processes on 4 devices; this run has 1 process on 4 devices" in (
         again.stderr
     )
+
+
+def test_the_same_two_processes_again_give_the_same_bits(runs, two):
+    _, folder = runs
+    out = two[0]
+    rerun = str(folder / "two_again")
+    (rc0, _, err0), (rc1, _, err1) = _two_processes(
+        str(folder / "band.ddm"), rerun, folder, "--set", "checkpoint_every=6"
+    )
+    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    saved, again = (np.load(os.path.join(d, "params.npz")) for d in (out, rerun))
+    assert sorted(again.files) == sorted(saved.files)
+    for k in saved.files:
+        np.testing.assert_array_equal(again[k], saved[k])
+    metrics = (json.load(open(os.path.join(d, "metrics.json")))["test"] for d in (out, rerun))
+    assert next(metrics) == next(metrics)
 
 
 IDS = """\

@@ -140,10 +140,13 @@ def test_a_feasible_batch_is_untouched_by_every_policy():
     for policy in POLICIES:
         prog = program(policy, cap=0.5)
         params = prog.init(jax.random.key(0))
-        # one compilation for both (the value and the gradient of the same program)
-        value, grad = prog.checked(jax.jit(jax.value_and_grad(prog.loss)))(params, feasible)
+        # one compilation for the value, the gradient and the solver infos (the documented
+        # pattern for a training loop of one's own: loss_and_info, then check_solvers)
+        step = jax.jit(jax.value_and_grad(prog.loss_and_info, has_aux=True))
+        (value, aux), grad = step(params, feasible)
+        prog.check_solvers(aux, "loss")  # raises for a failed instance: there is none
         assert np.isfinite(float(value)) and np.isfinite(float(grad["lam"]))
-        info = prog.solver_info(params, **feasible)["w"]
+        info = next(iter(aux.solvers.values()))
         assert {STATUS_NAMES[int(s)] for s in np.asarray(info.status)} == {"converged"}
         values.append(float(value))
     assert values[0] == values[1] == values[2]
@@ -188,13 +191,13 @@ loss = mean(sum(w, axis=1))
 )
 def test_not_converged_and_singular_solves_are_nan_and_located_under_jit(kind, source, data):
     prog = ddm.loads(source, f"{kind}.ddm")
-    assert np.isnan(float(jax.jit(prog.loss)({}, data)))
+    # the value and the gradient w.r.t. the data, in one compiled function
+    f = jax.jit(jax.value_and_grad(lambda b: prog.loss({}, {"b": b})))
+    value, grad = f(data["b"])
+    assert np.isnan(float(value))
+    assert np.isnan(np.asarray(grad)[0, 0])  # b[0] feeds the failed solve
     with pytest.raises(SolverDiagnostic, match=f"failed on instance 0( during loss)?: {kind}"):
-        prog.checked(jax.jit(prog.loss))({}, data)
-    grad = jax.jit(jax.grad(lambda b: prog.loss({}, {"b": b})))  # w.r.t. the data
-    assert np.isnan(np.asarray(grad(data["b"]))[0, 0])  # b[0] feeds the failed solve
-    with pytest.raises(SolverDiagnostic, match=f"failed on instance 0: {kind}"):
-        prog.checked(grad)(data["b"])
+        prog.checked(f)(data["b"])
 
 
 def test_checked_costs_nothing_when_the_result_is_finite(programs, monkeypatch):
