@@ -126,43 +126,86 @@ class Evaluator:
         ``taps`` as in :meth:`sample`: batched ``[B, …]`` for sample-stage values. ``key``: a JAX
         key for random ops; sample ``b`` draws from ``fold_in(key, b)`` (``None``:
         deterministic)."""
+        per_sample, infos = self.per_sample(params, inputs, dims, roots, taps, key)
+        return self.from_samples(params, inputs, dims, roots, per_sample, infos, taps, key)
+
+    def per_sample(
+        self,
+        params,
+        inputs: Mapping,
+        dims: Mapping[str, int],
+        roots,
+        taps: Mapping | None = None,
+        key=None,
+    ) -> tuple[dict[int, object], dict[int, object]]:
+        """The first half of :meth:`batch`: the sample-stage values that ``roots`` need, over
+        the batch (leading axis), and their solver infos. Without batch statistics in the
+        sample stage (:meth:`batch_statistics`) and without a key, a sample's values do not
+        depend on the rest of its batch, so the batch may be cut into chunks here."""
         taps = taps or {}
+        g = self.graph
+        sample_roots = self._sample_roots(roots)
+        if not sample_roots:
+            return {}, {}
+        wanted = g.inputs_needed(sample_roots)
+        batch_inputs = {s.name: inputs[s.name] for s in wanted}
+        sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
+
+        def one(sample_inputs, tapped, sample_key):
+            return self.sample(
+                params,
+                sample_inputs,
+                dims,
+                sample_roots,
+                batched=True,
+                taps=tapped or None,
+                key=sample_key,
+            )
+
+        keys = None
+        if key is not None:
+            size = jax.tree.leaves(batch_inputs)[0].shape[0]
+            keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(size))
+        return jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps, keys)
+
+    def from_samples(
+        self,
+        params,
+        inputs: Mapping,
+        dims: Mapping[str, int],
+        roots,
+        per_sample: Mapping,
+        infos: Mapping,
+        taps: Mapping | None = None,
+        key=None,
+    ) -> tuple[dict[int, object], dict[int, object]]:
+        """The second half of :meth:`batch`: ``roots`` from the sample-stage values
+        :meth:`per_sample` computed over the whole batch (``per_sample``, ``infos``)."""
+        g = self.graph
+        env: dict = dict(per_sample)
+        infos = dict(infos)
+        need = g.ancestors(roots)
+        for i in sorted(need):
+            if g.values[i].op == "lift":
+                env[i] = env[g.values[i].inputs[0]]
+        rest = [i for i in sorted(need) if i not in env and g.values[i].stage != "sample"]
+        infos.update(self.run(rest, env, params, inputs, dims, True, key, taps or {}))
+        return {i: env[i] for i in roots}, infos
+
+    def _sample_roots(self, roots) -> list[int]:
+        """The sample-stage values a batch evaluation of ``roots`` computes per sample: the
+        sources of the lifts they need, and the sample-stage roots themselves."""
         g = self.graph
         need = g.ancestors(roots)
         lifts = [i for i in sorted(need) if g.values[i].op == "lift"]
-        sources = sorted({g.values[i].inputs[0] for i in lifts})
-        sample_roots = sorted(set(sources) | {i for i in roots if g.values[i].stage == "sample"})
-        env: dict = {}
-        infos: dict = {}
-        if sample_roots:
-            wanted = g.inputs_needed(sample_roots)
-            batch_inputs = {s.name: inputs[s.name] for s in wanted}
+        sources = {g.values[i].inputs[0] for i in lifts}
+        return sorted(sources | {i for i in roots if g.values[i].stage == "sample"})
 
-            sample_taps = {i: t for i, t in taps.items() if g.values[i].stage == "sample"}
-
-            def one(sample_inputs, tapped, sample_key):
-                return self.sample(
-                    params,
-                    sample_inputs,
-                    dims,
-                    sample_roots,
-                    batched=True,
-                    taps=tapped or None,
-                    key=sample_key,
-                )
-
-            keys = None
-            if key is not None:
-                size = jax.tree.leaves(batch_inputs)[0].shape[0]
-                keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(size))
-            per_sample, found = jax.vmap(one, axis_name="batch")(batch_inputs, sample_taps, keys)
-            env.update(per_sample)
-            infos.update(found)
-        for i in lifts:
-            env[i] = env[g.values[i].inputs[0]]
-        rest = [i for i in sorted(need) if i not in env and g.values[i].stage != "sample"]
-        infos.update(self.run(rest, env, params, inputs, dims, True, key, taps))
-        return {i: env[i] for i in roots}, infos
+    def batch_statistics(self) -> bool:
+        """Whether the program's sample stage reads its batch (``zscore(stats="batch")``, the
+        one op whose per-sample code uses the batch axis): then a sample's values depend on
+        the rest of its batch, and a batch cannot be cut into chunks."""
+        return any(v.op == "zscore" and v.attr("stats") == "batch" for v in self.graph.values)
 
     # --- one node --------------------------------------------------------------------------------
     def node(

@@ -91,6 +91,11 @@ class Product:
       one sample; ``batched``: called under ``jax.vmap(axis_name="batch")``.
     - ``dims_of(batch, roots)``, ``batch_stage(params, known, roots, dims)``: the dims a batch
       binds; batch-stage values from statistics accumulated elsewhere (runtime/streaming.py).
+    - ``metric_samples(params, batch) -> (per_sample, infos)`` and
+      ``metrics_from_samples(params, batch, per_sample, infos) -> (metrics, Aux)``:
+      :meth:`metrics` in two halves, the per-sample values (by id) and then the rest, so that a
+      caller may compute the first half in chunks of one size — one compilation for every
+      split of the data (runtime/train.py) — when ``chunkable``.
 
     Inputs are arrays (anything with ``shape`` and ``dtype``); they are checked against the
     declared types when traced, and a mismatch is a located :class:`DataDiagnostic`.
@@ -109,6 +114,9 @@ class Product:
     sample_values: Callable
     dims_of: Callable
     batch_stage: Callable
+    metric_samples: Callable
+    metrics_from_samples: Callable
+    chunkable: bool  # a sample's values do not depend on the rest of its batch
 
     @property
     def rules(self) -> tuple[RuleSpec, ...]:
@@ -166,6 +174,9 @@ def lower(graph: Graph, sources: Mapping[str, str] | None = None, x64: bool = Fa
         b.wrap(b.sample_values, static=(2, 3)),
         b.located(b.dims_of),
         b.located(b.batch_stage),
+        b.wrap(b.metric_samples),
+        b.wrap(b.metrics_from_samples),
+        not b.ev.batch_statistics(),
     )
 
 
@@ -289,17 +300,39 @@ class _Build:
         return values[self.g.loss], self._aux(values, infos)
 
     def metrics(self, params, batch):
+        roots = self._metric_roots()
+        self._check_params(params, "metrics")
+        params = self._hold(params)
+        inputs, dims = self._bind(batch, roots, True, "metrics")
+        values, infos = self.ev.batch(params, inputs, dims, roots)
+        return self._metric_outputs(values), self._aux(values, infos)
+
+    def metric_samples(self, params, batch):
+        roots = self._metric_roots()
+        self._check_params(params, "metrics")
+        params = self._hold(params)
+        inputs, dims = self._bind(batch, roots, True, "metrics")
+        return self.ev.per_sample(params, inputs, dims, roots)
+
+    def metrics_from_samples(self, params, batch, per_sample, infos):
+        roots = self._metric_roots()
+        self._check_params(params, "metrics")
+        params = self._hold(params)
+        inputs, dims = self._bind(batch, roots, True, "metrics")
+        values, infos = self.ev.from_samples(params, inputs, dims, roots, per_sample, infos)
+        return self._metric_outputs(values), self._aux(values, infos)
+
+    def _metric_roots(self) -> list[int]:
         roots = [i for _, i in self.g.metrics]
         if self.g.loss is not None:
             roots.append(self.g.loss)
-        self._check_params(params, "metrics")
-        params = self._hold(params)
-        inputs, dims = self._bind(batch, roots + list(self.guard_roots), True, "metrics")
-        values, infos = self.ev.batch(params, inputs, dims, roots + list(self.guard_roots))
+        return roots + list(self.guard_roots)
+
+    def _metric_outputs(self, values) -> dict:
         out = {name: values[i] for name, i in self.g.metrics}
         if self.g.loss is not None:
             out["loss"] = values[self.g.loss]
-        return out, self._aux(values, infos)
+        return out
 
     def values(self, params, batch, roots, taps=None, key=None):
         roots = list(roots)

@@ -332,10 +332,20 @@ class _Run:
         )
         # the curriculum weighs the real rows (a rule's weight may be a batch statistic)
         self.curriculum_rows = self.training_rows() if self.curriculum.on else {}
+        # Metrics per split: the per-sample values (argmins, scans: most of the program) by
+        # one compiled function over chunks of one size, the reductions per split size (cheap
+        # to compile) — one compilation of the sample stage, not one per split (issue 15).
+        self.chunk = (
+            _metric_chunk(self.n, _rows(self.test))
+            if self.mesh is None and product.chunkable
+            else None
+        )
+        metrics = product.metrics if self.chunk is None else product.metrics_from_samples
         self.evaluators = {
-            what: Compiled(product.metrics, what)
+            what: Compiled(metrics, what)
             for what in ("metrics on the test set", "metrics on the training set")
         }
+        self.sample_values = Compiled(product.metric_samples, "metrics: per-sample values")
         self.solver_summary: dict = {}
         self.log: list = []
         self.skipped = 0
@@ -770,11 +780,32 @@ class _Run:
 
     # --- evaluation and the end of the run -----------------------------------------------------
     def evaluate(self, params, arrays, what: str = "metrics on the test set"):
-        out, aux = self.evaluators[what](params, arrays)
+        if self.chunk is None:
+            out, aux = self.evaluators[what](params, arrays)
+        else:
+            per_sample, infos = self.per_sample(params, arrays)
+            out, aux = self.evaluators[what](params, arrays, per_sample, infos)
         solver_report.enforce(self.product, aux.solvers, what)
         if aux.solvers:
             self.solver_summary[what] = solver_report.summary(self.product, aux.solvers)
         return out
+
+    def per_sample(self, params, arrays):
+        """The metrics' per-sample values and solver infos over ``arrays`` (every row), computed
+        in chunks of ``self.chunk`` rows (the last one padded with copies of its last row,
+        whose values are dropped): one compiled function whatever the number of rows."""
+        import jax
+        import jax.numpy as jnp
+
+        n, size = _rows(arrays), self.chunk
+        assert size is not None
+        parts = []
+        for start in range(0, n, size):
+            piece = {k: _padded(a[start : start + size], size) for k, a in arrays.items()}
+            parts.append(self.sample_values(params, piece))
+        if len(parts) == 1:
+            return jax.tree.map(lambda a: a[:n], parts[0])
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
 
     def finish(self) -> RunResult:
         """Final metrics and timing; artefacts written to ``out_dir``."""
@@ -863,7 +894,13 @@ class _Run:
     def timing(self) -> dict:
         import jax
 
-        compiled = (self.step_fn, *self.evaluators.values(), self.diagnose, self.adjoints)
+        compiled = (
+            self.step_fn,
+            self.sample_values,
+            *self.evaluators.values(),
+            self.diagnose,
+            self.adjoints,
+        )
         steps = self.v["steps"] - self.start  # a resumed run counts only the steps it ran
         return {
             "trace_s": round(sum(c.trace_s for c in compiled), 4),
@@ -996,3 +1033,37 @@ def _floats(tree) -> dict[str, float]:
 def _floats_tree(x):
     a = np.asarray(x)
     return float(a) if a.ndim == 0 else a.tolist()
+
+
+# Metrics in chunks (Run.per_sample): below this many rows the smaller split is padded up to
+# the larger one's size (one chunk each, at most this many rows computed in vain); above it the
+# chunk is the smaller split, unless that makes more than _MAX_CHUNKS chunks of the larger.
+_PAD_UP_TO = 4096
+_MIN_CHUNK = 256
+_MAX_CHUNKS = 32
+
+
+def _metric_chunk(*sizes: int) -> int | None:
+    """The chunk size of both splits' metrics, or ``None`` to evaluate each split whole."""
+    small, large = min(sizes), max(sizes)
+    if small <= 0:
+        return None
+    if large <= _PAD_UP_TO:
+        return large
+    if small >= _MIN_CHUNK and -(-large // small) <= _MAX_CHUNKS:
+        return small
+    return None
+
+
+def _rows(arrays) -> int:
+    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
+
+
+def _padded(a, size: int):
+    """``a`` with copies of its last row appended up to ``size`` rows."""
+    import jax.numpy as jnp
+
+    short = size - a.shape[0]
+    if short <= 0:
+        return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)])
