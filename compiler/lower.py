@@ -129,15 +129,7 @@ class Evaluator:
         per_sample, infos = self.per_sample(params, inputs, dims, roots, taps, key)
         return self.from_samples(params, inputs, dims, roots, per_sample, infos, taps, key)
 
-    def per_sample(
-        self,
-        params,
-        inputs: Mapping,
-        dims: Mapping[str, int],
-        roots,
-        taps: Mapping | None = None,
-        key=None,
-    ) -> tuple[dict[int, object], dict[int, object]]:
+    def per_sample(self, params, inputs, dims, roots, taps=None, key=None) -> tuple[dict, dict]:
         """The first half of :meth:`batch`: the sample-stage values that ``roots`` need, over
         the batch (leading axis), and their solver infos. Without batch statistics in the
         sample stage (:meth:`batch_statistics`) and without a key, a sample's values do not

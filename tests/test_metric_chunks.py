@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from test_devices import BAND
 
 import ddm
 from ddm.runtime import train as training
@@ -23,35 +24,13 @@ from ddm.runtime.train import _metric_chunk
 
 pytestmark = pytest.mark.usefixtures("float64")
 
-BAND = """\
-dim N = 5
-dim N1 = 6
-input S: f32[N1]
-input tau: f32[N]
-input cost: f32
-param psi = mlp(2, 8, 2)
-node x = log(S[0:5] / 100.0) / (0.2 * sqrt(tau))
-node u = tau / 0.0137
-node delta = norm_cdf(x + 0.1 * sqrt(tau))
-node h = scan t in N, prev: f32 = 0.0 {{
-    let w = softplus(psi(stack([{feature}, u[t]])) - 2.0)
-    return argmin v: f32 {{ (v - prev) ** 2 }} subject to {{
-        v >= delta[t] - w[0], v <= delta[t] + w[1]
-    }} using prox
-}}
-node pnl = hedge_pnl(S, h, cost=cost, strike=100.0, premium=0.936)
-output h, pnl
-loss = entropic_risk(pnl)
-metric risk = entropic_risk(pnl)
-metric es = expected_shortfall(pnl, 0.05)
-metric sd = std(pnl)
-run {{
-    data = gbm_paths(sigma=0.2, days=5, steps=5, cost=0.01, n_train={n_train}, n_test={n_test})
-    optimizer = adam(lr=0.01)
-    steps = 3
-    batch = 64
-}}
-"""
+
+def band(n_train: int, n_test: int, feature: str = "x[t]") -> str:
+    """test_devices' program (a scan whose steps solve an argmin, a risk measure as the loss)
+    with these split sizes and this first feature of the band's network."""
+    return BAND.replace("n_train=1030, n_test=1001", f"n_train={n_train}, n_test={n_test}").replace(
+        "stack([x[t], u[t]])", f"stack([{feature}, u[t]])"
+    )
 
 
 def test_the_chunk_is_the_larger_split_when_small_else_the_smaller_one():
@@ -69,8 +48,7 @@ def test_the_chunk_is_the_larger_split_when_small_else_the_smaller_one():
     ids=["one-chunk", "many-chunks"],
 )
 def test_a_runs_metrics_are_the_whole_splits_with_one_compilation(n_train, n_test, chunks):
-    source = BAND.format(feature="x[t]", n_train=n_train, n_test=n_test)
-    prog = ddm.loads(source, "band.ddm", x64=True)
+    prog = ddm.loads(band(n_train, n_test), "band.ddm", x64=True)
     assert prog.product.chunkable
     calls: list[int] = []
     original = training._Run.per_sample
@@ -102,7 +80,7 @@ def test_a_runs_metrics_are_the_whole_splits_with_one_compilation(n_train, n_tes
 
 
 def test_a_sample_stage_that_reads_its_batch_is_evaluated_whole():
-    source = BAND.format(feature='zscore(x, stats="batch")[t]', n_train=300, n_test=100)
+    source = band(300, 100, feature='zscore(x, stats="batch")[t]')
     prog = ddm.loads(source, "band.ddm", x64=True)
     assert not prog.product.chunkable
     r = ddm.train(prog, plots=False)
