@@ -265,7 +265,7 @@ def _solve_smooth(body, prob, theta, n, dtype, opts):
 def _solve_prox(body, prob, theta, n, dtype, opts):
     from ddm.library.solvers import prox as P
     from ddm.library.solvers.implicit import poison_gradient
-    from ddm.library.solvers.status import INFEASIBLE
+    from ddm.library.solvers.status import INFEASIBLE, NONFINITE
 
     zero = jnp.zeros((n,), dtype)
     smooth = tuple(t for t in prob.terms if t.kind != "l1")
@@ -305,7 +305,7 @@ def _solve_prox(body, prob, theta, n, dtype, opts):
     f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
     x, info = P.prox_grad(f, theta, prox, omega, x0, opts)
     # the iterations cannot see an empty set: clipping returns the upper bound as a fixed point
-    empty = P.empty_set(omega)
+    empty = P.empty_set(omega) & (info.status != NONFINITE)  # as exact_step orders them
     info = info._replace(status=jnp.where(empty, INFEASIBLE, info.status).astype(jnp.int32))
     return poison_gradient(x, ~empty), info
 

@@ -1035,24 +1035,17 @@ def _floats_tree(x):
     return float(a) if a.ndim == 0 else a.tolist()
 
 
-# Metrics in chunks (Run.per_sample): below this many rows the smaller split is padded up to
-# the larger one's size (one chunk each, at most this many rows computed in vain); above it the
-# chunk is the smaller split, unless that makes more than _MAX_CHUNKS chunks of the larger.
-_PAD_UP_TO = 4096
-_MIN_CHUNK = 256
+# Metrics in chunks (Run.per_sample): the chunk is the test set's size, so the evaluations during
+# training (``eval_every``) compute no row in vain; the training set, evaluated once at the end,
+# is cut into at most this many chunks (its last one padded), else each split is evaluated whole.
 _MAX_CHUNKS = 32
 
 
-def _metric_chunk(*sizes: int) -> int | None:
+def _metric_chunk(n_train: int, n_test: int) -> int | None:
     """The chunk size of both splits' metrics, or ``None`` to evaluate each split whole."""
-    small, large = min(sizes), max(sizes)
-    if small <= 0:
+    if n_test <= 0 or -(-n_train // n_test) > _MAX_CHUNKS:
         return None
-    if large <= _PAD_UP_TO:
-        return large
-    if small >= _MIN_CHUNK and -(-large // small) <= _MAX_CHUNKS:
-        return small
-    return None
+    return n_test
 
 
 def _rows(arrays) -> int:

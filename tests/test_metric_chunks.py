@@ -4,10 +4,10 @@ compiled per split — one compilation of the sample stage (the argmins, the sca
 one per split.
 
 Specifications: the metrics are those of the whole split evaluated at once (float64, to
-rounding), with an argmin and a scan in the sample stage, through one chunk (the smaller split
-padded up) and through many (the last one padded); the per-sample function is compiled once
-and nothing recompiles; the padding rows' solves are not counted; a program whose sample stage
-reads its batch (``zscore(stats="batch")``) is evaluated whole.
+rounding), with an argmin and a scan in the sample stage, through one chunk (the training set
+padded up to the test set's size) and through many (the last one padded); the per-sample
+function is compiled once and nothing recompiles; the padding rows' solves are not counted; a
+program whose sample stage reads its batch (``zscore(stats="batch")``) is evaluated whole.
 """
 
 import warnings
@@ -33,18 +33,18 @@ def band(n_train: int, n_test: int, feature: str = "x[t]") -> str:
     )
 
 
-def test_the_chunk_is_the_larger_split_when_small_else_the_smaller_one():
-    assert _metric_chunk(1030, 301) == 1030  # the test set padded up: one chunk each
-    assert _metric_chunk(4096, 8192) == 4096  # the training set in two chunks
-    assert _metric_chunk(10_000, 300) is None  # 34 chunks: too many, each split whole
+def test_the_chunk_is_the_test_set_unless_the_training_set_needs_too_many():
+    # the periodic evaluations (the test set) compute no padding row
+    assert _metric_chunk(1030, 301) == 301  # the training set in four chunks
+    assert _metric_chunk(4096, 8192) == 8192  # the training set padded up, once, at the end
     assert _metric_chunk(9000, 300) == 300  # 30 chunks
-    assert _metric_chunk(100_000, 100) is None  # a chunk too small to be worth it
+    assert _metric_chunk(10_000, 300) is None  # 34 chunks: too many, each split whole
     assert _metric_chunk(50, 0) is None  # no test set
 
 
 @pytest.mark.parametrize(
     "n_train, n_test, chunks",
-    [(1030, 301, (1, 1)), (5000, 600, (9, 1))],
+    [(300, 1001, (1, 1)), (5000, 600, (9, 1))],
     ids=["one-chunk", "many-chunks"],
 )
 def test_a_runs_metrics_are_the_whole_splits_with_one_compilation(n_train, n_test, chunks):

@@ -57,7 +57,8 @@ STATUS_NAMES = (
 STATUS_HINTS = (
     "",
     "raise max_iter or loosen tol in the node's 'using' clause",
-    'the constraints admit no point; check the data feeding them, or use on_infeasible="closest"',
+    "the constraints admit no point; check the data feeding them, or use "
+    'on_infeasible="closest" (solvers kkt and ipm)',
     "the optimality system is singular or the quadratic is not positive definite at run time; "
     "add a ridge term (e.g. + 1e-6 * sum(v ** 2))",
     "the objective decreases without bound over the feasible set; add a bound or a quadratic term",
