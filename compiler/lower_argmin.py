@@ -193,7 +193,7 @@ def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
     # c = ∇F(0). A quadratic form of v itself has no gradient at 0; differentiating it anyway
     # costs two passes over its matrix (Sᵀ·0 and S·0, which XLA may not fold: 0·NaN is NaN) —
     # at n = 50, batch 1024, more than the solve. A NaN there is caught on P instead.
-    linear = [t for t in prob.terms if not (t.kind in ("quad", "sumsq") and t.arg == prob.var)]
+    linear = _linear_terms(prob)
     c = jax.grad(lambda x: jnp.asarray(body.objective(x, theta, linear), dtype))(zero)
     P = jnp.zeros((n, n), dtype)
     for t in prob.terms:
@@ -225,6 +225,11 @@ def qp_arrays(body: _Body, prob: Problem, theta, n, dtype):
     A, b = affine(eqs)
     G, h = affine(ineqs)
     return P, c, A, b, G, h
+
+
+def _linear_terms(prob: Problem) -> list:
+    """The terms whose gradient at 0 can be non-zero: all but quadratic forms of v itself."""
+    return [t for t in prob.terms if not (t.kind in ("quad", "sumsq") and t.arg == prob.var)]
 
 
 def _solve_qp(prob, arrays, opts):
@@ -317,8 +322,6 @@ def _distance(body, prob, theta, zero, dtype):
     part of each square of x + c — a square of x itself has none)."""
     terms = [t for t in prob.terms if t.kind == "sumsq"]
     curvature = sum(2.0 * t.scale * jnp.asarray(body.coef(zero, theta, t), dtype) for t in terms)
-    linear = [
-        t for t in prob.terms if t.kind != "l1" and not (t.kind == "sumsq" and t.arg == prob.var)
-    ]
+    linear = [t for t in _linear_terms(prob) if t.kind != "l1"]
     q = jax.grad(lambda x: jnp.asarray(body.objective(x, theta, linear), dtype))(zero)
     return curvature, q

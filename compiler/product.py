@@ -300,27 +300,26 @@ class _Build:
         return values[self.g.loss], self._aux(values, infos)
 
     def metrics(self, params, batch):
-        roots = self._metric_roots()
-        self._check_params(params, "metrics")
-        params = self._hold(params)
-        inputs, dims = self._bind(batch, roots, True, "metrics")
+        roots, params, inputs, dims = self._metric_call(params, batch)
         values, infos = self.ev.batch(params, inputs, dims, roots)
         return self._metric_outputs(values), self._aux(values, infos)
 
     def metric_samples(self, params, batch):
-        roots = self._metric_roots()
-        self._check_params(params, "metrics")
-        params = self._hold(params)
-        inputs, dims = self._bind(batch, roots, True, "metrics")
+        roots, params, inputs, dims = self._metric_call(params, batch)
         return self.ev.per_sample(params, inputs, dims, roots)
 
     def metrics_from_samples(self, params, batch, per_sample, infos):
-        roots = self._metric_roots()
-        self._check_params(params, "metrics")
-        params = self._hold(params)
-        inputs, dims = self._bind(batch, roots, True, "metrics")
+        roots, params, inputs, dims = self._metric_call(params, batch)
         values, infos = self.ev.from_samples(params, inputs, dims, roots, per_sample, infos)
         return self._metric_outputs(values), self._aux(values, infos)
+
+    def _metric_call(self, params, batch):
+        """What every metrics evaluation starts from: its roots, the params held, the bound
+        inputs and their dims."""
+        roots = self._metric_roots()
+        self._check_params(params, "metrics")
+        inputs, dims = self._bind(batch, roots, True, "metrics")
+        return roots, self._hold(params), inputs, dims
 
     def _metric_roots(self) -> list[int]:
         roots = [i for _, i in self.g.metrics]
