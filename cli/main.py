@@ -653,7 +653,7 @@ def cmd_compile(args) -> int:
         from ddm.cli.report import print_comparison
         from ddm.runtime.compare import run_both
 
-        both = run_both(prog, cfg, out, console, resume=bool(args.resume))
+        both = run_both(prog, cfg, out, console, resume=bool(args.resume), draw=not args.no_plots)
         for name, result in both["runs"].items():
             console.rule(name)
             print_report(console, result)

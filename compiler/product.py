@@ -91,11 +91,12 @@ class Product:
       one sample; ``batched``: called under ``jax.vmap(axis_name="batch")``.
     - ``dims_of(batch, roots)``, ``batch_stage(params, known, roots, dims)``: the dims a batch
       binds; batch-stage values from statistics accumulated elsewhere (runtime/streaming.py).
-    - ``metric_samples(params, batch) -> (per_sample, infos)`` and
+    - ``metric_samples(params, batch, extra=()) -> (per_sample, infos)`` and
       ``metrics_from_samples(params, batch, per_sample, infos) -> (metrics, Aux)``:
       :meth:`metrics` in two halves, the per-sample values (by id) and then the rest, so that a
       caller may compute the first half in chunks of one size — one compilation for every
-      split of the data (runtime/train.py) — when ``chunkable``.
+      split of the data (runtime/train.py) — when ``chunkable``. ``extra``: ids of more
+      sample-stage values to compute per sample on the way (a run's P&L for its plots).
 
     Inputs are arrays (anything with ``shape`` and ``dtype``); they are checked against the
     declared types when traced, and a mismatch is a located :class:`DataDiagnostic`.
@@ -304,21 +305,22 @@ class _Build:
         values, infos = self.ev.batch(params, inputs, dims, roots)
         return self._metric_outputs(values), self._aux(values, infos)
 
-    def metric_samples(self, params, batch):
-        roots, params, inputs, dims = self._metric_call(params, batch)
-        return self.ev.per_sample(params, inputs, dims, roots)
+    def metric_samples(self, params, batch, extra=()):
+        roots, params, inputs, dims = self._metric_call(params, batch, tuple(extra))
+        return self.ev.per_sample(params, inputs, dims, roots + list(extra))
 
     def metrics_from_samples(self, params, batch, per_sample, infos):
         roots, params, inputs, dims = self._metric_call(params, batch)
         values, infos = self.ev.from_samples(params, inputs, dims, roots, per_sample, infos)
         return self._metric_outputs(values), self._aux(values, infos)
 
-    def _metric_call(self, params, batch):
+    def _metric_call(self, params, batch, extra=()):
         """What every metrics evaluation starts from: its roots, the params held, the bound
-        inputs and their dims."""
+        inputs (of the roots and of ``extra``, more values wanted per sample) and their
+        dims."""
         roots = self._metric_roots()
         self._check_params(params, "metrics")
-        inputs, dims = self._bind(batch, roots, True, "metrics")
+        inputs, dims = self._bind(batch, roots + list(extra), True, "metrics")
         return roots, self._hold(params), inputs, dims
 
     def _metric_roots(self) -> list[int]:

@@ -17,8 +17,11 @@ from typing import Any
 VARIANTS = (("pure_dp", "off"), ("phi_guided", "on"))
 
 
-def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False) -> dict:
-    """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}."""
+def run_both(
+    prog, cfg, out_dir: str | None, console=None, resume: bool = False, draw: bool = True
+) -> dict:
+    """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}.
+    ``draw``: each variant's plots into its folder (``--no-plots`` turns them off)."""
     from ddm.runtime import train
     from ddm.runtime.checkpoint import write_json
     from ddm.runtime.errors import ConfigDiagnostic
@@ -43,7 +46,7 @@ def run_both(prog, cfg, out_dir: str | None, console=None, resume: bool = False)
         where = os.path.join(out_dir, name) if out_dir else None
         again = bool(resume and where and os.path.exists(os.path.join(where, "checkpoint.json")))
         try:
-            runs[name] = train.run(prog, c, where, console, resume=again)
+            runs[name] = train.run(prog, c, where, console, resume=again, draw=draw)
         except train.TrainingInterrupted as stop:  # resume both from the comparison's directory
             raise train.TrainingInterrupted(stop.step, stop.steps, out_dir) from None
     comparison: dict[str, Any] = {name: summarise(r) for name, r in runs.items()}

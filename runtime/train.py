@@ -12,6 +12,7 @@ batch order of epoch ``e`` from ``fold_in(fold_in(key, 1), e)``, random ops from
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -345,7 +346,21 @@ class _Run:
             what: Compiled(metrics, what)
             for what in ("metrics on the test set", "metrics on the training set")
         }
-        self.sample_values = Compiled(product.metric_samples, "metrics: per-sample values")
+        # the P&L per test sample that pnl.png draws comes out of the final test metrics'
+        # per-sample pass (a function of its own would compile the sample stage once more)
+        self.pnl = plots.pnl_names(g)
+        self.pnl_ids = tuple(i for _, i in self.pnl)
+        metric_roots = [i for _, i in g.metrics] + ([g.loss] if g.loss is not None else [])
+        self.pnl_shared = bool(self.pnl_ids) and set(g.inputs_needed(self.pnl_ids)) <= set(
+            g.inputs_needed(metric_roots)
+        )
+        self.test_samples: dict = {}  # the last test evaluation's per-sample P&L, by id
+        self.sample_values = Compiled(
+            functools.partial(
+                product.metric_samples, extra=self.pnl_ids if self.pnl_shared else ()
+            ),
+            "metrics: per-sample values",
+        )
         self.solver_summary: dict = {}
         self.log: list = []
         self.skipped = 0
@@ -785,6 +800,8 @@ class _Run:
         else:
             per_sample, infos = self.per_sample(params, arrays)
             out, aux = self.evaluators[what](params, arrays, per_sample, infos)
+            if what == "metrics on the test set" and self.pnl_shared:
+                self.test_samples = {i: per_sample[i] for i in self.pnl_ids}
         solver_report.enforce(self.product, aux.solvers, what)
         if aux.solvers:
             self.solver_summary[what] = solver_report.summary(self.product, aux.solvers)
@@ -939,13 +956,14 @@ class _Run:
         """The decision's and the baselines' P&L per test sample (plots.pnl_names)."""
         import jax
 
-        pnl = plots.pnl_names(self.g)
-        if not pnl:
+        if not self.pnl:
             return {}
-        roots = tuple(i for _, i in pnl)
-        evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
-        values, _ = evaluate(self.state.params, self.test)
-        return {name: np.asarray(values[i]) for name, i in pnl}
+        values = self.test_samples  # from finish()'s test metrics, with the final params
+        if not values:
+            roots = self.pnl_ids
+            evaluate = jax.jit(lambda p, b: self.product.values(p, b, roots))
+            values, _ = evaluate(self.state.params, self.test)
+        return {name: np.asarray(values[i]) for name, i in self.pnl}
 
 
 def jax_processes() -> int:

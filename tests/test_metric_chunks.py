@@ -7,16 +7,20 @@ Specifications: the metrics are those of the whole split evaluated at once (floa
 rounding), with an argmin and a scan in the sample stage, through one chunk (the training set
 padded up to the test set's size) and through many (the last one padded); the per-sample
 function is compiled once and nothing recompiles; the padding rows' solves are not counted; a
-program whose sample stage reads its batch (``zscore(stats="batch")``) is evaluated whole.
+program whose sample stage reads its batch (``zscore(stats="batch")``) is evaluated whole; the
+P&L per test sample that a run saves for its plot (``pnl.npz``) comes out of the final test
+metrics' pass, not out of a compilation of its own, and equals the program's values.
 """
 
 import warnings
 
+import jax
 import numpy as np
 import pytest
 from test_devices import BAND
 
 import ddm
+from ddm.runtime import plots
 from ddm.runtime import train as training
 from ddm.runtime.api import _config
 from ddm.runtime.compiled import RecompileWarning
@@ -87,6 +91,32 @@ def test_a_sample_stage_that_reads_its_batch_is_evaluated_whole():
     assert "metrics: per-sample values" not in r.timing["compilations"]
     whole = prog.metrics(r.params, _data(prog).test)
     assert r.metrics["test"]["risk"] == pytest.approx(float(whole["risk"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "whole"])
+def test_the_saved_pnl_is_the_final_test_passs_and_the_programs_values(tmp_path, chunked):
+    feature = "x[t]" if chunked else 'zscore(x, stats="batch")[t]'
+    prog = ddm.loads(band(300, 101, feature), "band.ddm", x64=True)
+    product = prog.product
+    assert product.chunkable == chunked
+    (pnl,) = [i for name, i in plots.pnl_names(prog.graph) if name == "pnl"]
+    own: list = []  # the P&L's own evaluations: a compilation of the sample stage each
+    values = product.values
+
+    def spy(params, batch, roots, *args, **kwargs):
+        own.append(tuple(roots))
+        return values(params, batch, roots, *args, **kwargs)
+
+    object.__setattr__(product, "values", spy)
+    try:
+        r = ddm.train(prog, out=str(tmp_path), plots=False, steps=3)
+    finally:
+        object.__setattr__(product, "values", values)
+    assert own == ([] if chunked else [(pnl,)])  # evaluated whole: its own pass, as before
+    saved = np.load(tmp_path / "pnl.npz")
+    expected, _ = jax.jit(lambda p, b: values(p, b, (pnl,)))(r.params, _data(prog).test)
+    assert saved["pnl"].shape == (101,)
+    np.testing.assert_allclose(saved["pnl"], np.asarray(expected[pnl]), rtol=1e-12)
 
 
 def _data(prog):

@@ -392,13 +392,16 @@ def test_compare_rules_resumes_each_variant_from_its_checkpoint(monkeypatch, tmp
 
     _toy(monkeypatch)
     prog = ddm.loads(PROGRAM.format(rule=RULE), file="rule.ddm")
-    fresh = run_both(prog, _cfg(steps=30), str(tmp_path / "fresh"))["comparison"]
+    # --no-plots (draw=False) reaches both variants; by default each draws its own pictures
+    fresh = run_both(prog, _cfg(steps=30), str(tmp_path / "fresh"), draw=False)["comparison"]
     run_both(prog, _cfg(steps=20, checkpoint_every=10), str(tmp_path / "cut"))
     again = run_both(prog, _cfg(steps=30, checkpoint_every=10), str(tmp_path / "cut"), resume=True)[
         "comparison"
     ]
     for variant in ("pure_dp", "phi_guided"):
         assert again[variant]["test"] == fresh[variant]["test"]
+        assert not list((tmp_path / "fresh" / variant).glob("*.png"))
+        assert (tmp_path / "cut" / variant / "learning.png").exists()
 
 
 def test_compare_rules_trains_pure_dp_and_phi_guided_from_one_seed(monkeypatch, tmp_path):
