@@ -270,7 +270,7 @@ def _solve_smooth(body, prob, theta, n, dtype, opts):
 def _solve_prox(body, prob, theta, n, dtype, opts):
     from ddm.library.solvers import prox as P
     from ddm.library.solvers.implicit import poison_gradient
-    from ddm.library.solvers.status import INFEASIBLE, NONFINITE
+    from ddm.library.solvers.status import INFEASIBLE, NONFINITE, SINGULAR
 
     zero = jnp.zeros((n,), dtype)
     smooth = tuple(t for t in prob.terms if t.kind != "l1")
@@ -306,13 +306,23 @@ def _solve_prox(body, prob, theta, n, dtype, opts):
         x0 = zero
     if prob.exact_step:
         curvature, q = _distance(body, prob, theta, zero, dtype)
-        return P.exact_step(curvature, q, prox, omega)
-    f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
-    x, info = P.prox_grad(f, theta, prox, omega, x0, opts)
-    # the iterations cannot see an empty set: clipping returns the upper bound as a fixed point
-    empty = P.empty_set(omega) & (info.status != NONFINITE)  # as exact_step orders them
-    info = info._replace(status=jnp.where(empty, INFEASIBLE, info.status).astype(jnp.int32))
-    return poison_gradient(x, ~empty), info
+        x, info = P.exact_step(curvature, q, prox, omega)
+    else:
+        f = lambda x, th: jnp.asarray(body.objective(x, th, smooth), dtype)  # noqa: E731
+        x, info = P.prox_grad(f, theta, prox, omega, x0, opts)
+        # the iterations cannot see an empty set: clipping returns the upper bound as a fixed
+        # point
+        empty = P.empty_set(omega) & (info.status != NONFINITE)  # as exact_step orders them
+        info = info._replace(status=jnp.where(empty, INFEASIBLE, info.status).astype(jnp.int32))
+        x = poison_gradient(x, ~empty)
+    if l1 is None:
+        return x, info
+    # An L1 weight whose sign the program does not state (data, a param without `positive`) is
+    # checked here: a negative one makes the problem non-convex, and the prox of a negative
+    # weight pushes away from the centre — a point, finite, that minimises nothing.
+    concave = jnp.any(omega["lam"] < 0) & (info.status != NONFINITE) & (info.status != INFEASIBLE)
+    info = info._replace(status=jnp.where(concave, SINGULAR, info.status).astype(jnp.int32))
+    return poison_gradient(x, ~concave), info
 
 
 def _distance(body, prob, theta, zero, dtype):

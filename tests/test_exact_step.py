@@ -7,8 +7,8 @@ Specifications: the compiler says so (``Problem.exact_step``, ``ddmc check``); t
 implicit gradient are those of the iterative solver on the same problem written so that the
 compiler cannot see the structure (``quad(v, I)`` with I an input), in float64; the gradient
 matches finite differences; what the step cannot promise (``unroll(k)``, a coefficient of
-unknown sign, a matrix, a scaled v) keeps the iterations; an empty box is ``infeasible`` on
-both paths, named by the error policy.
+unknown sign, a matrix, a scaled v) keeps the iterations; an empty box is ``infeasible`` and
+an L1 weight the data make negative ``singular`` on both paths, named by the error policy.
 """
 
 import numpy as np
@@ -175,14 +175,36 @@ def test_an_empty_box_is_infeasible_on_both_paths_and_named(hidden):
     params = prog.init(jax.random.key(0))
     data = {k: v.copy() for k, v in DATA.items()}
     data["lo"][1, 2] = data["hi"][1, 2] + 0.1  # instance 1: lo > hi in one coordinate
+    failed(prog, params, data, 1, "infeasible")
+
+
+def failed(prog, params, data, instance: int, status: str) -> None:
+    """Instance ``instance`` of 3 has ``status`` and the others converged; the error policy
+    names it; under a transformation the value and the gradient are NaN, never a plausible
+    number."""
     info = prog.solver_info(params, **data)["w"]
-    assert [STATUS_NAMES[int(s)] for s in np.asarray(info.status)] == [
-        "converged",
-        "infeasible",
-        "converged",
-    ]
-    with pytest.raises(SolverDiagnostic, match="instance 1 of 3 during apply_batch: infeasible"):
+    expected = ["converged"] * 3
+    expected[instance] = status
+    assert [STATUS_NAMES[int(s)] for s in np.asarray(info.status)] == expected
+    match = f"instance {instance} of 3 during apply_batch: {status}"
+    with pytest.raises(SolverDiagnostic, match=match):
         prog.apply_batch(params, **data)
-    # under a transformation: NaN in the value and in the gradient, never a plausible number
     value, g = jax.jit(jax.value_and_grad(lambda p: prog.loss(p, data)))(params)
     assert np.isnan(float(value)) and np.isnan(float(g["k"]))
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["exact", "iterative"])
+def test_an_l1_weight_below_zero_from_the_data_is_singular_on_both_paths(hidden):
+    # lo[0] * sum(abs(v)): a weight of unknown sign, checked at run time — a negative one makes
+    # the problem non-convex, and its prox pushes away from 0: a finite point minimising nothing
+    seen, covered, cons, _ = CASES["l1_box"]
+    weight = "lo[0] * sum(abs(v))"
+    objective = (covered if hidden else seen).replace("lam * sum(abs(v))", weight)
+    prog = ddm.loads(source(objective, cons, ""), x64=True)
+    assert problem(prog).exact_step != hidden
+    assert problem(prog).curvature == "checked at run time"
+    params = prog.init(jax.random.key(0))
+    data = {k: v.copy() for k, v in DATA.items()}
+    assert data["lo"][0, 0] < 0 and data["lo"][1, 0] < 0 and data["lo"][2, 0] == 0
+    data["lo"][1, 0] = 0.05  # instance 1: a positive weight (its box still holds its point)
+    failed(prog, params, data, 0, "singular")

@@ -59,8 +59,9 @@ STATUS_HINTS = (
     "raise max_iter or loosen tol in the node's 'using' clause",
     "the constraints admit no point; check the data feeding them, or use "
     'on_infeasible="closest" (solvers kkt and ipm)',
-    "the optimality system is singular or the quadratic is not positive definite at run time; "
-    "add a ridge term (e.g. + 1e-6 * sum(v ** 2))",
+    "the optimality system is singular, or the problem is not convex at run time (a quadratic "
+    "not positive definite, an L1 weight below 0); add a ridge term (e.g. + 1e-6 * "
+    "sum(v ** 2)), or keep the weights the data give at or above 0",
     "the objective decreases without bound over the feasible set; add a bound or a quadratic term",
     "the problem's data contain NaN or Inf",
     "the constraints admit no point, so the node returned the closest one (the best point among "
