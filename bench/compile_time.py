@@ -7,9 +7,10 @@ steps=STEPS --no-plots`` runs twice in fresh processes with one new, empty persi
 user's rerun. Each run's ``timing.json`` gives the trace and XLA time of every function it
 compiled (train step, metrics on each split, …); the wall time of the process is measured too.
 
-Printed per example: first compile (trace + XLA), rerun (trace + XLA, where XLA is now a cache
-load), and the functions that took longest. Targets (issue 15): first compile ≤ 10 s, rerun ≤ 2 s
-on the 2-core machine — reported, not asserted. Writes ``bench/results/compile_time.json``.
+Printed per example: first compile (trace + XLA), rerun (trace + XLA, where both are now
+cache loads: the traced program and XLA's executable), and the functions that took longest.
+Targets (issue 15): first compile ≤ 10 s, rerun ≤ 2 s on the 2-core machine — reported, not
+asserted. Writes ``bench/results/compile_time.json``.
 
 Run from the repository root: ``python -m ddm.bench.compile_time [EXAMPLE …]`` (names without
 ``.ddm``; default every example).

@@ -616,7 +616,8 @@ def cmd_compile(args) -> int:
         print(format_ir(graph))
         return EXIT_OK
     cfg = _resume_config(graph, sources, args) if args.resume else _config(graph, sources, args)
-    _cache(args)
+    # with the compilation cache, the cache of traced programs (DDM_NO_TRACE_CACHE=1: not it)
+    traces = _cache(args) and not os.environ.get("DDM_NO_TRACE_CACHE")
     x64 = args.x64 or bool(cfg.values.get("x64") is True)
     from ddm.runtime.program import Program
 
@@ -653,14 +654,24 @@ def cmd_compile(args) -> int:
         from ddm.cli.report import print_comparison
         from ddm.runtime.compare import run_both
 
-        both = run_both(prog, cfg, out, console, resume=bool(args.resume), draw=not args.no_plots)
+        both = run_both(
+            prog,
+            cfg,
+            out,
+            console,
+            resume=bool(args.resume),
+            draw=not args.no_plots,
+            traces=traces,
+        )
         for name, result in both["runs"].items():
             console.rule(name)
             print_report(console, result)
         print_comparison(console, both["comparison"])
         _diagram(graph, sources, os.path.join(out, "phi_guided"), out, console)
         return EXIT_OK
-    result = run(prog, cfg, out, console, resume=bool(args.resume), draw=not args.no_plots)
+    result = run(
+        prog, cfg, out, console, resume=bool(args.resume), draw=not args.no_plots, traces=traces
+    )
     print_report(console, result)
     if result.moved:  # trained, but not written where asked: say where, and fail the command
         print(terminal.paint(f"error: {result.moved}"), file=sys.stderr)
@@ -708,13 +719,13 @@ def _resume_config(graph, sources, args):
     return cfg
 
 
-def _cache(args) -> None:
-    """The persistent compilation cache, unless --no-cache or DDM_NO_CACHE."""
+def _cache(args) -> bool:
+    """The persistent compilation cache, unless --no-cache or DDM_NO_CACHE: whether it is on."""
     if getattr(args, "no_cache", False) or os.environ.get("DDM_NO_CACHE"):
-        return
+        return False
     from ddm.runtime import compile_cache
 
-    compile_cache.enable()
+    return compile_cache.enable() is not None
 
 
 def _diagram(graph, sources, run_dir: str, out: str, console) -> None:

@@ -18,10 +18,17 @@ VARIANTS = (("pure_dp", "off"), ("phi_guided", "on"))
 
 
 def run_both(
-    prog, cfg, out_dir: str | None, console=None, resume: bool = False, draw: bool = True
+    prog,
+    cfg,
+    out_dir: str | None,
+    console=None,
+    resume: bool = False,
+    draw: bool = True,
+    traces: bool = False,
 ) -> dict:
     """Train both variants; return {"runs": {variant: RunResult}, "comparison": {…}}.
-    ``draw``: each variant's plots into its folder (``--no-plots`` turns them off)."""
+    ``draw``: each variant's plots into its folder (``--no-plots`` turns them off);
+    ``traces``: as in :func:`ddm.runtime.train.run`."""
     from ddm.runtime import train
     from ddm.runtime.checkpoint import write_json
     from ddm.runtime.errors import ConfigDiagnostic
@@ -46,7 +53,7 @@ def run_both(
         where = os.path.join(out_dir, name) if out_dir else None
         again = bool(resume and where and os.path.exists(os.path.join(where, "checkpoint.json")))
         try:
-            runs[name] = train.run(prog, c, where, console, resume=again, draw=draw)
+            runs[name] = train.run(prog, c, where, console, resume=again, draw=draw, traces=traces)
         except train.TrainingInterrupted as stop:  # resume both from the comparison's directory
             raise train.TrainingInterrupted(stop.step, stop.steps, out_dir) from None
     comparison: dict[str, Any] = {name: summarise(r) for name, r in runs.items()}

@@ -9,14 +9,15 @@ new jaxlib compiles afresh. Every compilation is stored (:data:`MIN_COMPILE_S` i
 compiles dozens of small functions — metrics reductions, a data source's draws, eager ops —
 each 10–400 ms to compile and a few ms to read back; storing them all took
 ``examples/trading.ddm``'s rerun from 8.2 to 6.1 s (1.7 MB of cache). Measured on
-``examples/hedge_longonly.ddm`` and ``trading.ddm`` (bench/README.md).
+``examples/hedge_longonly.ddm`` and ``trading.ddm`` (bench/README.md). The traced programs
+themselves are kept beside it, in ``traces/`` (:mod:`ddm.runtime.trace_cache`).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["enable", "folder", "MIN_COMPILE_S"]
+__all__ = ["enable", "enabled", "folder", "MIN_COMPILE_S"]
 
 MIN_COMPILE_S = 0.0
 
@@ -26,6 +27,14 @@ def folder() -> str:
         return os.environ["DDM_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "ddm", "xla")
+
+
+_ENABLED: list[str] = []  # the folder enable() set, if any
+
+
+def enabled() -> str | None:
+    """The folder of the cache turned on in this process, else None."""
+    return _ENABLED[-1] if _ENABLED else None
 
 
 def enable(path: str | None = None) -> str | None:
@@ -43,4 +52,5 @@ def enable(path: str | None = None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _ENABLED.append(path)
     return path

@@ -1,5 +1,6 @@
 """Ahead-of-time compiled functions that time tracing apart from XLA compilation and warn when
-a new input signature forces a recompile."""
+a new input signature forces a recompile; with a trace cache (runtime/trace_cache.py), a rerun
+loads their traced programs instead of tracing them."""
 
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ class Compiled:
     """``jax.jit(fn)`` compiled per input signature; ``trace_s`` and ``compile_s`` add up over
     compilations; a second signature emits :class:`RecompileWarning`."""
 
-    def __init__(self, fn, name: str, donate_argnums=()):
+    def __init__(self, fn, name: str, donate_argnums=(), traces=None):
         import jax
 
         self.name = name
         self.jitted = jax.jit(fn, donate_argnums=donate_argnums)
+        self.donate = tuple(donate_argnums)
+        self.traces = traces  # a trace_cache.TraceCache, or None: traced on every run
         self.executables = {}
         self.trace_s = 0.0
         self.compile_s = 0.0
+        self.program = "traced"  # the last compilation's: "traced, stored", "loaded" (the cache)
 
     def __call__(self, *args):
         sig = _signature(args)
@@ -42,15 +46,64 @@ class Compiled:
                     RecompileWarning,
                     stacklevel=2,
                 )
-            t0 = time.perf_counter()
-            lowered = self.jitted.lower(*args)
-            t1 = time.perf_counter()
-            exe = lowered.compile()
-            t2 = time.perf_counter()
-            self.trace_s += t1 - t0
-            self.compile_s += t2 - t1
+            exe = self._exported(args) if self.traces is not None else None
+            if exe is None:
+                self.program = "traced"
+                t0 = time.perf_counter()
+                lowered = self.jitted.lower(*args)
+                t1 = time.perf_counter()
+                exe = lowered.compile()
+                t2 = time.perf_counter()
+                self.trace_s += t1 - t0
+                self.compile_s += t2 - t1
             self.executables[sig] = exe
         return exe(*args)
+
+    def _exported(self, args):
+        """The executable through the trace cache: its entry's program when there is one,
+        else the function traced once by ``jax.export`` (and stored); None where the function
+        cannot be exported (then it is compiled as usual). Outputs and inputs cross the
+        exported program as flat lists; the structures are kept here."""
+        import jax
+
+        from ddm.dsl.diagnostics import DdmError
+
+        flatten, unflatten = jax.tree_util.tree_flatten, jax.tree_util.tree_unflatten
+        cache = self.traces
+        assert cache is not None
+        leaves, tree = flatten(args)
+        donated, at = [], 0
+        for k, arg in enumerate(args):  # the leaves of the donated arguments
+            n = len(jax.tree_util.tree_leaves(arg))
+            donated += list(range(at, at + n)) if k in self.donate else []
+            at += n
+        t0 = time.perf_counter()
+        key = cache.key(self.name, args, self.donate)
+        hit = cache.load(key)
+        self.program = "loaded"
+        if hit is None:
+            box = []
+
+            def flat(*xs):
+                out, out_tree = flatten(self.jitted(*unflatten(tree, xs)))
+                box.append(out_tree)
+                return out
+
+            try:
+                exported = jax.export.export(jax.jit(flat))(*leaves)
+            except DdmError:
+                raise
+            except Exception:  # e.g. a host callback: not exportable, compiled as usual
+                return None
+            hit = exported, box[0]
+            self.program = "traced, stored" if cache.store(key, *hit) else "traced"
+        exported, out_tree = hit
+        lowered = jax.jit(exported.call, donate_argnums=tuple(donated)).lower(*leaves)
+        t1 = time.perf_counter()
+        exe = lowered.compile()
+        self.trace_s += t1 - t0
+        self.compile_s += time.perf_counter() - t1
+        return lambda *a: unflatten(out_tree, exe(*flatten(a)[0]))
 
     @property
     def compilations(self) -> int:

@@ -191,13 +191,18 @@ def run(
     resume: bool = False,
     data: Dataset | None = None,
     draw: bool = True,
+    traces: bool = False,
 ) -> RunResult:
     """Train ``prog`` as ``cfg`` says; write artefacts to ``out_dir``; return final metrics.
 
     With ``resume``, continue from the checkpoint in ``out_dir`` (``checkpoint_every`` steps,
-    or written on Ctrl-C): the run then ends bit for bit where an uninterrupted one would."""
+    or written on Ctrl-C): the run then ends bit for bit where an uninterrupted one would.
+    ``traces``: keep the compiled functions' traced programs in the trace cache beside the
+    compilation cache, and load them on a rerun (runtime/trace_cache.py; ``ddmc`` sets it when
+    the compilation cache is on; off for the Python API, where a monkeypatched function would
+    not be seen by the cache's key)."""
     prog = variant(prog, cfg)
-    loop = _Run(prog, cfg, out_dir, console, fresh=not resume, data=data)
+    loop = _Run(prog, cfg, out_dir, console, fresh=not resume, data=data, traces=traces)
     if resume:
         loop.restore()
     loop.train()
@@ -246,6 +251,7 @@ class _Run:
         console,
         fresh: bool = True,
         data: Dataset | None = None,
+        traces: bool = False,
     ):
         import jax
 
@@ -323,11 +329,16 @@ class _Run:
         )
         # noise of random ops (gumbel_softmax) per step: fold_in(fold_in(key, 2), step)
         self.state = self.on_mesh(self.stepper.init(params, jax.random.fold_in(self.key, 2)))
-        self.step_fn = Compiled(self._gathered_step, "train step", donate_argnums=(0,))
+        cache = self.traces = self.trace_cache() if traces else None
+        self.step_fn = Compiled(
+            self._gathered_step, "train step", donate_argnums=(0,), traces=cache
+        )
         # the noise of the gradient on log steps: one extra compilation, so only when asked
-        self.diagnose = Compiled(diagnostics.make(product, self.batch)[0], "gradient diagnostics")
+        self.diagnose = Compiled(
+            diagnostics.make(product, self.batch)[0], "gradient diagnostics", traces=cache
+        )
         self.adjoint_ids = [i for i in _adjoint_ids(product) if g.values[i].name]
-        self.adjoints = Compiled(self._adjoint_stats, "node gradient statistics")
+        self.adjoints = Compiled(self._adjoint_stats, "node gradient statistics", traces=cache)
         self.curriculum = Curriculum(
             product, v.get("curriculum"), self.n, self.batch, jax.random.fold_in(self.key, 3)
         )
@@ -343,7 +354,7 @@ class _Run:
         )
         metrics = product.metrics if self.chunk is None else product.metrics_from_samples
         self.evaluators = {
-            what: Compiled(metrics, what)
+            what: Compiled(metrics, what, traces=cache)
             for what in ("metrics on the test set", "metrics on the training set")
         }
         # the P&L per test sample that pnl.png draws comes out of the final test metrics'
@@ -360,6 +371,7 @@ class _Run:
                 product.metric_samples, extra=self.pnl_ids if self.pnl_shared else ()
             ),
             "metrics: per-sample values",
+            traces=cache,
         )
         self.solver_summary: dict = {}
         self.log: list = []
@@ -429,6 +441,23 @@ class _Run:
         from ddm.runtime import devices
 
         return devices.replicate(tree, self.mesh)
+
+    def trace_cache(self):
+        """The cache of traced programs (runtime/trace_cache.py) when the compilation cache
+        is on and the run is one process on one device; else None."""
+        from ddm.runtime import compile_cache, trace_cache
+
+        folder = compile_cache.enabled()
+        if folder is None or self.mesh is not None or jax_processes() > 1:
+            return None
+        program = {
+            "sources": dict(self.product.sources),
+            "graph": repr(self.g),
+            "x64": self.product.x64,
+        }
+        data = trace_cache.data_digest(self.data.train, self.data.test)
+        context = trace_cache.context(program, dict(self.v), data)
+        return trace_cache.TraceCache(os.path.join(folder, "traces"), context)
 
     # --- pieces the loop compiles --------------------------------------------------------------
     def _gathered_step(self, state, arrays, idx):
@@ -929,7 +958,13 @@ class _Run:
             "device": str(jax.devices()[0].platform),
             # per compiled function that was compiled: where the compile time went
             "compilations": {
-                c.name: {"trace_s": round(c.trace_s, 4), "xla_compile_s": round(c.compile_s, 4)}
+                c.name: {
+                    "trace_s": round(c.trace_s, 4),
+                    "xla_compile_s": round(c.compile_s, 4),
+                    # how its program was had: "traced", "traced, stored" (in the trace
+                    # cache), "loaded" (from it)
+                    "program": c.program,
+                }
                 for c in compiled
                 if c.compilations
             },
