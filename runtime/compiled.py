@@ -90,13 +90,17 @@ class Compiled:
                 return out
 
             try:
-                exported = jax.export.export(jax.jit(flat))(*leaves)
+                blob = jax.export.export(jax.jit(flat))(*leaves).serialize()
+                # the first run calls what a rerun will load (deserialising drops weak types:
+                # the two must agree, or a function fed the outputs would key differently)
+                exported = jax.export.deserialize(blob)
             except DdmError:
                 raise
             except Exception:  # e.g. a host callback: not exportable, compiled as usual
+                self.trace_s += time.perf_counter() - t0
                 return None
             hit = exported, box[0]
-            self.program = "traced, stored" if cache.store(key, *hit) else "traced"
+            self.program = "traced, stored" if cache.store(key, blob, box[0]) else "traced"
         exported, out_tree = hit
         lowered = jax.jit(exported.call, donate_argnums=tuple(donated)).lower(*leaves)
         t1 = time.perf_counter()

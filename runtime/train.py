@@ -452,7 +452,7 @@ class _Run:
             return None
         program = {
             "sources": dict(self.product.sources),
-            "graph": repr(self.g),
+            "graph": trace_cache.graph_digest(self.g),
             "x64": self.product.x64,
         }
         data = trace_cache.data_digest(self.data.train, self.data.test)
