@@ -22,14 +22,13 @@ split of a source, or on a mapping of arrays (one batch).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
 from ddm.dsl.diagnostics import DdmError
-from ddm.runtime.data.base import Dataset, Source
+from ddm.runtime.data.base import Dataset, Source, dataset_digest
 from ddm.runtime.errors import ConfigDiagnostic
 
 __all__ = ["train", "evaluate", "as_program", "source_of"]
@@ -86,19 +85,6 @@ def _config(prog, data, settings: Mapping[str, Any]):
     if arrays is not None:  # what identifies them in metrics.json and a resume's fingerprint
         cfg.values["data"] = {"name": ARRAYS, "sha256": dataset_digest(arrays)}
     return cfg, arrays
-
-
-def dataset_digest(data: Dataset) -> str:
-    """SHA-256 of a dataset's arrays (names, shapes, dtypes, bytes of both splits): what
-    identifies arrays given from Python and an experiment's market data on a resume."""
-    h = hashlib.sha256()
-    for split in ("train", "test"):
-        arrays = getattr(data, split)
-        for k in sorted(arrays):
-            a = np.ascontiguousarray(arrays[k])
-            h.update(f"{split}/{k}{a.shape}{a.dtype}".encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _plain(value):

@@ -29,12 +29,12 @@ def folder() -> str:
     return os.path.join(base, "ddm", "xla")
 
 
-_ENABLED: list[str] = []  # the folder enable() set, if any
+_enabled: str | None = None  # the folder enable() set, if any
 
 
 def enabled() -> str | None:
     """The folder of the cache turned on in this process, else None."""
-    return _ENABLED[-1] if _ENABLED else None
+    return _enabled
 
 
 def enable(path: str | None = None) -> str | None:
@@ -52,5 +52,6 @@ def enable(path: str | None = None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _ENABLED.append(path)
+    global _enabled
+    _enabled = path
     return path

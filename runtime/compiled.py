@@ -80,8 +80,9 @@ class Compiled:
         t0 = time.perf_counter()
         key = cache.key(self.name, args, self.donate)
         hit = cache.load(key)
-        self.program = "loaded"
-        if hit is None:
+        if hit is not None:
+            self.program = "loaded"
+        else:
             box = []
 
             def flat(*xs):

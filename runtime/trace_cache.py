@@ -76,20 +76,6 @@ def ddm_digest() -> str:
     return h.hexdigest()
 
 
-def data_digest(*splits) -> str:
-    """SHA-256 of arrays' names, dtypes, shapes and bytes (``splits``: mappings name → array)."""
-    import numpy as np
-
-    h = hashlib.sha256()
-    for split in splits:
-        for name in sorted(split):
-            a = np.ascontiguousarray(np.asarray(split[name]))
-            h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-            h.update(a.tobytes())
-        h.update(b"|")
-    return h.hexdigest()
-
-
 def graph_digest(graph) -> str:
     """SHA-256 of the IR's structure: every field of its frozen dataclasses, recursively (a
     class's own ``repr`` may leave fields out), arrays by their bytes."""
@@ -123,7 +109,7 @@ def _plain(x) -> Any:
 def context(program: dict, config: dict, data: str) -> str:
     """The part of every key that is the run's: the environment, the ``program`` (its source
     files, its graph — a variant rewrites the graph, not the text — and its precision), the
-    run's ``config`` and its ``data`` digest (:func:`data_digest`)."""
+    run's ``config`` and its ``data`` digest (``ddm.runtime.data.base.dataset_digest``)."""
     import jax
 
     devices = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]

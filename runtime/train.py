@@ -446,6 +446,7 @@ class _Run:
         """The cache of traced programs (runtime/trace_cache.py) when the compilation cache
         is on and the run is one process on one device; else None."""
         from ddm.runtime import compile_cache, trace_cache
+        from ddm.runtime.data.base import dataset_digest
 
         folder = compile_cache.enabled()
         if folder is None or self.mesh is not None or jax_processes() > 1:
@@ -455,8 +456,7 @@ class _Run:
             "graph": trace_cache.graph_digest(self.g),
             "x64": self.product.x64,
         }
-        data = trace_cache.data_digest(self.data.train, self.data.test)
-        context = trace_cache.context(program, dict(self.v), data)
+        context = trace_cache.context(program, dict(self.v), dataset_digest(self.data))
         return trace_cache.TraceCache(os.path.join(folder, "traces"), context)
 
     # --- pieces the loop compiles --------------------------------------------------------------

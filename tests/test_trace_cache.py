@@ -28,6 +28,8 @@ from ddm.dsl.diagnostics import DataDiagnostic
 from ddm.library.solvers.status import Info, make_info
 from ddm.runtime import trace_cache
 from ddm.runtime.compiled import Compiled
+from ddm.runtime.data import Dataset
+from ddm.runtime.data.base import dataset_digest
 
 
 def make_step():
@@ -134,7 +136,7 @@ def test_the_key_changes_with_the_program_the_settings_and_the_data(tmp_path):
     data = {"x": np.arange(6.0, dtype=np.float32)}
     moved = {"x": data["x"].copy()}
     moved["x"][3] += 1e-6  # one element, one ulp or so
-    assert trace_cache.data_digest(data) != trace_cache.data_digest(moved)
+    assert dataset_digest(Dataset(data, data)) != dataset_digest(Dataset(data, moved))
     program = {"sources": {"a.ddm": "…"}, "graph": "g", "x64": False}
     base = trace_cache.context(program, {"steps": 10}, "d")
     assert base == trace_cache.context(dict(program), {"steps": 10}, "d")

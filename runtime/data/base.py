@@ -4,6 +4,7 @@ checked when the run configuration is read, before anything is generated)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -46,3 +47,16 @@ class Source:
     def n_rows(self, split: str, spec: Mapping[str, Any]) -> int:
         """The rows of ``split`` a source with ``rows`` builds for the call ``spec``."""
         return int(spec[f"n_{split}"])
+
+
+def dataset_digest(data: Dataset) -> str:
+    """SHA-256 of a dataset's arrays (names, shapes, dtypes, bytes of both splits): what
+    identifies arrays given from Python and an experiment's market data on a resume."""
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        arrays = getattr(data, split)
+        for k in sorted(arrays):
+            a = np.ascontiguousarray(arrays[k])
+            h.update(f"{split}/{k}{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()

@@ -398,7 +398,7 @@ def validate(exp: Experiment, prog) -> None:
 def _check_data(base: str, market: str, data) -> None:
     """A resumed market must have the same test data as the saved per-path values: its digest
     is kept in MARKET/data.json."""
-    from ddm.runtime.api import dataset_digest
+    from ddm.runtime.data.base import dataset_digest
 
     digest = dataset_digest(data)
     path = os.path.join(base, "data.json")
